@@ -1,0 +1,16 @@
+//! pharox-exporter: a Prometheus exporter sidecar that keeps proxy pools honest.
+//!
+//! Data flows one way:
+//!
+//! 1. [`config`] turns a YAML file and flags into one validated `Config`;
+//! 2. [`inventory`] sources (files, later PostgreSQL) yield [`model::Proxy`] values;
+//! 3. [`sweep`] schedules checks with bounded concurrency;
+//! 4. [`probe`] dials each proxy, speaks its protocol, times every phase and
+//!    classifies the outcome into a [`model::CheckResult`];
+//! 5. sinks (metrics, storage) consume results as each check completes, and
+//!    `server` serves what they hold over HTTP.
+//!
+//! Start reading at [`model`], then [`probe::check`].
+
+pub mod model;
+pub mod probe;

@@ -1,0 +1,515 @@
+//! The vocabulary every other module speaks: proxies, protocols, statuses,
+//! failure reasons, phases and the result of one check.
+//!
+//! Nothing here does I/O. Credentials live only in [`Proxy::password`] and are
+//! kept out of every `Debug`, `Display` and serialised form by construction:
+//! [`Proxy`] has a hand-written `Debug`, and [`Proxy::redacted_url`] is the
+//! only way to print a proxy's address.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How the prober talks to a proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// Plain HTTP proxy: absolute-form requests for `http://` targets, CONNECT for `https://`.
+    Http,
+    /// HTTP proxy reached over TLS (TLS to the proxy itself), then as [`ProxyProtocol::Http`].
+    Https,
+    /// SOCKS4: the target is resolved locally and sent as an IPv4 address.
+    Socks4,
+    /// SOCKS4a: the target host name is sent to the proxy, which resolves it.
+    Socks4a,
+    /// SOCKS5 (RFC 1928/1929) with local resolution of the target.
+    Socks5,
+    /// SOCKS5 with remote resolution: the host name is sent to the proxy.
+    Socks5h,
+}
+
+impl ProxyProtocol {
+    /// Every protocol, in a stable order (used to emit gauges at 0).
+    pub const ALL: [ProxyProtocol; 6] = [
+        ProxyProtocol::Http,
+        ProxyProtocol::Https,
+        ProxyProtocol::Socks4,
+        ProxyProtocol::Socks4a,
+        ProxyProtocol::Socks5,
+        ProxyProtocol::Socks5h,
+    ];
+
+    /// The URL scheme and label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyProtocol::Http => "http",
+            ProxyProtocol::Https => "https",
+            ProxyProtocol::Socks4 => "socks4",
+            ProxyProtocol::Socks4a => "socks4a",
+            ProxyProtocol::Socks5 => "socks5",
+            ProxyProtocol::Socks5h => "socks5h",
+        }
+    }
+
+    /// The port a proxy of this protocol listens on when a URL names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            ProxyProtocol::Http => 8080,
+            ProxyProtocol::Https => 443,
+            _ => 1080,
+        }
+    }
+
+    /// True for the SOCKS family.
+    pub fn is_socks(self) -> bool {
+        !matches!(self, ProxyProtocol::Http | ProxyProtocol::Https)
+    }
+}
+
+impl fmt::Display for ProxyProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProxyProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "http" => Ok(ProxyProtocol::Http),
+            "https" => Ok(ProxyProtocol::Https),
+            "socks4" => Ok(ProxyProtocol::Socks4),
+            "socks4a" => Ok(ProxyProtocol::Socks4a),
+            "socks5" => Ok(ProxyProtocol::Socks5),
+            "socks5h" => Ok(ProxyProtocol::Socks5h),
+            other => Err(format!(
+                "unknown proxy protocol {other:?} (expected one of http, https, socks4, socks4a, socks5, socks5h)"
+            )),
+        }
+    }
+}
+
+/// Health of a proxy, as pharox spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyStatus {
+    /// An attempt got an expected status within `slow_threshold_ms`.
+    Active,
+    /// An attempt got an expected status, slower than `slow_threshold_ms`.
+    Slow,
+    /// Every attempt failed.
+    Inactive,
+    /// Set by operators in pharox; never produced by a check.
+    Banned,
+}
+
+impl ProxyStatus {
+    /// Every status, in a stable order (used to emit gauges at 0).
+    pub const ALL: [ProxyStatus; 4] = [
+        ProxyStatus::Active,
+        ProxyStatus::Slow,
+        ProxyStatus::Inactive,
+        ProxyStatus::Banned,
+    ];
+
+    /// Label and JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyStatus::Active => "active",
+            ProxyStatus::Slow => "slow",
+            ProxyStatus::Inactive => "inactive",
+            ProxyStatus::Banned => "banned",
+        }
+    }
+
+    /// ACTIVE or SLOW: the proxy works.
+    pub fn is_up(self) -> bool {
+        matches!(self, ProxyStatus::Active | ProxyStatus::Slow)
+    }
+}
+
+impl fmt::Display for ProxyStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProxyStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "active" => Ok(ProxyStatus::Active),
+            "slow" => Ok(ProxyStatus::Slow),
+            "inactive" => Ok(ProxyStatus::Inactive),
+            "banned" => Ok(ProxyStatus::Banned),
+            other => Err(format!("unknown proxy status {other:?}")),
+        }
+    }
+}
+
+/// The step of a check in which time was spent or a failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Resolving the proxy's host name and opening TCP to it.
+    Connect,
+    /// TLS to the proxy itself (HTTPS proxies only).
+    ProxyTls,
+    /// The proxy protocol: CONNECT, SOCKS greeting/auth/request.
+    Handshake,
+    /// TLS to the target, through the tunnel.
+    Tls,
+    /// From the request being written to the first byte of the response.
+    FirstByte,
+    /// Reading the rest of the response (headers and bounded body).
+    Body,
+}
+
+impl Phase {
+    /// Every phase, in the order a check goes through them.
+    pub const ALL: [Phase; 6] = [
+        Phase::Connect,
+        Phase::ProxyTls,
+        Phase::Handshake,
+        Phase::Tls,
+        Phase::FirstByte,
+        Phase::Body,
+    ];
+
+    /// Label and JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Connect => "connect",
+            Phase::ProxyTls => "proxy_tls",
+            Phase::Handshake => "handshake",
+            Phase::Tls => "tls",
+            Phase::FirstByte => "first_byte",
+            Phase::Body => "body",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a check failed: a closed set an operator can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The attempt's deadline passed; [`CheckResult::phase`] says where.
+    Timeout,
+    /// The proxy's port refused the TCP connection.
+    ConnectRefused,
+    /// Any other failure to reach the proxy (unreachable, reset during connect).
+    ConnectError,
+    /// A host name (the proxy's, or the target's for local-resolving SOCKS) did not resolve.
+    Dns,
+    /// The proxy wants credentials and none were configured.
+    ProxyAuthRequired,
+    /// The proxy rejected the configured credentials.
+    ProxyAuthFailed,
+    /// The proxy denied or could not reach the destination.
+    ProxyRefused,
+    /// The proxy answered something that is not its protocol (garbage, wrong version).
+    ProxyProtocol,
+    /// TLS failed (to the proxy for HTTPS proxies, or to the target).
+    Tls,
+    /// The connection was closed or reset by the peer after it was open.
+    ConnectionReset,
+    /// The target answered, with a status not in `expected_status_codes`.
+    UnexpectedStatus,
+    /// The response was not valid HTTP/1.x, or exceeded the header limit.
+    Http,
+    /// A configured body check (contains / regex) did not match.
+    BodyMismatch,
+    /// The exit IP reported by the target is one of ours: the proxy does not hide us.
+    ExitIpLeak,
+    /// Too many redirects, or a redirect without a usable Location.
+    Redirect,
+}
+
+impl Reason {
+    /// Every reason, in a stable order.
+    pub const ALL: [Reason; 15] = [
+        Reason::Timeout,
+        Reason::ConnectRefused,
+        Reason::ConnectError,
+        Reason::Dns,
+        Reason::ProxyAuthRequired,
+        Reason::ProxyAuthFailed,
+        Reason::ProxyRefused,
+        Reason::ProxyProtocol,
+        Reason::Tls,
+        Reason::ConnectionReset,
+        Reason::UnexpectedStatus,
+        Reason::Http,
+        Reason::BodyMismatch,
+        Reason::ExitIpLeak,
+        Reason::Redirect,
+    ];
+
+    /// Label and JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::ConnectRefused => "connect_refused",
+            Reason::ConnectError => "connect_error",
+            Reason::Dns => "dns",
+            Reason::ProxyAuthRequired => "proxy_auth_required",
+            Reason::ProxyAuthFailed => "proxy_auth_failed",
+            Reason::ProxyRefused => "proxy_refused",
+            Reason::ProxyProtocol => "proxy_protocol",
+            Reason::Tls => "tls",
+            Reason::ConnectionReset => "connection_reset",
+            Reason::UnexpectedStatus => "unexpected_status",
+            Reason::Http => "http",
+            Reason::BodyMismatch => "body_mismatch",
+            Reason::ExitIpLeak => "exit_ip_leak",
+            Reason::Redirect => "redirect",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One proxy to check, as an inventory yields it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proxy {
+    /// Stable identity: given by the inventory, or [`Proxy::derive_id`].
+    pub id: String,
+    /// How to talk to it.
+    pub protocol: ProxyProtocol,
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Optional user name (SOCKS5 RFC 1929, HTTP Basic, SOCKS4 user id).
+    pub username: Option<String>,
+    /// Optional password. Never printed, logged or exported.
+    #[serde(skip_serializing)]
+    pub password: Option<String>,
+    /// Pool label (`default` when the inventory names none).
+    pub pool: String,
+    /// Provider label (`unknown` when the inventory names none).
+    pub provider: String,
+    /// Free-form labels carried from the inventory; never exported as metric labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Pool label used when the inventory gives none.
+pub const DEFAULT_POOL: &str = "default";
+/// Provider label used when the inventory gives none.
+pub const DEFAULT_PROVIDER: &str = "unknown";
+
+impl Proxy {
+    /// A proxy with default pool/provider and an id derived from its address.
+    pub fn new(protocol: ProxyProtocol, host: impl Into<String>, port: u16) -> Self {
+        let host = host.into();
+        let id = Self::derive_id(protocol, None, &host, port);
+        Proxy {
+            id,
+            protocol,
+            host,
+            port,
+            username: None,
+            password: None,
+            pool: DEFAULT_POOL.to_string(),
+            provider: DEFAULT_PROVIDER.to_string(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// A stable id from protocol, user, host and port; never from the password,
+    /// so a rotated password keeps the proxy's history and the id leaks nothing.
+    pub fn derive_id(
+        protocol: ProxyProtocol,
+        username: Option<&str>,
+        host: &str,
+        port: u16,
+    ) -> String {
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_ascii_lowercase()
+        };
+        match username {
+            Some(u) if !u.is_empty() => format!("{}://{}@{}:{}", protocol.as_str(), u, host, port),
+            _ => format!("{}://{}:{}", protocol.as_str(), host, port),
+        }
+    }
+
+    /// `host:port` with IPv6 literals bracketed.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The proxy URL with the password replaced by `***`: the only printable form.
+    pub fn redacted_url(&self) -> String {
+        match (&self.username, &self.password) {
+            (Some(u), Some(_)) => format!("{}://{}:***@{}", self.protocol, u, self.authority()),
+            (Some(u), None) => format!("{}://{}@{}", self.protocol, u, self.authority()),
+            (None, Some(_)) => format!("{}://:***@{}", self.protocol, self.authority()),
+            (None, None) => format!("{}://{}", self.protocol, self.authority()),
+        }
+    }
+
+    /// True when a username or password is configured.
+    pub fn has_credentials(&self) -> bool {
+        self.username.is_some() || self.password.is_some()
+    }
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("id", &self.id)
+            .field("url", &self.redacted_url())
+            .field("pool", &self.pool)
+            .field("provider", &self.provider)
+            .field("labels", &self.labels)
+            .finish()
+    }
+}
+
+/// Time spent in each phase of the attempt that decided the result, in
+/// milliseconds (fractional). A phase not reached, or not applicable, is `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// Resolve + TCP connect to the proxy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<f64>,
+    /// TLS to the proxy (HTTPS proxies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_tls_ms: Option<f64>,
+    /// The proxy protocol handshake (CONNECT / SOCKS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake_ms: Option<f64>,
+    /// TLS to the target through the tunnel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ms: Option<f64>,
+    /// Request written to first response byte.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_byte_ms: Option<f64>,
+    /// Rest of the response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_ms: Option<f64>,
+    /// Whole attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<f64>,
+}
+
+impl Phases {
+    /// Record the duration of one phase.
+    pub fn set(&mut self, phase: Phase, d: Duration) {
+        let ms = Some(d.as_secs_f64() * 1000.0);
+        match phase {
+            Phase::Connect => self.connect_ms = ms,
+            Phase::ProxyTls => self.proxy_tls_ms = ms,
+            Phase::Handshake => self.handshake_ms = ms,
+            Phase::Tls => self.tls_ms = ms,
+            Phase::FirstByte => self.first_byte_ms = ms,
+            Phase::Body => self.body_ms = ms,
+        }
+    }
+
+    /// The recorded duration of one phase, in milliseconds.
+    pub fn get(&self, phase: Phase) -> Option<f64> {
+        match phase {
+            Phase::Connect => self.connect_ms,
+            Phase::ProxyTls => self.proxy_tls_ms,
+            Phase::Handshake => self.handshake_ms,
+            Phase::Tls => self.tls_ms,
+            Phase::FirstByte => self.first_byte_ms,
+            Phase::Body => self.body_ms,
+        }
+    }
+}
+
+/// The outcome of checking one proxy (all attempts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// The proxy's id.
+    pub proxy_id: String,
+    /// ACTIVE, SLOW or INACTIVE.
+    pub status: ProxyStatus,
+    /// Latency of the deciding attempt; for INACTIVE, the timeout (as pharox).
+    pub latency_ms: u64,
+    /// Attempts made (1..=attempts).
+    pub attempts: u8,
+    /// HTTP status of the last response seen, if any.
+    pub status_code: Option<u16>,
+    /// Why the last attempt failed; `None` when the proxy is up.
+    pub reason: Option<Reason>,
+    /// Phase the failure happened in; `None` when the proxy is up.
+    pub phase: Option<Phase>,
+    /// Human-readable error, free of credentials.
+    pub error: Option<String>,
+    /// When the check finished.
+    pub checked_at: DateTime<Utc>,
+    /// Per-phase timings of the last attempt.
+    pub phases: Phases,
+}
+
+impl CheckResult {
+    /// True when the proxy is ACTIVE or SLOW.
+    pub fn is_up(&self) -> bool {
+        self.status.is_up()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_id_ignores_password_and_is_stable() {
+        let a = Proxy::derive_id(ProxyProtocol::Socks5, Some("alice"), "Proxy.Example", 1080);
+        assert_eq!(a, "socks5://alice@proxy.example:1080");
+        let v6 = Proxy::derive_id(ProxyProtocol::Http, None, "::1", 3128);
+        assert_eq!(v6, "http://[::1]:3128");
+    }
+
+    #[test]
+    fn debug_and_json_never_show_the_password() {
+        let mut p = Proxy::new(ProxyProtocol::Http, "127.0.0.1", 3128);
+        p.username = Some("bob".into());
+        p.password = Some("s3cr3t-pw".into());
+        let dbg = format!("{p:?}");
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!dbg.contains("s3cr3t-pw"), "{dbg}");
+        assert!(!json.contains("s3cr3t-pw"), "{json}");
+        assert_eq!(p.redacted_url(), "http://bob:***@127.0.0.1:3128");
+    }
+
+    #[test]
+    fn spellings_round_trip() {
+        for p in ProxyProtocol::ALL {
+            assert_eq!(p.as_str().parse::<ProxyProtocol>().unwrap(), p);
+        }
+        for s in ProxyStatus::ALL {
+            assert_eq!(s.as_str().parse::<ProxyStatus>().unwrap(), s);
+        }
+        for r in Reason::ALL {
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
+        }
+    }
+}
