@@ -12,5 +12,7 @@
 //!
 //! Start reading at [`model`], then [`probe::check`].
 
+pub mod config;
+pub mod inventory;
 pub mod model;
 pub mod probe;

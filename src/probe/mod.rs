@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use crate::model::{CheckResult, Proxy};
 
+pub mod tls;
+
 /// Everything a check needs, resolved for one proxy (defaults, then
 /// per-protocol, then per-pool overrides). Built once per (pool, protocol)
 /// by the config and shared behind an `Arc`, so a check allocates no options.
