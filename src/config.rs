@@ -146,7 +146,7 @@ fn scalar_duration(s: Scalar) -> Result<Duration, String> {
 }
 
 fn secs_f64(n: f64) -> Result<Duration, String> {
-    if !n.is_finite() || n < 0.0 || n > 1e9 {
+    if !n.is_finite() || !(0.0..=1e9).contains(&n) {
         return Err(format!(
             "invalid duration {n}: expected a non-negative number of seconds"
         ));

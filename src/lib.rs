@@ -16,3 +16,5 @@ pub mod config;
 pub mod inventory;
 pub mod model;
 pub mod probe;
+pub mod report;
+pub mod sweep;

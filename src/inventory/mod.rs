@@ -385,7 +385,8 @@ fn parse_csv(path: &Path, text: &str, out: &mut Loaded) -> Result<(), InventoryE
         })
         .collect();
     let has = |name: &str| headers.iter().any(|h| h.trim().eq_ignore_ascii_case(name));
-    if !has("url") && !(has("protocol") && has("host") && has("port")) {
+    let by_fields = has("protocol") && has("host") && has("port");
+    if !(has("url") || by_fields) {
         return Err(InventoryError::Format {
             file: path.to_path_buf(),
             line: 1,
