@@ -459,6 +459,13 @@ fn cmd_validate(common: &CommonArgs) -> Result<ExitCode> {
 }
 
 async fn cmd_run(common: &CommonArgs, run: &RunArgs) -> Result<ExitCode> {
-    let _cfg = common.load(run)?;
-    bail!("the exporter loop is not built yet")
+    let overrides = common.overrides(run)?;
+    pharox_exporter::exporter::run(
+        common.config_file.clone(),
+        overrides,
+        Shutdown::new(),
+        Vec::new(),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
 }
