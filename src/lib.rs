@@ -22,3 +22,5 @@ pub mod server;
 pub mod sinks;
 pub mod state;
 pub mod sweep;
+#[doc(hidden)]
+pub mod testkit;
