@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration tests drive as real servers
-# (proxies, Prometheus, PostgreSQL, a headless browser) on a fresh Debian 12
+# (proxies, Prometheus, PostgreSQL, a headless browser; openssh for `ssh -D`,
+# the only packaged SOCKS4a server) on a fresh Debian 12
 # machine that has only Rust. Idempotent: a re-run on a machine that already
 # has every package does not touch apt at all.
 #
@@ -36,11 +37,14 @@ declare -A MARKER=(
     [ca-certificates]=dpkg
     [openssl]=/usr/bin/openssl
     [procps]=/usr/bin/pkill
+    [openssh-server]=/usr/sbin/sshd
+    [openssh-client]=/usr/bin/ssh
 )
 # Stable order for the output.
 PACKAGES=(squid tinyproxy dante-server microsocks stunnel4 prometheus
     prometheus-alertmanager postgresql chromium chromium-driver iproute2 curl
-    python3-venv ca-certificates openssl procps)
+    python3-venv ca-certificates openssl procps
+    openssh-server openssh-client)
 
 is_present() {
     local pkg="$1" marker="${MARKER[$1]}"
@@ -61,7 +65,24 @@ else
     log "/usr/sbin/policy-rc.d already present, left as is"
 fi
 
-# 2. Install only when something is missing.
+# Daemons the packages may start anyway (a machine without our policy-rc.d
+# at install time) write these pid files.
+system_pidfiles=(/run/squid.pid /run/tinyproxy/tinyproxy.pid /run/danted.pid
+    /run/stunnel4.pid /run/prometheus/prometheus.pid /run/sshd.pid)
+live_pid() {
+    local pf="$1" pid
+    [[ -f "$pf" ]] || return 1
+    pid="$(tr -dc '0-9' <"$pf" || true)"
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && printf '%s' "$pid"
+}
+declare -A BEFORE=()
+for pf in "${system_pidfiles[@]}"; do
+    if pid="$(live_pid "$pf")"; then
+        BEFORE[$pf]="$pid"
+    fi
+done
+
+# 2. Install only when something is missing (PXR_FORCE_APT=1 forces it).
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     if ! is_present "$pkg"; then
@@ -69,16 +90,14 @@ for pkg in "${PACKAGES[@]}"; do
     fi
 done
 
-installed_now=0
-if [[ ${#missing[@]} -eq 0 ]]; then
+if [[ ${#missing[@]} -eq 0 && "${PXR_FORCE_APT:-0}" != 1 ]]; then
     log "all ${#PACKAGES[@]} packages present, apt skipped"
 else
-    log "missing: ${missing[*]}"
+    log "missing: ${missing[*]:-none (forced)}"
     log "apt-get update"
     apt-get update -q
     log "apt-get install ${PACKAGES[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
-    installed_now=1
     still=()
     for pkg in "${PACKAGES[@]}"; do
         is_present "$pkg" || still+=("$pkg")
@@ -89,22 +108,16 @@ else
     fi
 fi
 
-# 3. Daemons the packages may have started anyway (a machine without our
-# policy-rc.d at install time). Only processes named in the system pid files
-# are stopped, and only when this run installed the packages: a daemon that
-# was already running belongs to someone else and is left alone (the tests
-# never use default ports, so it cannot interfere).
-system_pidfiles=(/run/squid.pid /run/tinyproxy/tinyproxy.pid /run/danted.pid
-    /run/stunnel4.pid /run/prometheus/prometheus.pid)
+# 3. Stop only daemons that appeared during this run: one that was already
+# running belongs to someone else and is left alone (the tests never use
+# default ports, so it cannot interfere).
 for pf in "${system_pidfiles[@]}"; do
-    [[ -f "$pf" ]] || continue
-    pid="$(tr -dc '0-9' <"$pf" || true)"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || continue
-    if [[ $installed_now -eq 1 ]]; then
-        log "stopping service started by the install: pid $pid ($pf)"
-        kill "$pid" 2>/dev/null || true
+    pid="$(live_pid "$pf")" || continue
+    if [[ "${BEFORE[$pf]:-}" == "$pid" ]]; then
+        log "note: system daemon pid $pid ($pf) was already running; left alone"
     else
-        log "note: a system daemon runs with pid $pid ($pf); left alone, tests do not use its port"
+        log "stopping daemon started by the install: pid $pid ($pf)"
+        kill "$pid" 2>/dev/null || true
     fi
 done
 
