@@ -14,3 +14,5 @@
 
 pub mod model;
 pub mod probe;
+#[doc(hidden)]
+pub mod testkit;
