@@ -73,7 +73,7 @@ fn opts_http(target: &Target, path: &str) -> CheckOptions {
 fn opts_https(target: &Target, path: &str) -> CheckOptions {
     common::check_options(
         &target.url(path),
-        client_tls(&[target.ca_pem().as_path()]),
+        common::probe_tls(&target.ca_pem()),
         no_tls(),
     )
 }
@@ -326,7 +326,7 @@ async fn squid_target_503_is_unexpected_status() {
     let proxy = server.proxy(ProxyProtocol::Http, None);
     let want = Want {
         status_code: Some(503),
-        ..inactive(Reason::UnexpectedStatus, &[Phase::FirstByte, Phase::Body])
+        ..inactive(Reason::UnexpectedStatus, &[Phase::Body])
     };
     expect(&server, &proxy, &opts_http(&target, "/status/503"), want).await;
 }
@@ -347,10 +347,7 @@ async fn squid_auth_wrong_credentials_fail() {
     let target = Target::http();
     let server = proxies::squid(Some((SQUID_USER, SQUID_PASS)));
     let proxy = server.proxy(ProxyProtocol::Http, Some((SQUID_USER, WRONG_PASS)));
-    let want = inactive(
-        Reason::ProxyAuthFailed,
-        &[Phase::Handshake, Phase::FirstByte],
-    );
+    let want = inactive(Reason::ProxyAuthFailed, &[Phase::Handshake]);
     expect(&server, &proxy, &opts_http(&target, "/"), want).await;
     assert_eq!(target.requests(), 0);
 }
@@ -369,10 +366,7 @@ async fn squid_auth_without_credentials_required() {
     let target = Target::http();
     let server = proxies::squid(Some((SQUID_USER, SQUID_PASS)));
     let proxy = server.proxy(ProxyProtocol::Http, None);
-    let want = inactive(
-        Reason::ProxyAuthRequired,
-        &[Phase::Handshake, Phase::FirstByte],
-    );
+    let want = inactive(Reason::ProxyAuthRequired, &[Phase::Handshake]);
     expect(&server, &proxy, &opts_http(&target, "/"), want).await;
 }
 
@@ -474,7 +468,7 @@ async fn ssh_socks5h_https_target_active() {
     let proxy = server.proxy(ProxyProtocol::Socks5h, None);
     let opts = common::check_options(
         &target.url_localhost("/"),
-        client_tls(&[target.ca_pem().as_path()]),
+        common::probe_tls(&target.ca_pem()),
         no_tls(),
     );
     expect(&server, &proxy, &opts, active()).await;
@@ -497,7 +491,7 @@ async fn microsocks_no_auth_active() {
     .await;
     let opts = common::check_options(
         &https.url_localhost("/"),
-        client_tls(&[https.ca_pem().as_path()]),
+        common::probe_tls(&https.ca_pem()),
         no_tls(),
     );
     expect(
@@ -546,7 +540,7 @@ async fn stunnel_https_proxy_active_for_http_and_https_targets() {
     let server = proxies::stunnel_https_proxy();
     let proxy_ca = server.ca_pem().expect("stunnel CA");
     let proxy = server.proxy(ProxyProtocol::Https, None);
-    let proxy_tls = client_tls(&[proxy_ca.as_path()]);
+    let proxy_tls = common::probe_tls(&proxy_ca);
 
     let opts = common::check_options(&http.url("/"), no_tls(), proxy_tls.clone());
     let res = expect(&server, &proxy, &opts, active()).await;
@@ -557,7 +551,7 @@ async fn stunnel_https_proxy_active_for_http_and_https_targets() {
 
     let opts = common::check_options(
         &https.url("/"),
-        client_tls(&[https.ca_pem().as_path()]),
+        common::probe_tls(&https.ca_pem()),
         proxy_tls,
     );
     let res = expect(&server, &proxy, &opts, active()).await;
@@ -578,7 +572,7 @@ async fn stunnel_https_proxy_untrusted_certificate_is_tls_failure() {
     let opts = common::check_options(
         &target.url("/"),
         no_tls(),
-        client_tls(&[other.ca_pem().as_path()]),
+        common::probe_tls(&other.ca_pem()),
     );
     expect(
         &server,

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use pharox_exporter::probe::CheckOptions;
 
-/// Check options with pharox's defaults (expect 200, one attempt), aimed at
-/// `target_url`, trusting the given rustls configs for the target and for
-/// HTTPS proxies.
+/// Check options with pharox's defaults ([`CheckOptions::new`]: expect 200,
+/// one attempt), aimed at `target_url`, with the given rustls configs for the
+/// target and for HTTPS proxies.
 ///
 /// The timeout is generous and the slow threshold equals it, so a loaded CI
 /// machine never turns ACTIVE into SLOW: tests assert behaviour, not speed.
@@ -32,21 +32,17 @@ pub fn check_options(
     target_tls: Arc<rustls::ClientConfig>,
     proxy_tls: Arc<rustls::ClientConfig>,
 ) -> CheckOptions {
-    let timeout = Duration::from_secs(10);
-    CheckOptions {
-        target_url: url::Url::parse(target_url).expect("target url"),
-        expected_status_codes: vec![200],
-        timeout,
-        attempts: 1,
-        slow_threshold: timeout,
-        allow_redirects: false,
-        headers: Vec::new(),
-        body_contains: None,
-        body_regex: None,
-        own_ips: Vec::new(),
-        max_body_bytes: 64 * 1024,
-        max_header_bytes: 32 * 1024,
-        target_tls,
-        proxy_tls,
-    }
+    let url = url::Url::parse(target_url).expect("target url");
+    let mut opts = CheckOptions::new(url).expect("check options");
+    opts.timeout = Duration::from_secs(10);
+    opts.slow_threshold = opts.timeout;
+    opts.target_tls = target_tls;
+    opts.proxy_tls = proxy_tls;
+    opts
+}
+
+/// The probe's own TLS client config trusting `ca_pem` (plus its default
+/// roots), as an operator would configure it with `--ca-file`.
+pub fn probe_tls(ca_pem: &std::path::Path) -> Arc<rustls::ClientConfig> {
+    pharox_exporter::probe::tls::client_config(Some(ca_pem), false).expect("probe TLS config")
 }
