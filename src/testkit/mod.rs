@@ -171,6 +171,11 @@ pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S, max: usize) -> Option<(V
             return None;
         }
         buf.extend_from_slice(&chunk[..n]);
+        if buf[0] == 0x16 {
+            // A TLS ClientHello on a plain port: hand it over as the "head" so
+            // the caller answers 400, as real servers do.
+            return Some((buf, Vec::new()));
+        }
     }
 }
 

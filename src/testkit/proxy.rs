@@ -30,6 +30,8 @@ pub enum Fault {
     WrongVersion,
     /// Refuse every destination (HTTP 403, SOCKS4 0x5B, SOCKS5 0x02).
     DenyDestination,
+    /// SOCKS5: accept none of the offered methods (0xFF). Others: no effect.
+    RejectMethods,
 }
 
 /// How a fake proxy behaves.
@@ -463,6 +465,10 @@ async fn serve_socks5(mut io: Io, state: Arc<State>) {
         _ => {}
     }
     state.pause().await;
+    if fault == Fault::RejectMethods {
+        let _ = io.write_all(&[0x05, 0xFF]).await;
+        return;
+    }
     let mut user = None;
     if let Some((u, p)) = &state.behavior.auth {
         if !methods.contains(&0x02) {
