@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod postgres;
+pub mod shard;
 
 use crate::model::{Proxy, ProxyProtocol, DEFAULT_POOL, DEFAULT_PROVIDER};
 
