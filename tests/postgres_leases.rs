@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common_pg::*;
-use pharox_exporter::inventory::postgres::{LeaseBurst, PgSource};
+use pharox_exporter::inventory::postgres::{LeaseBurst, PgSource, SweepPlan};
 use pharox_exporter::model::{ProxyProtocol, ProxyStatus};
 use pharox_exporter::sinks::postgres::{PgSink, PgStats};
 use serde_json::{json, Value};
@@ -174,6 +174,15 @@ async fn acquisition_bursts_are_detected() {
     });
     let relaxed = PgSource::new(cfg.clone()).unwrap();
     assert!(!relaxed.burst_state().await.unwrap().unwrap().bursting);
+    // What the exporter calls before each sweep: paused, or the proxies.
+    assert!(matches!(
+        source.before_sweep().await.unwrap(),
+        SweepPlan::Paused(_)
+    ));
+    match relaxed.before_sweep().await.unwrap() {
+        SweepPlan::Sweep(p) => assert_eq!(p.len(), 5),
+        other => panic!("{other:?}"),
+    }
     cfg.pools = vec!["elsewhere".into()];
     let other = PgSource::new(cfg).unwrap();
     assert_eq!(

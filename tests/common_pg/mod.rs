@@ -208,6 +208,33 @@ impl PgServer {
         self.start_server(port);
     }
 
+    /// Serve TLS with this certificate and key, and refuse plain TCP
+    /// (`hostssl` only), then restart.
+    pub fn enable_tls(&mut self, cert_pem: &str, key_pem: &str) {
+        let data = self.dir.path().join("data");
+        std::fs::write(data.join("server.crt"), cert_pem).unwrap();
+        std::fs::write(data.join("server.key"), key_pem).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        if let Some((u, g)) = self.run_as {
+            chown_tree(&data, u, g);
+        }
+        self.kill_now();
+        self.restart();
+    }
+
     /// A URL for database `db` with the password.
     pub fn url(&self, db: &str) -> String {
         format!(
