@@ -566,6 +566,9 @@ pub struct FileConfig {
     /// Sharding across replicas.
     #[serde(default)]
     pub sharding: ShardSpec,
+    /// pharox's PostgreSQL database (see docs/postgres.md).
+    #[serde(default)]
+    pub postgres: Option<crate::inventory::postgres::PgConfig>,
 }
 
 /// Flags that override the file (named after the options they set).
@@ -608,6 +611,8 @@ pub struct Config {
     pub options: Arc<OptionsResolver>,
     /// This replica's slice of the inventory.
     pub shard: Shard,
+    /// The database, when the inventory is pharox's PostgreSQL.
+    pub postgres: Option<crate::inventory::postgres::PgConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -648,7 +653,10 @@ impl Config {
             file.inventory.path = Some(inv.clone());
         } else if let (Some(src), Some(inv)) = (&source, &file.inventory.path) {
             // Relative inventory paths are relative to the config file, as users expect.
-            if inv.is_relative() {
+            let url = inv
+                .to_str()
+                .is_some_and(crate::inventory::postgres::is_postgres_url);
+            if inv.is_relative() && !url {
                 if let Some(dir) = src.parent() {
                     file.inventory.path = Some(dir.join(inv));
                 }
@@ -724,11 +732,17 @@ impl Config {
             .map_err(|m| invalid("sharding", m))?;
         let options = OptionsResolver::build(&file, &o.options)
             .map_err(|(field, message)| invalid(&field, message))?;
+        let postgres = crate::inventory::postgres::resolve(
+            file.inventory.path.as_deref(),
+            file.postgres.as_ref(),
+        )
+        .map_err(|e| invalid("postgres", e.to_string()))?;
         Ok(Config {
             source,
             file,
             options: Arc::new(options),
             shard,
+            postgres,
         })
     }
 }

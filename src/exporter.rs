@@ -39,6 +39,9 @@ pub enum ExporterError {
     /// The concurrency cannot be held within the file-descriptor limit.
     #[error("{0}")]
     Limits(String),
+    /// The PostgreSQL sink could not start (bad spill directory, webhook URL).
+    #[error(transparent)]
+    Postgres(#[from] crate::inventory::postgres::PgError),
 }
 
 /// File descriptors kept free for the server, logs, the database and scrapes.
@@ -149,6 +152,19 @@ pub async fn run(
     sinks: Vec<Arc<dyn ResultSink>>,
 ) -> Result<(), ExporterError> {
     let cfg = Arc::new(Config::load(config_path.as_deref(), &overrides)?);
+    // pharox's database as inventory and result store. The sink is built
+    // once: a reload that changes the database takes effect at restart.
+    let pg_stats = Arc::new(crate::sinks::postgres::PgStats::default());
+    let mut sinks = sinks;
+    let pg_sink = match &cfg.postgres {
+        Some(p) => {
+            let h = crate::sinks::postgres::PgSink::spawn_with_stats(p.clone(), pg_stats.clone())?;
+            sinks.push(Arc::new(h.clone()));
+            Some(h)
+        }
+        None => None,
+    };
+    let mut pg_source: Option<(String, inventory::postgres::PgSource)> = None;
     let fd_limit = ensure_fd_limit(cfg.file.sweep.concurrency).map_err(ExporterError::Limits)?;
     tracing::debug!(fd_limit, "file descriptor limit");
 
@@ -278,8 +294,46 @@ pub async fn run(
         let cfg = config.read().unwrap_or_else(|e| e.into_inner()).clone();
         let started = Instant::now();
 
+        // pharox's database: lease cleanup, burst check, then the proxies.
+        let mut paused = false;
+        if let Some(pg) = &cfg.postgres {
+            let key = format!("{pg:?}");
+            if pg_source.as_ref().is_none_or(|(k, _)| *k != key) {
+                match inventory::postgres::PgSource::new(pg.clone()) {
+                    Ok(src) => pg_source = Some((key, src.with_stats(pg_stats.clone()))),
+                    Err(e) => tracing::error!(error = %e, "postgres inventory"),
+                }
+            }
+            if let Some((_, src)) = &pg_source {
+                let skipped_before = src.rows_skipped_total();
+                match src.before_sweep().await {
+                    Ok(inventory::postgres::SweepPlan::Sweep(list)) => {
+                        let skipped = src.rows_skipped_total() - skipped_before;
+                        if skipped > 0 {
+                            metrics.inventory_error("row", skipped);
+                        }
+                        let shard = cfg.shard;
+                        proxies = list
+                            .into_iter()
+                            .filter(|p| shard.owns(&p.id))
+                            .map(Arc::new)
+                            .collect();
+                        state.sync(&proxies);
+                        app.set_index(&proxies);
+                        metrics.exporter.inventory_size.set(proxies.len() as i64);
+                        tracing::debug!(proxies = proxies.len(), shard = %shard, "inventory loaded from postgres");
+                    }
+                    Ok(inventory::postgres::SweepPlan::Paused(_)) => paused = true,
+                    Err(e) => {
+                        metrics.inventory_error("read", 1);
+                        tracing::error!(error = %e, "inventory read failed; keeping the previous inventory");
+                    }
+                }
+            }
+        }
         // Re-read the inventory when it changed (or the path did).
         match &cfg.file.inventory.path {
+            _ if cfg.postgres.is_some() => {}
             None => tracing::error!(
                 "no inventory configured: pass --inventory FILE or set inventory.path"
             ),
@@ -323,6 +377,13 @@ pub async fn run(
             warned_size = Some((proxies.len(), cfg.file.sweep.concurrency));
         }
 
+        if paused {
+            tokio::select! {
+                _ = tokio::time::sleep_until((started + cfg.file.sweep.interval.0).into()) => {}
+                _ = shutdown.wait() => {}
+            }
+            continue;
+        }
         let due: Arc<[Arc<Proxy>]> = state.due(&proxies, started).into();
         let s = &cfg.file.sweep;
         let spread = s.spread.then_some((due.len(), s.interval.0));
@@ -382,6 +443,25 @@ pub async fn run(
     }
 
     shutdown.trigger();
+    if let Some(h) = pg_sink {
+        let grace = config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .file
+            .sweep
+            .shutdown_grace
+            .0;
+        let report = h
+            .close(tokio::time::Instant::now() + grace.max(Duration::from_secs(5)))
+            .await;
+        if report.unwritten > 0 {
+            tracing::warn!(
+                unwritten = report.unwritten,
+                spilled = report.spilled,
+                "postgres: results not written at shutdown"
+            );
+        }
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), server_task).await;
     tracing::info!("stopped");
     Ok(())

@@ -294,3 +294,44 @@ async fn write_rate_100k_results() {
     );
     sink.close(Instant::now() + Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_server_rejects_is_isolated_and_dropped_not_blocking_the_rest() {
+    let pg = PgServer::start();
+    pharox_db(&pg, "db");
+    let ids = seed_sql(&pg, "db", 10);
+    let proxies = proxies(&ids);
+    // A constraint this exporter's data can violate (pharox has none such).
+    pg.psql(
+        "db",
+        "ALTER TABLE proxy_health_record ADD CONSTRAINT sane_latency CHECK (latency_ms < 100000)",
+    );
+    let mut cfg = config(&pg.url("db"));
+    cfg.retry_max_backoff_seconds = 0.1;
+    let sink = PgSink::spawn(cfg).unwrap();
+    let t0 = Utc::now();
+    for (i, p) in proxies.iter().enumerate() {
+        let latency = if i == 6 { 500_000 } else { 10 };
+        sink.submit(p, &result(&p.id, ProxyStatus::Active, latency, t0, None));
+    }
+    assert_eq!(
+        sink.flush(Instant::now() + Duration::from_secs(60)).await,
+        0
+    );
+    let s = sink.stats();
+    assert_eq!(
+        (s.results_written, s.dropped_history, s.dropped_status),
+        (9, 1, 1),
+        "{s:?}"
+    );
+    assert!(s.writes_error >= 5, "{s:?}");
+    assert_eq!(
+        pg.psql("db", "SELECT count(*) FROM proxy_health_record"),
+        "9"
+    );
+    assert_eq!(
+        pg.psql("db", "SELECT count(*) FROM proxy WHERE status = 'active'"),
+        "9"
+    );
+    sink.close(Instant::now() + Duration::from_secs(5)).await;
+}

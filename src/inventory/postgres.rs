@@ -297,6 +297,53 @@ impl PgConfig {
     }
 }
 
+/// True for a `postgres://` or `postgresql://` inventory location.
+pub fn is_postgres_url(s: &str) -> bool {
+    let s = s.trim_start();
+    s.starts_with("postgresql://") || s.starts_with("postgres://")
+}
+
+/// The effective database config of a run: an inventory that is a
+/// PostgreSQL URL (`--inventory postgresql://...` or `inventory.path`) names
+/// the database and may set `pools`; every other setting comes from the
+/// `postgres:` section. A section with its own URL and no inventory makes
+/// the database the inventory. `None`: no database in this run.
+pub fn resolve(
+    inventory: Option<&std::path::Path>,
+    section: Option<&PgConfig>,
+) -> Result<Option<PgConfig>, PgError> {
+    let inventory_url = inventory
+        .and_then(|p| p.to_str())
+        .filter(|s| is_postgres_url(s));
+    let cfg = match (inventory_url, section) {
+        (None, None) => return Ok(None),
+        (None, Some(sec)) => {
+            if inventory.is_some() {
+                return Err(PgError::Config(
+                    "a postgres section needs the database as the inventory (its proxy ids are pharox UUIDs), not a file".into(),
+                ));
+            }
+            sec.clone()
+        }
+        (Some(url), sec) => {
+            let from_url = PgConfig::from_url(url)?;
+            let mut cfg = sec.cloned().unwrap_or_default();
+            cfg.url = from_url.url;
+            cfg.url_file = None;
+            cfg.url_env = None;
+            if !from_url.pools.is_empty() {
+                cfg.pools = from_url.pools;
+            }
+            if from_url.tls == PgTls::Require {
+                cfg.tls = PgTls::Require;
+            }
+            cfg
+        }
+    };
+    cfg.validate()?;
+    Ok(Some(cfg))
+}
+
 /// Split our own `pools` parameter off a URL; map `sslmode`.
 fn split_url(raw: &str) -> Result<(String, Vec<String>, PgTls), PgError> {
     let mut url = url::Url::parse(raw.trim())
@@ -763,6 +810,36 @@ mod tests {
         c.validate().unwrap();
         // The driver accepts what is left.
         Connector::new(&c).unwrap();
+    }
+
+    #[test]
+    fn resolve_merges_the_inventory_url_with_the_section() {
+        use std::path::Path;
+        assert!(resolve(Some(Path::new("proxies.txt")), None)
+            .unwrap()
+            .is_none());
+        assert!(resolve(None, None).unwrap().is_none());
+        let section = PgConfig {
+            url_env: Some("DB".into()),
+            batch_size: 10,
+            pools: vec!["x".into()],
+            ..PgConfig::default()
+        };
+        let c = resolve(
+            Some(Path::new("postgresql://u@h/db?pools=eu")),
+            Some(&section),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (c.batch_size, c.pools.clone()),
+            (10, vec!["eu".to_string()])
+        );
+        assert!(c.url_env.is_none() && c.url.is_some());
+        let c = resolve(None, Some(&section)).unwrap().unwrap();
+        assert_eq!(c.url_env.as_deref(), Some("DB"));
+        assert!(resolve(Some(Path::new("proxies.txt")), Some(&section)).is_err());
+        assert!(is_postgres_url("postgres://h/db") && !is_postgres_url("/tmp/postgres.txt"));
     }
 
     #[test]

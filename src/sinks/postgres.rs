@@ -738,22 +738,32 @@ async fn run_writer(
             }
             Ok(Err(e)) => {
                 inner.stats.writes_error.fetch_add(1, Ordering::Relaxed);
-                failures_in_a_row += 1;
-                let lost_connection = c.is_closed() || e.as_db_error().is_none();
-                if lost_connection {
-                    client = None;
-                } else if failures_in_a_row >= 5 {
-                    // The server keeps rejecting this batch (not a lost
-                    // connection): isolate the poison row by halving, and give
-                    // up on a single row so the queue keeps moving.
-                    if batch.len() > 1 {
-                        let back = batch.split_off(batch.len() / 2);
-                        requeue_front(&inner, &mut segment, from_spill, back);
-                    } else {
-                        tracing::error!(error = %PgError::query(&e), "postgres sink: result rejected by the server, dropped");
-                        drop_batch(&inner, &mut batch);
-                    }
+                let class = e
+                    .code()
+                    .map(|c| c.code().get(..2).unwrap_or("").to_string());
+                // Only a data or constraint error (SQLSTATE 22xxx, 23xxx) can be
+                // caused by one row; anything else (server restarting, schema
+                // missing, deadlock) is retried as is, however long it lasts.
+                let row_specific = matches!(class.as_deref(), Some("22") | Some("23"));
+                if !row_specific {
                     failures_in_a_row = 0;
+                    if c.is_closed() || matches!(class.as_deref(), None | Some("08") | Some("57")) {
+                        client = None;
+                    }
+                } else {
+                    failures_in_a_row += 1;
+                    if failures_in_a_row >= 5 {
+                        // Isolate the poison row by halving; give up on a
+                        // single row so the queue keeps moving.
+                        if batch.len() > 1 {
+                            let back = batch.split_off(batch.len() / 2);
+                            requeue_front(&inner, &mut segment, from_spill, back);
+                        } else {
+                            tracing::error!(error = %PgError::query(&e), "postgres sink: result rejected by the server, dropped");
+                            drop_batch(&inner, &mut batch);
+                        }
+                        failures_in_a_row = 0;
+                    }
                 }
                 let wait = backoff.step();
                 tracing::warn!(error = %PgError::query(&e), retry_in_ms = wait.as_millis() as u64, "postgres sink: batch write failed");

@@ -16,6 +16,8 @@ Commands:
   read     {"proxy_ids": [...]} -> proxies, last health results, records, leases
   cleanup  {} -> {"released": n} from PostgresStorage.cleanup_expired_leases
   acquire  {pool, consumer, n, duration_seconds} -> {"acquired": n}
+  check    {target_url, timeout?, proxy_ids} -> pharox's HealthChecker checks the
+           proxies for real and its orchestrator stores the results
 """
 
 import asyncio
@@ -155,6 +157,24 @@ def cmd_read(engine, storage, inp):
     return out
 
 
+def cmd_check(engine, storage, inp):
+    """pharox's own checker and orchestrator: check and persist real proxies."""
+    from pharox.health import HealthChecker
+    from pharox.models import HealthCheckOptions
+
+    options = HealthCheckOptions(target_url=inp["target_url"], timeout=inp.get("timeout", 2.0))
+    orch = HealthCheckOrchestrator(storage, HealthChecker(default_options=options))
+
+    async def run():
+        out = {}
+        for pid in inp["proxy_ids"]:
+            result = await orch.check_proxy(storage.get_proxy(pid))
+            out[pid] = {"status": result.status.value, "error": result.error_message}
+        return out
+
+    return asyncio.run(run())
+
+
 def cmd_cleanup(engine, storage, _inp):
     return {"released": storage.cleanup_expired_leases()}
 
@@ -176,6 +196,7 @@ COMMANDS = {
     "seed": cmd_seed,
     "apply": cmd_apply,
     "read": cmd_read,
+    "check": cmd_check,
     "cleanup": cmd_cleanup,
     "acquire": cmd_acquire,
 }
