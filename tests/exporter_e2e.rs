@@ -52,6 +52,11 @@ impl Exporter {
     /// wait until `/-/ready` answers 200. A lost race for the port (the
     /// process exits saying it cannot listen) is retried on another port.
     async fn start(dir: &Path, args: &[String]) -> Exporter {
+        Exporter::start_until(dir, args, "/-/ready").await
+    }
+
+    /// Like [`Exporter::start`], waiting for `up_path` to answer 200 instead.
+    async fn start_until(dir: &Path, args: &[String], up_path: &str) -> Exporter {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
@@ -84,14 +89,14 @@ impl Exporter {
                     }
                     panic!("pharox-exporter exited with {status} before it was ready:\n{out}");
                 }
-                if let Ok(r) = ex.http.get(ex.url("/-/ready")).send().await {
+                if let Ok(r) = ex.http.get(ex.url(up_path)).send().await {
                     if r.status() == reqwest::StatusCode::OK {
                         return ex;
                     }
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "pharox-exporter not ready within {READY_TIMEOUT:?}:\n{}",
+                    "pharox-exporter: no 200 on {up_path} within {READY_TIMEOUT:?}:\n{}",
                     ex.log_tail()
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -428,6 +433,7 @@ const MS_USER: &str = "alice";
 const MS_PASS: &str = "Ms-S3cret-4711";
 const WRONG_USER: &str = "mallory";
 const WRONG_PASS: &str = "Wr0ng-S3cret-1337";
+const ROW_PASS: &str = "R0w-S3cret-2024";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_families_labels_and_values_with_real_proxies() {
@@ -454,6 +460,12 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
             ),
             entry(
                 format!("socks5://{WRONG_USER}:{WRONG_PASS}@{}", ms_auth.addr()),
+                "p2",
+                "gamma",
+            ),
+            // Malformed (port out of range): skipped, counted, never echoed whole.
+            entry(
+                format!("socks5://{MS_USER}:{ROW_PASS}@127.0.0.1:99999"),
                 "p2",
                 "gamma",
             ),
@@ -517,6 +529,11 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
     assert_eq!((p2("active"), p2("inactive")), (1.0, 1.0), "p2{}", ctx());
     assert_eq!(m.sum("pharox_proxies_unchecked", &[]), 0.0, "{}", ctx());
     assert_eq!(m.value("pharox_inventory_proxies"), 7.0, "{}", ctx());
+    assert!(
+        m.sum("pharox_inventory_errors_total", &[("kind", "row")]) >= 1.0,
+        "the malformed entry is counted{}",
+        ctx()
+    );
 
     // Failure reasons: exactly the ones the proxies provoke.
     assert_eq!(
@@ -586,7 +603,7 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
     );
 
     // No password anywhere the exporter speaks.
-    let secrets = [MS_PASS, WRONG_PASS];
+    let secrets = [MS_PASS, WRONG_PASS, ROW_PASS];
     assert_no_secret("/metrics", &m.text, &secrets);
     let om = ex
         .request(
@@ -635,6 +652,7 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
     assert_eq!(code, 200, "a proxy of the inventory may be probed");
     let log = ex.log_text();
     assert!(log.contains("sweep completed"), "log:\n{log}");
+    assert!(log.contains("inventory entry skipped"), "log:\n{log}");
     assert_no_secret("the exporter's log", &log, &secrets);
 }
 
@@ -1167,6 +1185,40 @@ async fn proxies_removed_from_the_inventory_disappear_from_the_gauges() {
     assert_eq!(m.value("pharox_inventory_proxies"), 3.0, "{}", m.text);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_the_inventory_is_loaded() {
+    let target = Target::http();
+    let live = FakeProxy::socks5(ProxyBehavior::healthy())
+        .await
+        .expect("fake");
+    let dir = ServerDir::new("exporter-ready");
+    let inv = dir.join("inventory.yaml"); // not there yet
+    let ex =
+        Exporter::start_until(dir.path(), &base_args(&inv, &target.url("/")), "/-/healthy").await;
+    ex.wait_for("two failed inventory reads", |m| {
+        m.sum("pharox_inventory_errors_total", &[("kind", "read")]) >= 2.0
+    })
+    .await;
+    let (code, body) = ex.get("/-/ready").await;
+    assert_eq!(
+        code,
+        503,
+        "ready without an inventory: {body}\n{}",
+        ex.log_tail()
+    );
+
+    // The file appears: the next sweep loads it, and the exporter is ready.
+    write_atomic(
+        &inv,
+        &inventory_yaml(&[entry(format!("socks5://{}", live.addr()), "p1", "alpha")]),
+    );
+    ex.wait_for("the proxy checked", |m| {
+        m.sum("pharox_proxies", &[("status", "active")]) == 1.0
+    })
+    .await;
+    assert_eq!(ex.get("/-/ready").await.0, 200);
+}
+
 // ---------------------------------------------------------------------------
 // 6. Per-proxy series, capped
 
@@ -1205,6 +1257,8 @@ async fn per_proxy_series_are_capped_and_never_carry_passwords() {
         s("--config.file"),
         cfg.display().to_string(),
         s("--metrics.per-proxy"),
+        s("--log.format"),
+        s("json"),
     ]);
     let ex = Exporter::start(dir.path(), &args).await;
     let m = ex
@@ -1241,7 +1295,14 @@ async fn per_proxy_series_are_capped_and_never_carry_passwords() {
         again.label_values("pharox_proxy_up", "proxy_id", &[]),
         ids[..2].iter().cloned().collect()
     );
-    assert_no_secret("the exporter's log", &ex.log_text(), &secrets);
+    let log = ex.log_text();
+    assert_no_secret("the exporter's JSON log", &log, &secrets);
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "--log.format json writes one JSON object per line: {line}"
+        );
+    }
     drop(ex);
 
     // Set in the file instead of by flag, per-proxy series follow reloads:
