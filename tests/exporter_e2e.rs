@@ -377,8 +377,9 @@ fn inventory_yaml(entries: &[Entry]) -> String {
     entries
         .iter()
         .map(|e| {
+            // Rust's debug quoting is valid YAML double-quoted style.
             format!(
-                "- url: \"{}\"\n  pool: {}\n  provider: {}\n",
+                "- url: {:?}\n  pool: {:?}\n  provider: {:?}\n",
                 e.url, e.pool, e.provider
             )
         })
@@ -1401,8 +1402,21 @@ async fn probe_endpoint_checks_inventory_proxies_and_guards_others() {
         "web:\n  allow_arbitrary_probe_targets: true\n",
     );
     let mut args = base_args(&inv, &target.url("/"));
-    args.extend([s("--config.file"), cfg.display().to_string()]);
+    args.extend([
+        s("--config.file"),
+        cfg.display().to_string(),
+        s("--web.telemetry-path"),
+        s("/custom-metrics"),
+    ]);
     let ex = Exporter::start(dir.path(), &args).await;
+    let (code, body) = ex.get("/custom-metrics").await;
+    assert!(
+        code == 200 && body.contains("pharox_exporter_build_info"),
+        "{body}"
+    );
+    assert_eq!(ex.get("/metrics").await.0, 404);
+    let (_, page) = ex.get("/").await;
+    assert!(page.contains("href=\"/custom-metrics\""), "{page}");
     let (code, body) = probe(&ex, format!("http://{}", stranger.addr())).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(Scrape::parse(body).value("probe_success"), 1.0);
@@ -1545,6 +1559,8 @@ async fn chromium(dir: &Path, url: &str, mode: &str) -> String {
     std::fs::read_to_string(&out).unwrap_or_default()
 }
 
+const XSS_PROVIDER: &str = "<i id=\"xss\">delta</i>";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_in_headless_chromium() {
     let target = Target::http();
@@ -1562,10 +1578,11 @@ async fn status_page_renders_in_headless_chromium() {
         .iter()
         .map(|e| entry(e.url.clone(), e.pool, e.provider))
         .collect::<Vec<_>>();
+    // Its provider is markup: the page must show it as text, never run it.
     entries.push(entry(
         format!("socks5://{}", slow.addr()),
         "datacenter",
-        "delta",
+        XSS_PROVIDER,
     ));
     let inv = dir.write("inventory.yaml", inventory_yaml(&entries));
     // Only the slow proxy's pool gets a low threshold: its fake waits 300 ms
@@ -1662,6 +1679,11 @@ async fn status_page_renders_in_headless_chromium() {
         "the row names the redacted proxy and its pool: {row}"
     );
     assert_no_secret("the status page", &dom, &[WRONG_PASS]);
+    assert!(
+        !dom.contains(XSS_PROVIDER) && worst.contains("&lt;i id=\"xss\"&gt;delta&lt;/i&gt;"),
+        "inventory labels are escaped on the page{}",
+        ctx()
+    );
 
     // The screenshot is an artifact for humans (and for reviewing the page).
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR"))
