@@ -1104,6 +1104,75 @@ async fn sigterm_mid_sweep_exits_zero_within_the_grace() {
     assert!(log.contains("stopped"), "{log}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_checks_finish_within_the_grace() {
+    let target = Target::http();
+    // Each answers its two handshake steps after 700 ms: a check takes 1.4 s+.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        slow.push(
+            FakeProxy::socks5(ProxyBehavior {
+                delay: Duration::from_millis(700),
+                ..ProxyBehavior::healthy()
+            })
+            .await
+            .expect("slow fake"),
+        );
+    }
+    let dir = ServerDir::new("exporter-grace");
+    let entries: Vec<Entry> = slow
+        .iter()
+        .map(|p| entry(format!("socks5://{}", p.addr()), "p1", "alpha"))
+        .collect();
+    let inv = dir.write("inventory.yaml", inventory_yaml(&entries));
+    let cfg = dir.write(
+        "config.yaml",
+        "sweep:\n  interval: 1s\n  shutdown_grace: 30s\n",
+    );
+    let mut args = base_args(&inv, &target.url("/"));
+    args.extend([s("--config.file"), cfg.display().to_string()]);
+    let mut ex = Exporter::start(dir.path(), &args).await;
+
+    // Every sweep outlasts the 1 s interval: counted, and never overlapping.
+    let m = ex
+        .wait_for("two overrun sweeps", |m| {
+            assert!(
+                m.value("pharox_checks_in_flight") <= 2.0,
+                "sweeps overlap:\n{}",
+                m.text
+            );
+            m.value("pharox_sweep_overruns_total") >= 2.0
+        })
+        .await;
+    assert_eq!(
+        m.value("pharox_sweep_overruns_total"),
+        m.value("pharox_sweeps_total"),
+        "{}",
+        m.text
+    );
+    assert!(ex.log_text().contains("sweep overran its interval"));
+
+    // Signal right as a new check dials: it has 1.4 s of handshake left, so
+    // the signal surely lands mid-sweep, not in the gap between two sweeps.
+    let before = slow[0].connections();
+    let deadline = Instant::now() + WAIT_TIMEOUT;
+    while slow[0].connections() == before {
+        assert!(Instant::now() < deadline, "no new check started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    ex.signal(libc::SIGTERM);
+    let status = ex.wait_exit(Duration::from_secs(45)).await;
+    let log = ex.log_text();
+    let status = status.unwrap_or_else(|| panic!("no exit after SIGTERM:\n{log}"));
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("sweep interrupted by shutdown")
+            && log.contains("completed=2")
+            && log.contains("abandoned=0"),
+        "checks in flight finish within the grace:\n{log}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 5. Inventory changes reach the metrics
 
