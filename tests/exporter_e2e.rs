@@ -1593,8 +1593,8 @@ fn element_text<'a>(dom: &'a str, id: &str) -> &'a str {
 }
 
 /// Run headless chromium on `url` with `mode` (`--dump-dom` or
-/// `--screenshot=...`); returns stdout.
-async fn chromium(dir: &Path, url: &str, mode: &str) -> String {
+/// `--screenshot=...`) for `budget_ms` of virtual time; returns stdout.
+async fn chromium(dir: &Path, url: &str, mode: &str, budget_ms: u32) -> String {
     let bin = require_binary(&["/usr/bin/chromium", "chromium"], "chromium");
     let n = LOG_SEQ.fetch_add(1, Ordering::SeqCst);
     let profile = dir.join(format!("chromium-profile-{n}"));
@@ -1615,8 +1615,8 @@ async fn chromium(dir: &Path, url: &str, mode: &str) -> String {
         "--no-proxy-server",
         "--hide-scrollbars",
         "--window-size=1280,1400",
-        "--virtual-time-budget=5000",
     ])
+    .arg(format!("--virtual-time-budget={budget_ms}"))
     .arg(format!("--user-data-dir={}", profile.display()))
     .arg(mode)
     .arg(url);
@@ -1676,8 +1676,31 @@ async fn status_page_renders_in_headless_chromium() {
     })
     .await;
 
+    // Self-contained: no external script, style, font or image.
+    let (_, html) = ex.get("/").await;
+    for external in ["<script src", "<link", "@import", "url(", "<img", "<iframe"] {
+        assert!(
+            !html.contains(external),
+            "external asset {external:?} in the page"
+        );
+    }
+    let http_refs: BTreeSet<&str> = html
+        .match_indices("http")
+        .map(|(i, _)| &html[i..(i + 34).min(html.len())])
+        .collect();
+    assert!(
+        http_refs
+            .iter()
+            .all(|r| r.starts_with("http://www.w3.org/2000/svg")),
+        "only the SVG namespace may be an absolute URL: {http_refs:?}"
+    );
+    assert!(
+        !html.contains("http-equiv"),
+        "the page must not reload itself"
+    );
+
     let url = ex.url("/");
-    let dom = chromium(dir.path(), &url, "--dump-dom").await;
+    let dom = chromium(dir.path(), &url, "--dump-dom", 11_000).await;
     let ctx = || format!("\nDOM:\n{dom}\n{}", ex.log_tail());
     // Everything below comes from /api/status through the script: the static
     // HTML names no pool or reason, and its own SVG templates live in the
@@ -1722,6 +1745,14 @@ async fn status_page_renders_in_headless_chromium() {
         "the script never ran{}",
         ctx()
     );
+    // 11 s of virtual time: the first fetch and the 5 s and 10 s refreshes,
+    // all on the same page load.
+    let refreshes: u32 = section(&dom, "data-refreshes=\"", ">")
+        .trim_start_matches("data-refreshes=\"")
+        .trim_end_matches(['"', '>'])
+        .parse()
+        .unwrap_or_else(|_| panic!("no refresh count on <body>{}", ctx()));
+    assert!(refreshes >= 2, "{refreshes} refreshes{}", ctx());
     assert_eq!(
         element_text(&dom, "error"),
         "",
@@ -1762,7 +1793,8 @@ async fn status_page_renders_in_headless_chromium() {
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
     let png = artifacts.join("status-page.png");
     let _ = std::fs::remove_file(&png);
-    chromium(dir.path(), &url, &format!("--screenshot={}", png.display())).await;
+    let shot = format!("--screenshot={}", png.display());
+    chromium(dir.path(), &url, &shot, 5_000).await;
     let bytes = std::fs::read(&png).expect("screenshot written");
     assert!(
         bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000,
