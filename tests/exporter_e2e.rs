@@ -9,6 +9,14 @@
 //! what a scrape, `/api/status`, the status page or the process itself shows.
 //! Sweeps run every second with short timeouts, so the whole file stays quick.
 //!
+//! What is covered, one test each: metric families, labels and values
+//! against real proxies (and no password anywhere); `promtool check metrics`
+//! on both exposition formats; reload by HTTP and SIGHUP, a bad file keeping
+//! the old config; SIGTERM mid-sweep (hanging checks cut at the grace,
+//! short ones allowed to finish, overruns counted); inventory edits reaching
+//! the gauges; readiness; the per-proxy cap; `/probe`; the status page in
+//! headless chromium (screenshot kept in `target/test-artifacts/`).
+//!
 //! External tools are required, never skipped: `promtool` (Debian package
 //! `prometheus`) and `chromium` (Debian package `chromium`).
 
@@ -206,6 +214,10 @@ impl Exporter {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    fn child_alive(&mut self) -> bool {
+        self.child.exited().is_none()
     }
 
     /// Wait (bounded) for the process to exit; `None` if it did not.
@@ -1028,14 +1040,8 @@ async fn reload_by_http_and_sighup_keeps_the_old_config_on_errors() {
     assert!(ex.child_alive(), "{}", ex.log_tail());
 }
 
-impl Exporter {
-    fn child_alive(&mut self) -> bool {
-        self.child.exited().is_none()
-    }
-}
-
 // ---------------------------------------------------------------------------
-// 4. SIGTERM while checks hang
+// 4. SIGTERM: hanging checks are cut at the grace, others finish
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_sweep_exits_zero_within_the_grace() {
@@ -1174,7 +1180,7 @@ async fn sigterm_lets_checks_finish_within_the_grace() {
 }
 
 // ---------------------------------------------------------------------------
-// 5. Inventory changes reach the metrics
+// 5. Inventory changes reach the metrics; readiness needs an inventory
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_removed_from_the_inventory_disappear_from_the_gauges() {
