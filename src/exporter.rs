@@ -274,6 +274,7 @@ pub async fn run(
     let mut last_inventory: Option<(PathBuf, std::time::SystemTime, u64)> = None;
     let mut warned_size = None;
     let mut first = true;
+    let mut inventory_loaded = false;
     while !shutdown.is_triggered() {
         let cfg = config.read().unwrap_or_else(|e| e.into_inner()).clone();
         let started = Instant::now();
@@ -309,6 +310,7 @@ pub async fn run(
                             metrics.exporter.inventory_size.set(proxies.len() as i64);
                             tracing::info!(proxies = proxies.len(), skipped = loaded.errors.len(), shard = %shard, path = %path.display(), "inventory loaded");
                             last_inventory = stamp.map(|(t, l)| (path.clone(), t, l));
+                            inventory_loaded = true;
                         }
                         Err(e) => {
                             metrics.inventory_error("read", 1);
@@ -327,7 +329,9 @@ pub async fn run(
         let s = &cfg.file.sweep;
         let spread = s.spread.then_some((due.len(), s.interval.0));
         let params = SweepParams::new(s.concurrency, s.rate_limit, spread);
-        if first {
+        // Ready means "serving a real inventory": a missing or unreadable file
+        // keeps /-/ready at 503 (as its message says) until a read succeeds.
+        if first && inventory_loaded {
             app.ready.store(true, Ordering::Relaxed);
             first = false;
         }
