@@ -371,16 +371,77 @@ fn dockerfile_is_multi_stage_small_and_non_root() {
 }
 
 #[test]
-fn exporter_config_examples_parse() {
-    for rel in ["deploy/exporter/pharox.yml"] {
-        let cfg = yaml(rel);
-        assert!(cfg["defaults"]["target_url"].is_string(), "{rel}");
-        assert!(cfg["inventory"]["path"].is_string(), "{rel}");
+fn exporter_config_examples_agree_with_the_latency_alert() {
+    let objs = k8s_objects();
+    let cm = one(&objs, "ConfigMap");
+    let k8s: Yaml = serde_yaml_ng::from_str(cm["data"]["pharox.yml"].as_str().expect("pharox.yml"))
+        .expect("YAML");
+    for (name, cfg) in [
+        (
+            "deploy/exporter/pharox.yml",
+            yaml("deploy/exporter/pharox.yml"),
+        ),
+        ("ConfigMap", k8s),
+    ] {
+        assert!(cfg["defaults"]["target_url"].is_string(), "{name}");
+        assert_eq!(
+            cfg["inventory"]["path"], "/etc/pharox/inventory/proxies.csv",
+            "{name}"
+        );
+        // pharox:alert_threshold:pool_latency_p95_seconds is 2 (seconds).
         assert_eq!(
             cfg["defaults"]["slow_threshold_ms"], 2000,
-            "{rel}: the latency alert threshold assumes 2000 ms"
+            "{name}: the latency alert threshold assumes 2000 ms"
         );
     }
     let csv = read("deploy/exporter/proxies.example.csv");
     assert!(csv.starts_with("id,protocol,host,port,username,password,pool,provider\n"));
+}
+
+#[test]
+fn exporter_accepts_the_example_configs() {
+    // The real binary validates the config of the image/compose file and the
+    // one in the Kubernetes ConfigMap, with the example inventories.
+    let bin = env!("CARGO_BIN_EXE_pharox-exporter");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let objs = k8s_objects();
+    let cm = one(&objs, "ConfigMap");
+    let secret = one(&objs, "Secret");
+    let k8s_cfg = dir.path().join("k8s-pharox.yml");
+    std::fs::write(
+        &k8s_cfg,
+        cm["data"]["pharox.yml"].as_str().expect("pharox.yml"),
+    )
+    .expect("write");
+    let k8s_inv = dir.path().join("k8s-proxies.csv");
+    std::fs::write(
+        &k8s_inv,
+        secret["stringData"]["proxies.csv"]
+            .as_str()
+            .expect("proxies.csv"),
+    )
+    .expect("write");
+    for (cfg, inv) in [
+        (
+            path("deploy/exporter/pharox.yml"),
+            path("deploy/exporter/proxies.example.csv"),
+        ),
+        (k8s_cfg, k8s_inv),
+    ] {
+        let (ok, out) = run(Command::new(bin)
+            .arg("validate")
+            .arg("--config.file")
+            .arg(&cfg)
+            .arg("--inventory")
+            .arg(&inv));
+        assert!(
+            ok,
+            "pharox-exporter validate {} failed:\n{out}",
+            cfg.display()
+        );
+        assert!(
+            !out.contains("change-me"),
+            "validate printed a password:\n{out}"
+        );
+    }
 }

@@ -98,6 +98,27 @@ fn unit_tests_catch_a_strict_comparison() {
 }
 
 #[test]
+fn unit_tests_catch_a_shorter_for() {
+    // With every `for:` cut to 1m, every alert fires too early.
+    let re = regex::Regex::new(r"(?m)^(\s+for:\s*)\d+[smh]$").expect("regex");
+    let (ok, out) = unit_tests_with_mutation(1, |t| re.replace_all(t, "${1}1m").into_owned());
+    assert!(
+        !ok,
+        "unit tests still pass with `for: 1m` everywhere:\n{out}"
+    );
+    let names: BTreeSet<String> = alerts()
+        .iter()
+        .filter_map(|a| a["alert"].as_str().map(str::to_string))
+        .collect();
+    for name in names {
+        assert!(
+            out.contains(&format!("alertname: {name}")),
+            "{name}: a shorter `for` is not caught:\n{out}"
+        );
+    }
+}
+
+#[test]
 fn unit_tests_catch_a_lower_threshold() {
     // Lowering the warning threshold to 20% makes pool beta (20%) alert.
     let (ok, out) = unit_tests_with_mutation(1, |t| {
@@ -182,53 +203,57 @@ fn every_alert_is_labelled_annotated_and_has_a_runbook_section() {
     }
 }
 
+/// Seconds of a Prometheus duration such as `90s`, `5m`, `1h`.
+fn seconds(d: &str) -> u64 {
+    let (num, unit) = d.split_at(d.len() - 1);
+    let n: u64 = num.parse().unwrap_or_else(|_| panic!("duration {d}"));
+    match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => panic!("duration {d}"),
+    }
+}
+
 #[test]
 fn every_alert_and_severity_has_unit_tests_before_and_after_its_for() {
-    // (alertname, severity) -> for
-    let mut wanted: BTreeMap<(String, String), String> = BTreeMap::new();
-    for a in alerts() {
-        let name = a["alert"].as_str().expect("name").to_string();
-        let sev = a["labels"]["severity"]
-            .as_str()
-            .expect("severity")
-            .to_string();
-        let for_ = a["for"].as_str().expect("for").to_string();
-        wanted.insert((name, sev), for_);
-    }
-    let mut fired: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut quiet: BTreeSet<String> = BTreeSet::new();
+    // For each (alertname, severity): a test case where it is absent at t and
+    // present one evaluation interval later, at t + 1m >= its `for`, with
+    // every annotation checked. That pins the `for` boundary.
     let t = yaml(UNIT_TESTS[1]);
-    for case in t["tests"].as_sequence().expect("tests") {
-        for at in case["alert_rule_test"].as_sequence().into_iter().flatten() {
-            let name = at["alertname"].as_str().expect("alertname").to_string();
-            let exp = at["exp_alerts"].as_sequence().expect("exp_alerts");
-            if exp.is_empty() {
-                quiet.insert(name.clone());
-            }
-            for e in exp {
-                let sev = e["exp_labels"]["severity"]
-                    .as_str()
-                    .expect("severity in exp_labels")
-                    .to_string();
-                for key in ["summary", "description", "runbook_url"] {
-                    assert!(
-                        e["exp_annotations"][key].is_string(),
-                        "{name}/{sev}: unit test does not check annotation {key}"
-                    );
+    assert_eq!(t["evaluation_interval"], "1m");
+    for a in alerts() {
+        let name = a["alert"].as_str().expect("name");
+        let sev = a["labels"]["severity"].as_str().expect("severity");
+        let for_s = seconds(a["for"].as_str().expect("for"));
+        let mut pinned = false;
+        for case in t["tests"].as_sequence().expect("tests") {
+            // eval_time -> does (name, sev) fire?
+            let mut at: BTreeMap<u64, bool> = BTreeMap::new();
+            for test in case["alert_rule_test"].as_sequence().into_iter().flatten() {
+                if test["alertname"] != name {
+                    continue;
                 }
-                fired.insert((name.clone(), sev));
+                let when = seconds(test["eval_time"].as_str().expect("eval_time"));
+                let mut fires = false;
+                for e in test["exp_alerts"].as_sequence().expect("exp_alerts") {
+                    if e["exp_labels"]["severity"] == sev {
+                        for key in ["summary", "description", "runbook_url"] {
+                            assert!(
+                                e["exp_annotations"][key].is_string(),
+                                "{name}/{sev}: unit test does not check annotation {key}"
+                            );
+                        }
+                        fires = true;
+                    }
+                }
+                at.insert(when, fires);
             }
+            pinned |= at
+                .iter()
+                .any(|(&t1, &f1)| !f1 && t1 + 60 >= for_s && at.get(&(t1 + 60)) == Some(&true));
         }
-    }
-    for ((name, sev), _) in &wanted {
-        assert!(
-            fired.contains(&(name.clone(), sev.clone())),
-            "no unit test where {name} ({sev}) fires"
-        );
-        assert!(
-            quiet.contains(name),
-            "no unit test where {name} must not (yet) fire"
-        );
+        assert!(pinned, "{name} ({sev}): no unit test shows it quiet one minute before firing at or after its for ({for_s}s)");
     }
 }
 
