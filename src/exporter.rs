@@ -297,11 +297,17 @@ pub async fn run(
                             if !loaded.errors.is_empty() {
                                 metrics.inventory_error("row", loaded.errors.len() as u64);
                             }
-                            proxies = loaded.proxies.into_iter().map(Arc::new).collect();
+                            let shard = cfg.shard;
+                            proxies = loaded
+                                .proxies
+                                .into_iter()
+                                .filter(|p| shard.owns(&p.id))
+                                .map(Arc::new)
+                                .collect();
                             state.sync(&proxies);
                             app.set_index(&proxies);
                             metrics.exporter.inventory_size.set(proxies.len() as i64);
-                            tracing::info!(proxies = proxies.len(), skipped = loaded.errors.len(), path = %path.display(), "inventory loaded");
+                            tracing::info!(proxies = proxies.len(), skipped = loaded.errors.len(), shard = %shard, path = %path.display(), "inventory loaded");
                             last_inventory = stamp.map(|(t, l)| (path.clone(), t, l));
                         }
                         Err(e) => {

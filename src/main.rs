@@ -110,6 +110,15 @@ struct CommonArgs {
     /// Accept any HTTPS proxy certificate (dangerous).
     #[arg(long = "proxy-tls.insecure-skip-verify")]
     proxy_tls_insecure: bool,
+    /// This replica's index (0-based) when sharding the inventory across replicas.
+    #[arg(long = "shard.index", value_name = "N")]
+    shard_index: Option<u32>,
+    /// Number of replicas sharing the inventory (jump consistent hashing by proxy id).
+    #[arg(long = "shard.count", value_name = "N")]
+    shard_count: Option<u32>,
+    /// Take the shard index from the ordinal ending $HOSTNAME (Kubernetes StatefulSet).
+    #[arg(long = "shard.from-hostname")]
+    shard_from_hostname: bool,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long = "log.level", default_value = "info")]
     log_level: String,
@@ -190,6 +199,9 @@ impl CommonArgs {
             listen_address: run.listen_address.clone(),
             telemetry_path: run.telemetry_path.clone(),
             per_proxy: run.per_proxy.then_some(true),
+            shard_index: self.shard_index,
+            shard_count: self.shard_count,
+            shard_from_hostname: self.shard_from_hostname,
         })
     }
 
@@ -275,9 +287,19 @@ fn read_inventory(cfg: &Config) -> Result<Loaded> {
     let Some(path) = &cfg.file.inventory.path else {
         bail!("no inventory: pass --inventory FILE or set inventory.path in the config file");
     };
-    let loaded = inventory::load_file(path, cfg.file.inventory.format)?;
+    let mut loaded = inventory::load_file(path, cfg.file.inventory.format)?;
     for e in &loaded.errors {
         eprintln!("warning: {e}");
+    }
+    if cfg.shard.count > 1 {
+        let before = loaded.proxies.len();
+        loaded.proxies.retain(|p| cfg.shard.owns(&p.id));
+        eprintln!(
+            "shard {}: checking {} of {} proxies",
+            cfg.shard,
+            loaded.proxies.len(),
+            before
+        );
     }
     if loaded.duplicates > 0 {
         eprintln!(
