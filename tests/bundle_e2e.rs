@@ -572,10 +572,12 @@ async fn alerts_fire_and_resolve_and_dashboards_have_data() {
         }
     }
     let s = &st;
+    // Pending first (seen live, or, if a slow poll missed the 5s window, in
+    // the ALERTS series Prometheus writes at every evaluation), then firing.
     let pending = eventually(Duration::from_secs(60), || async move {
         s.alert("PharoxPoolInactiveRatioHigh", "alpha", "critical")
             .await
-            .filter(|a| a["state"] == "pending")
+            .filter(|a| a["state"] == "pending" || a["state"] == "firing")
     })
     .await;
     assert!(
@@ -590,6 +592,16 @@ async fn alerts_fire_and_resolve_and_dashboards_have_data() {
     })
     .await
     .unwrap_or_else(|| panic!("critical alert for alpha never firing\n{}", st.tail()));
+    // The shortened `for` is 5s at a 1s evaluation interval: at least 4
+    // evaluations must have seen it pending before it fired.
+    let pending_evals = st
+        .scalar(r#"count_over_time(ALERTS{alertname="PharoxPoolInactiveRatioHigh",pool="alpha",severity="critical",alertstate="pending"}[10m])"#)
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        pending_evals >= 4.0,
+        "pending for only {pending_evals} evaluations before firing"
+    );
     let desc = firing["annotations"]["description"].as_str().unwrap_or("");
     assert!(
         desc.starts_with("3 of 4 checked proxies of pool alpha are INACTIVE (75%), at or above the critical threshold of 50%"),
