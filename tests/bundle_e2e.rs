@@ -606,6 +606,7 @@ async fn alerts_fire_and_resolve_and_dashboards_have_data() {
         pending_evals >= 4.0,
         "pending for only {pending_evals} evaluations before firing"
     );
+    eprintln!("critical alert for alpha: pending for {pending_evals} evaluations, then firing");
     assert!(
         st.alert("PharoxPoolInactiveRatioHigh", "beta", "warning")
             .await
