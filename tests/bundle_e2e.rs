@@ -1,18 +1,18 @@
 //! End to end: two replicas of the real exporter sweep disjoint halves of an
 //! inventory of real SOCKS proxies (microsocks) and a silent "proxy" that
-//! never answers; a real Prometheus scrapes both with our
-//! rules (a copy whose `for:` durations are shortened, thresholds kept) and
-//! sends alerts to a real Alertmanager configured from our example config,
-//! which notifies a webhook receiver run by this test.
+//! never answers; a real Prometheus scrapes both with our rules (a copy whose
+//! `for:` durations are shortened, thresholds kept) and sends alerts to a
+//! real Alertmanager configured from our example config, which notifies a
+//! webhook receiver run by this test.
 //!
 //! The test evaluates every PromQL expression of the dashboards through
 //! Prometheus' HTTP API and checks that each returns data and that every
-//! metric they name is in a real scrape; then it kills 3 of the 4 proxies of
-//! pool `alpha` (75% INACTIVE over the pool; 50% and 100% per replica, so
-//! the alert text proves the sum over replicas) and follows
-//! PharoxPoolInactiveRatioHigh from
-//! pending to firing to the webhook (the warning twin inhibited), restarts
-//! the proxies and waits for the resolved notification.
+//! metric they name is in a real scrape. Then it kills 3 of the 4 proxies of
+//! pool `alpha` (75% INACTIVE over the pool, 50% and 100% per replica, so the
+//! alert text proves the sum over replicas) and follows
+//! PharoxPoolInactiveRatioHigh from pending to firing to the webhook (its
+//! warning twin inhibited), restarts the proxies and waits for the resolved
+//! notification.
 //!
 //! Everything listens on 127.0.0.1 on free ports, every wait is bounded, and
 //! every child process is killed by a guard when the test ends.
