@@ -394,3 +394,34 @@ fn alertmanager_config_routes_by_severity_and_inhibits_warnings() {
     assert!(dst.contains(&"severity=\"warning\""), "{dst:?}");
     assert_eq!(inhibit["equal"][0], "pool");
 }
+
+#[test]
+fn monitoring_doc_lists_every_alert_with_its_severity_and_for() {
+    let doc = read("docs/monitoring.md");
+    let rows: Vec<Vec<String>> = doc
+        .lines()
+        .filter(|l| l.starts_with("| `Pharox"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect();
+    let alerts = alerts();
+    assert_eq!(
+        rows.len(),
+        alerts.len(),
+        "docs/monitoring.md alert table: {rows:?}"
+    );
+    for a in alerts {
+        let name = format!("`{}`", a["alert"].as_str().expect("name"));
+        let sev = a["labels"]["severity"].as_str().expect("severity");
+        let for_ = a["for"].as_str().expect("for");
+        assert!(
+            rows.iter()
+                .any(|r| r[0] == name && r[1] == sev && r.last().map(String::as_str) == Some(for_)),
+            "docs/monitoring.md has no row for {name} {sev} (for {for_})"
+        );
+    }
+}
