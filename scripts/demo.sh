@@ -6,7 +6,8 @@
 # and http://127.0.0.1:10187/metrics for Prometheus. Ctrl-C stops everything.
 #
 # Nothing listens beyond 127.0.0.1, and the proxies only relay to loopback.
-# DEMO_SECONDS=N stops the demo after N seconds (used by the tests).
+# DEMO_SECONDS=N stops the demo after N seconds, and DEMO_BIN=PATH runs that
+# binary instead of building a release one (both used by tests/demo.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -89,10 +90,24 @@ chmod 0644 "$work/danted.conf"
 /usr/sbin/danted -f "$work/danted.conf" -p "$work/danted.pid" >/dev/null 2>&1 &
 pids+=($!)
 
-log "proxies up on 127.0.0.1 (microsocks :21080 :21081, tinyproxy :28888, dante :21082); building the exporter"
-cargo build --release --quiet
+# Wait (bounded) until the target and every proxy accept connections, so the
+# first sweep measures the proxies, not their start-up.
+for port in 28080 21080 21081 21082 28888; do
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { log "nothing listens on 127.0.0.1:$port; see $work"; exit 1; }
+done
+
+bin="${DEMO_BIN:-}"
+if [[ -z "$bin" ]]; then
+    log "proxies up on 127.0.0.1 (microsocks :21080 :21081, tinyproxy :28888, dante :21082); building the exporter"
+    cargo build --release --quiet
+    bin="$repo/target/release/pharox-exporter"
+fi
 log "status page: http://127.0.0.1:10187/   metrics: http://127.0.0.1:10187/metrics"
-"$repo/target/release/pharox-exporter" --config.file examples/demo/pharox.yaml &
+"$bin" --config.file examples/demo/pharox.yaml &
 exporter=$!
 pids+=("$exporter")
 if [[ -n "${DEMO_SECONDS:-}" ]]; then

@@ -256,16 +256,16 @@ pub async fn run(
                 };
                 let outcome = match Config::load(path.as_deref(), &overrides) {
                     Ok(new) => {
-                        let old_addr = config
-                            .read()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .file
-                            .web
-                            .listen_address
-                            .clone();
-                        if new.file.web.listen_address != old_addr {
+                        let old = config.read().unwrap_or_else(|e| e.into_inner()).clone();
+                        // These are fixed when the listener and registry are built.
+                        if new.file.web.listen_address != old.file.web.listen_address {
                             tracing::warn!(
                                 "web.listen_address changed: takes effect only after a restart"
+                            );
+                        }
+                        if new.file.metrics.latency_buckets != old.file.metrics.latency_buckets {
+                            tracing::warn!(
+                                "metrics.latency_buckets changed: takes effect only after a restart"
                             );
                         }
                         apply_config(&new, &state, &metrics);
@@ -287,9 +287,12 @@ pub async fn run(
     }
 
     let mut proxies: Arc<[Arc<Proxy>]> = Arc::from(Vec::new());
-    let mut last_inventory: Option<(PathBuf, std::time::SystemTime, u64)> = None;
+    // What the inventory was last read from: path, format, mtime, size.
+    type Stamp = (PathBuf, inventory::Format, std::time::SystemTime, u64);
+    let mut last_inventory: Option<Stamp> = None;
     let mut warned_size = None;
     let mut first = true;
+    let mut inventory_loaded = false;
     while !shutdown.is_triggered() {
         let cfg = config.read().unwrap_or_else(|e| e.into_inner()).clone();
         let started = Instant::now();
@@ -341,7 +344,8 @@ pub async fn run(
                 let stamp = std::fs::metadata(path)
                     .ok()
                     .and_then(|m| Some((m.modified().ok()?, m.len())));
-                let unchanged = matches!((&last_inventory, stamp), (Some((p, t, l)), Some((t2, l2))) if p == path && *t == t2 && *l == l2);
+                let format = cfg.file.inventory.format;
+                let unchanged = matches!((&last_inventory, stamp), (Some((p, f, t, l)), Some((t2, l2))) if p == path && *f == format && *t == t2 && *l == l2);
                 if !unchanged {
                     match inventory::load_file(path, cfg.file.inventory.format) {
                         Ok(loaded) => {
@@ -362,7 +366,8 @@ pub async fn run(
                             app.set_index(&proxies);
                             metrics.exporter.inventory_size.set(proxies.len() as i64);
                             tracing::info!(proxies = proxies.len(), skipped = loaded.errors.len(), shard = %shard, path = %path.display(), "inventory loaded");
-                            last_inventory = stamp.map(|(t, l)| (path.clone(), t, l));
+                            last_inventory = stamp.map(|(t, l)| (path.clone(), format, t, l));
+                            inventory_loaded = true;
                         }
                         Err(e) => {
                             metrics.inventory_error("read", 1);
@@ -388,7 +393,9 @@ pub async fn run(
         let s = &cfg.file.sweep;
         let spread = s.spread.then_some((due.len(), s.interval.0));
         let params = SweepParams::new(s.concurrency, s.rate_limit, spread);
-        if first {
+        // Ready means "serving a real inventory": a missing or unreadable file
+        // keeps /-/ready at 503 (as its message says) until a read succeeds.
+        if first && inventory_loaded {
             app.ready.store(true, Ordering::Relaxed);
             first = false;
         }

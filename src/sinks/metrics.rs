@@ -474,6 +474,10 @@ impl Collector for StateCollector {
         }
         if self.per_proxy.enabled.load(Ordering::Relaxed) {
             self.encode_per_proxy(&mut enc)?;
+        } else {
+            // Switched off by a reload: no cap applies, so nothing is dropped
+            // (a stale count would keep a "series dropped" alert firing).
+            self.dropped.store(0, Ordering::Relaxed);
         }
         gauge(
             &mut enc,
