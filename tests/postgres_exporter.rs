@@ -44,12 +44,17 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
     proxies[3]["credentials"] = json!({"user": "alice", "password": "s3cret"});
     pharox(
         &["seed", &pg.sqlalchemy_url("db")],
-        &json!({"pools": [{"id": eu, "name": "eu"}, {"id": us, "name": "us"}], "proxies": proxies}),
+        &json!({"pools": [{"id": eu, "name": "eu"}, {"id": us, "name": "us"}], "proxies": proxies,
+                "leases": [{"proxy_id": uuid_for(2, 5), "consumer": "c", "expires_in_seconds": -10}]}),
     );
 
     // pharox's own checker gets an identical copy, for comparison.
     pg.copy_db("db", "theirs");
 
+    let web_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pharox.yaml");
     std::fs::write(
@@ -58,7 +63,7 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
             "defaults:\n  target_url: {}\n  timeout: 2s\n\
              inventory:\n  path: '{}?pools=eu'\n\
              sweep:\n  interval: 1s\n  shutdown_grace: 2s\n\
-             web:\n  listen_address: 127.0.0.1:0\n\
+             web:\n  listen_address: 127.0.0.1:{web_port}\n\
              postgres:\n  batch_size: 10\n  retry_max_backoff_seconds: 0.5\n",
             target.url("/ip"),
             pg.url("db")
@@ -90,8 +95,36 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    // The storage metrics of docs/metrics.md, in the classic text format.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{web_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     shutdown.trigger();
     run.await.unwrap().unwrap();
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{series} missing:\n{metrics}"))
+    };
+    assert!(value("pharox_storage_results_written_total ") >= 8.0);
+    assert!(value("pharox_storage_writes_total{outcome=\"success\"} ") >= 1.0);
+    assert_eq!(
+        value("pharox_storage_writes_total{outcome=\"error\"} "),
+        0.0
+    );
+    assert_eq!(
+        value("pharox_storage_dropped_total{kind=\"history\"} "),
+        0.0
+    );
+    assert_eq!(value("pharox_storage_dropped_total{kind=\"status\"} "), 0.0);
+    // The expired lease (pool us: cleanup is global, as pharox's) was released.
+    assert_eq!(value("pharox_storage_expired_leases_released_total "), 1.0);
+    assert!(value("pharox_storage_pending_results ") >= 0.0);
+    assert!(!metrics.contains("s3cret") && !metrics.contains(PASSWORD));
 
     let proxy = |n: u32| -> &Value { &read["proxies"][uuid_for(2, n)] };
     let status = |n: u32| proxy(n)["status"].as_str().unwrap().to_string();
@@ -101,6 +134,8 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
     assert_eq!(status(4), "inactive", "{}", proxy(4));
     assert_eq!(status(5), "inactive", "pool us is not swept");
     assert_eq!(proxy(5)["records"], json!([]));
+    assert_eq!(proxy(5)["current_leases"], 0);
+    assert_eq!(read["leases"][0]["status"], "released");
     for n in 1..=4 {
         let last = &proxy(n)["last"];
         assert_eq!(last["status"], proxy(n)["status"]);
