@@ -266,3 +266,26 @@ async fn a_ban_set_while_checking_stands() {
     );
     sink.close(deadline).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_file_is_read_again_on_reconnect_and_errors_hide_the_password() {
+    let pg = PgServer::start();
+    pharox_db(&pg, "db");
+    pharox(&["seed", &pg.sqlalchemy_url("db")], &seed());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("url");
+    let wrong = pg.url("db").replace(PASSWORD, "wr0ng-pw");
+    std::fs::write(&file, format!("{wrong}?pools=eu\n")).unwrap();
+    let cfg = PgConfig {
+        url_file: Some(file.clone()),
+        ..Default::default()
+    };
+    let source = PgSource::new(cfg).unwrap();
+    assert_eq!(source.config().pools, vec!["eu".to_string()]);
+    let err = source.load().await.unwrap_err().to_string();
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("wr0ng-pw"), "{err}");
+    // The password is rotated in the file: the same source picks it up.
+    std::fs::write(&file, format!("{}?pools=eu\n", pg.url("db"))).unwrap();
+    assert_eq!(source.load().await.unwrap().len(), 4);
+}

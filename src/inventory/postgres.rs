@@ -194,6 +194,7 @@ impl fmt::Debug for PgConfig {
             .field("pools", &self.pools)
             .field("statuses", &self.statuses)
             .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("batch_size", &self.batch_size)
             .field("queue_capacity", &self.queue_capacity)
             .field("spill_dir", &self.spill_dir)
@@ -203,6 +204,7 @@ impl fmt::Debug for PgConfig {
                 "leased_event_webhook",
                 &self.leased_event_webhook.as_deref().map(redact_credentials),
             )
+            .field("retry_max_backoff_seconds", &self.retry_max_backoff_seconds)
             .finish()
     }
 }
@@ -394,14 +396,32 @@ fn split_url(raw: &str) -> Result<(String, Vec<String>, PgTls), PgError> {
 /// Opens connections to the database; shared by the source and the sink.
 #[derive(Clone)]
 pub(crate) struct Connector {
-    config: tokio_postgres::Config,
+    cfg: PgConfig,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 impl Connector {
     pub(crate) fn new(cfg: &PgConfig) -> Result<Connector, PgError> {
         cfg.validate()?;
-        let (url, _, url_tls) = cfg.resolve_url()?;
+        let (_, _, url_tls) = cfg.resolve_url()?;
+        let tls = if cfg.tls == PgTls::Require || url_tls == PgTls::Require {
+            Some(make_tls(cfg)?)
+        } else {
+            None
+        };
+        let c = Connector {
+            cfg: cfg.clone(),
+            tls,
+        };
+        c.driver_config()?;
+        Ok(c)
+    }
+
+    /// The driver's config, from the URL as it is now: `url_file` and
+    /// `url_env` are read again on every (re)connect, so a rotated password
+    /// is picked up without a restart.
+    fn driver_config(&self) -> Result<tokio_postgres::Config, PgError> {
+        let (url, _, url_tls) = self.cfg.resolve_url()?;
         let mut config = tokio_postgres::Config::from_str(&url)
             .map_err(|e| PgError::Url(redact_credentials(&e.to_string())))?;
         if config.get_application_name().is_none() {
@@ -412,15 +432,16 @@ impl Connector {
         }
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
-        let want_tls = cfg.tls == PgTls::Require || url_tls == PgTls::Require;
-        let tls = if want_tls {
+        if self.tls.is_some() {
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
-            Some(make_tls(cfg)?)
+        } else if url_tls == PgTls::Require {
+            return Err(PgError::Config(
+                "the URL now asks for sslmode=require: restart to enable TLS".into(),
+            ));
         } else {
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-            None
-        };
-        Ok(Connector { config, tls })
+        }
+        Ok(config)
     }
 
     /// Connect once; the connection's I/O runs on its own task until the
@@ -428,10 +449,10 @@ impl Connector {
     pub(crate) async fn connect(&self) -> Result<Client, PgError> {
         let to_err =
             |e: tokio_postgres::Error| PgError::Connect(redact_credentials(&pg_error_text(&e)));
+        let config = self.driver_config()?;
         match &self.tls {
             None => {
-                let (client, conn) = self
-                    .config
+                let (client, conn) = config
                     .connect(tokio_postgres::NoTls)
                     .await
                     .map_err(to_err)?;
@@ -443,7 +464,7 @@ impl Connector {
                 Ok(client)
             }
             Some(tls) => {
-                let (client, conn) = self.config.connect(tls.clone()).await.map_err(to_err)?;
+                let (client, conn) = config.connect(tls.clone()).await.map_err(to_err)?;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %redact_credentials(&e.to_string()), "postgres connection closed");
