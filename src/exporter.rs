@@ -385,9 +385,14 @@ pub async fn run(
                         state.sync(&proxies);
                         app.set_index(&proxies);
                         metrics.exporter.inventory_size.set(proxies.len() as i64);
+                        inventory_loaded = true;
                         tracing::debug!(proxies = proxies.len(), shard = %shard, "inventory loaded from postgres");
                     }
-                    Ok(inventory::postgres::SweepPlan::Paused(_)) => paused = true,
+                    // The database answered: the inventory we hold is real.
+                    Ok(inventory::postgres::SweepPlan::Paused(_)) => {
+                        paused = true;
+                        inventory_loaded = true;
+                    }
                     Err(e) => {
                         metrics.inventory_error("read", 1);
                         tracing::error!(error = %e, "inventory read failed; keeping the previous inventory");
@@ -443,13 +448,6 @@ pub async fn run(
             warned_size = Some((proxies.len(), cfg.file.sweep.concurrency));
         }
 
-        if paused {
-            tokio::select! {
-                _ = tokio::time::sleep_until((started + cfg.file.sweep.interval.0).into()) => {}
-                _ = shutdown.wait() => {}
-            }
-            continue;
-        }
         let due: Arc<[Arc<Proxy>]> = state.due(&proxies, started).into();
         let s = &cfg.file.sweep;
         let spread = s.spread.then_some((due.len(), s.interval.0));
@@ -459,6 +457,14 @@ pub async fn run(
         if first && inventory_loaded {
             app.ready.store(true, Ordering::Relaxed);
             first = false;
+        }
+        // Lease acquisitions are bursting: skip this sweep, keep serving.
+        if paused {
+            tokio::select! {
+                _ = tokio::time::sleep_until((started + cfg.file.sweep.interval.0).into()) => {}
+                _ = shutdown.wait() => {}
+            }
+            continue;
         }
         tracing::debug!(due = due.len(), total = proxies.len(), "sweep starting");
         let (st, mx, sk) = (state.clone(), metrics.clone(), sinks.clone());

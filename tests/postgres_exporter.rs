@@ -102,8 +102,17 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
         .text()
         .await
         .unwrap();
+    let ready = reqwest::get(format!("http://127.0.0.1:{web_port}/-/ready"))
+        .await
+        .unwrap()
+        .status();
     shutdown.trigger();
     run.await.unwrap().unwrap();
+    assert_eq!(
+        ready.as_u16(),
+        200,
+        "ready once the database inventory is loaded"
+    );
     let value = |series: &str| -> f64 {
         metrics
             .lines()

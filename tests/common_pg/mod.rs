@@ -31,7 +31,7 @@ pub struct PgServer {
 }
 
 fn postgres_ids() -> Option<(u32, u32)> {
-    // SAFETY-free check for root: `id -u` avoids a libc dependency.
+    // Only root needs to switch to the postgres user (PostgreSQL refuses root).
     let uid = Command::new("id").arg("-u").output().ok()?;
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return None;
