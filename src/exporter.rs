@@ -240,6 +240,9 @@ pub async fn run(
     apply_config(&cfg, &state, &metrics);
     metrics.exporter.reload_ok.set(1);
     metrics.exporter.reload_ts.set(unix_now());
+    // Until a sweep completes, "last completed" is the start: a stalled first
+    // sweep then ages like any other instead of looking 55 years old.
+    metrics.exporter.last_sweep_ts.set(unix_now());
 
     let addr = cfg.file.web.listen_address.clone();
     let listener = server::bind(&addr)
