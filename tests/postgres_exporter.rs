@@ -195,3 +195,69 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
     assert!(proxy(4)["records"][0]["error"].as_str().is_some());
     assert!(authed.connections() >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeps_pause_while_lease_acquisitions_burst() {
+    let pg = PgServer::start();
+    pharox_db(&pg, "db");
+    let target = FakeTarget::start(Reply::ok("ok")).await.unwrap();
+    let fake = FakeProxy::http(ProxyBehavior::healthy()).await.unwrap();
+    let pool = uuid_for(1, 1);
+    let proxies: Vec<Value> = (1..=3)
+        .map(|n| {
+            json!({"id": uuid_for(2, n), "pool_id": pool, "host": "127.0.0.1",
+                   "port": fake.addr().port(), "protocol": "http", "status": "active"})
+        })
+        .collect();
+    let url = pg.sqlalchemy_url("db");
+    pharox(
+        &["seed", &url],
+        &json!({"pools": [{"id": pool, "name": "eu"}], "proxies": proxies}),
+    );
+    let got = pharox(
+        &["acquire", &url],
+        &json!({"pool": "eu", "consumer": "crawler", "n": 20, "duration_seconds": 600}),
+    );
+    assert_eq!(got["acquired"], 20);
+
+    let web_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pharox.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "defaults:\n  target_url: {}\n\
+             inventory:\n  path: '{}'\n\
+             sweep:\n  interval: 500ms\n\
+             web:\n  listen_address: 127.0.0.1:{web_port}\n\
+             postgres:\n  lease_burst: {{window_seconds: 60, max_acquisitions_per_second: 0.1}}\n",
+            target.url("/ip"),
+            pg.url("db")
+        ),
+    )
+    .unwrap();
+    let shutdown = Shutdown::new();
+    let run = tokio::spawn(pharox_exporter::exporter::run(
+        Some(config),
+        Overrides::default(),
+        shutdown.clone(),
+        Vec::new(),
+    ));
+    // 20 acquisitions in the last 60 s = 0.33/s > 0.1/s: every sweep pauses.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ready = reqwest::get(format!("http://127.0.0.1:{web_port}/-/ready"))
+        .await
+        .unwrap()
+        .status();
+    shutdown.trigger();
+    run.await.unwrap().unwrap();
+    assert_eq!(ready.as_u16(), 200);
+    assert_eq!(
+        pg.psql("db", "SELECT count(*) FROM proxy_health_record"),
+        "0"
+    );
+    assert_eq!(fake.connections(), 0, "no check went out while paused");
+}
