@@ -130,64 +130,6 @@ pub trait ResultSink: Send + Sync {
     );
 }
 
-/// `pharox_storage_*` (docs/metrics.md), read from the PostgreSQL sink's
-/// counters at scrape time.
-#[derive(Debug)]
-struct StorageCollector(Arc<crate::sinks::postgres::PgStats>);
-
-impl prometheus_client::collector::Collector for StorageCollector {
-    fn encode(
-        &self,
-        mut enc: prometheus_client::encoding::DescriptorEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
-        use prometheus_client::metrics::counter::ConstCounter;
-        use prometheus_client::metrics::gauge::ConstGauge;
-        use prometheus_client::metrics::MetricType;
-        let s = self.0.snapshot();
-        let e = enc.encode_descriptor(
-            "storage_pending_results",
-            "Results queued, not yet written",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(s.pending as i64).encode(e)?;
-        let mut fam = enc.encode_descriptor(
-            "storage_writes",
-            "Batch write attempts",
-            None,
-            MetricType::Counter,
-        )?;
-        for (outcome, v) in [("success", s.writes_success), ("error", s.writes_error)] {
-            ConstCounter::new(v).encode(fam.encode_family(&[("outcome", outcome)])?)?;
-        }
-        let e = enc.encode_descriptor(
-            "storage_results_written",
-            "Results persisted",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(s.results_written).encode(e)?;
-        let mut fam = enc.encode_descriptor(
-            "storage_dropped",
-            "Results dropped (queue full)",
-            None,
-            MetricType::Counter,
-        )?;
-        for (kind, v) in [("history", s.dropped_history), ("status", s.dropped_status)] {
-            ConstCounter::new(v).encode(fam.encode_family(&[("kind", kind)])?)?;
-        }
-        let e = enc.encode_descriptor(
-            "storage_expired_leases_released",
-            "Leases released by the pre-sweep cleanup",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(s.expired_leases_released).encode(e)?;
-        Ok(())
-    }
-}
-
 fn unix_now() -> f64 {
     chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
@@ -233,7 +175,9 @@ pub async fn run(
         state.clone(),
         gauges.clone(),
         match &cfg.postgres {
-            Some(_) => vec![Box::new(StorageCollector(pg_stats.clone())) as Box<_>],
+            Some(_) => {
+                vec![Box::new(crate::sinks::metrics::StorageCollector(pg_stats.clone())) as Box<_>]
+            }
             None => Vec::new(),
         },
     ));
