@@ -368,6 +368,13 @@ pub async fn run(
                             if !loaded.errors.is_empty() {
                                 metrics.inventory_error("row", loaded.errors.len() as u64);
                             }
+                            if loaded.duplicates > 0 {
+                                tracing::warn!(
+                                    duplicates = loaded.duplicates,
+                                    "inventory entries with an id already seen were ignored"
+                                );
+                                metrics.inventory_error("duplicate", loaded.duplicates as u64);
+                            }
                             let shard = cfg.shard;
                             proxies = loaded
                                 .proxies

@@ -206,7 +206,7 @@ impl Metrics {
         let inventory_errors = Family::<KindLabel, Counter>::default();
         registry.register(
             "inventory_errors",
-            "Inventory reads that failed (kind=read) and malformed entries skipped (kind=row)",
+            "Inventory reads that failed (kind=read), malformed entries skipped (kind=row), duplicate ids ignored (kind=duplicate)",
             inventory_errors.clone(),
         );
         let exporter = Arc::new(ExporterGauges::default());
