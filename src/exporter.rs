@@ -203,7 +203,6 @@ pub async fn run(
         state: state.clone(),
         gauges: gauges.clone(),
         config: config.clone(),
-        index: RwLock::new(Default::default()),
         ready: false.into(),
         reload: reload_tx.clone(),
         started: Instant::now(),
@@ -330,7 +329,6 @@ pub async fn run(
                             .map(Arc::new)
                             .collect();
                         state.sync(&proxies);
-                        app.set_index(&proxies);
                         metrics.exporter.inventory_size.set(proxies.len() as i64);
                         inventory_loaded = true;
                         tracing::debug!(proxies = proxies.len(), shard = %shard, "inventory loaded from postgres");
@@ -383,7 +381,6 @@ pub async fn run(
                                 .map(Arc::new)
                                 .collect();
                             state.sync(&proxies);
-                            app.set_index(&proxies);
                             metrics.exporter.inventory_size.set(proxies.len() as i64);
                             tracing::info!(proxies = proxies.len(), skipped = loaded.errors.len(), shard = %shard, path = %path.display(), "inventory loaded");
                             last_inventory = stamp.map(|(t, l)| (path.clone(), format, t, l));

@@ -6,7 +6,6 @@
 //! proxy in the inventory unless the config allows arbitrary targets (so the
 //! exporter cannot be turned into an open prober of the world).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::model::{Phase, Proxy, ProxyStatus};
+use crate::model::{Phase, ProxyStatus};
 use crate::sinks::metrics::Metrics;
 use crate::state::{status_index, StateStore};
 use crate::sweep::{Shutdown, SweepGauges};
@@ -46,8 +45,6 @@ pub struct AppState {
     pub gauges: Arc<SweepGauges>,
     /// The running config (swapped whole on reload).
     pub config: Arc<RwLock<Arc<Config>>>,
-    /// Inventory proxies by `protocol://host:port`, for `/probe`.
-    pub index: RwLock<HashMap<String, Vec<Arc<Proxy>>>>,
     /// Set once the inventory is loaded and the first sweep has started.
     pub ready: AtomicBool,
     /// Where `/-/reload` sends its requests.
@@ -57,17 +54,6 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Rebuild the `/probe` index from the inventory.
-    pub fn set_index(&self, proxies: &[Arc<Proxy>]) {
-        let mut idx: HashMap<String, Vec<Arc<Proxy>>> = HashMap::with_capacity(proxies.len());
-        for p in proxies {
-            idx.entry(Proxy::derive_id(p.protocol, None, &p.host, p.port))
-                .or_default()
-                .push(p.clone());
-        }
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = idx;
-    }
-
     fn current_config(&self) -> Arc<Config> {
         self.config
             .read()
@@ -277,14 +263,21 @@ async fn probe(req: &Request<Incoming>, app: &Arc<AppState>) -> Resp {
         }
     };
     let cfg = app.current_config();
-    let key = Proxy::derive_id(asked.protocol, None, &asked.host, asked.port);
+    // A scan, not an index: /probe is rare and ad hoc, while an index would
+    // cost ~100 bytes per proxy, every proxy, all the time.
     let known = {
-        let idx = app.index.read().unwrap_or_else(|e| e.into_inner());
-        idx.get(&key).and_then(|v| {
-            v.iter()
-                .find(|p| asked.username.is_none() || p.username == asked.username)
-                .cloned()
+        let (app, asked) = (app.clone(), asked.clone());
+        tokio::task::spawn_blocking(move || {
+            app.state.find(|p| {
+                p.protocol == asked.protocol
+                    && p.port == asked.port
+                    && p.host.eq_ignore_ascii_case(&asked.host)
+                    && (asked.username.is_none() || p.username == asked.username)
+            })
         })
+        .await
+        .ok()
+        .flatten()
     };
     // Inventory proxies are checked with their own credentials, labels and options.
     let proxy = match known {
