@@ -522,7 +522,10 @@ pub fn status_view(app: &AppState) -> StatusView {
         totals.total += v.total;
     }
     let mut counts = vec![0u64; LATENCY_BOUNDS_MS.len()];
-    let mut worst: Vec<WorstView> = Vec::new();
+    // Rank cheaply (an Arc clone per candidate), keep the worst few, and only
+    // then build their views: with a million proxies, a quarter of them down,
+    // cloning every candidate's strings made each refresh allocate megabytes.
+    let mut candidates: Vec<(u8, std::cmp::Reverse<u64>, Arc<crate::model::Proxy>)> = Vec::new();
     app.state.for_each(|s| {
         let (Some(rep), Some(last)) = (s.reported, &s.last) else {
             return;
@@ -535,33 +538,45 @@ pub fn status_view(app: &AppState) -> StatusView {
             counts[i] += 1;
         }
         if rep != ProxyStatus::Active || last.reason.is_some() {
-            worst.push(WorstView {
-                id: s.proxy.id.clone(),
-                url: s.proxy.redacted_url(),
-                pool: s.proxy.pool.clone(),
-                provider: s.proxy.provider.clone(),
+            let rank = match rep {
+                ProxyStatus::Inactive => 0,
+                ProxyStatus::Banned => 1,
+                ProxyStatus::Slow => 2,
+                ProxyStatus::Active => 3,
+            };
+            candidates.push((rank, std::cmp::Reverse(last.latency_ms), s.proxy.clone()));
+        }
+    });
+    let order = |a: &(u8, std::cmp::Reverse<u64>, Arc<crate::model::Proxy>),
+                 b: &(u8, std::cmp::Reverse<u64>, Arc<crate::model::Proxy>)| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| a.2.id.cmp(&b.2.id))
+    };
+    if candidates.len() > WORST_LIMIT {
+        candidates.select_nth_unstable_by(WORST_LIMIT, order);
+        candidates.truncate(WORST_LIMIT);
+    }
+    candidates.sort_unstable_by(order);
+    let worst: Vec<WorstView> = candidates
+        .iter()
+        .filter_map(|(_, _, p)| {
+            let s = app.state.get(&p.id)?;
+            let (rep, last) = (s.reported?, s.last?);
+            Some(WorstView {
+                id: p.id.clone(),
+                url: p.redacted_url(),
+                pool: p.pool.clone(),
+                provider: p.provider.clone(),
                 status: rep.as_str(),
                 reason: last.reason.map(|r| r.as_str()),
                 phase: last.phase.map(Phase::as_str),
                 error: last.error.as_deref().map(str::to_string),
                 latency_ms: last.latency_ms,
                 checked_at: last.checked_at,
-            });
-        }
-    });
-    let rank = |w: &WorstView| match w.status {
-        "inactive" => 0,
-        "banned" => 1,
-        "slow" => 2,
-        _ => 3,
-    };
-    worst.sort_by(|a, b| {
-        rank(a)
-            .cmp(&rank(b))
-            .then(b.latency_ms.cmp(&a.latency_ms))
-            .then(a.id.cmp(&b.id))
-    });
-    worst.truncate(WORST_LIMIT);
+            })
+        })
+        .collect();
     StatusView {
         generated_at: chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
         uptime_seconds: app.started.elapsed().as_secs_f64(),
