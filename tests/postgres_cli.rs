@@ -94,3 +94,72 @@ async fn sweep_once_on_a_pharox_database_writes_results_pharox_reads() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("postgres inventory: 2 proxies"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_one_database_check_every_proxy_exactly_once() {
+    let pg = PgServer::start();
+    pharox_db(&pg, "db");
+    let target = FakeTarget::start(Reply::ok("ok")).await.unwrap();
+    let proxy = FakeProxy::socks5(ProxyBehavior::healthy()).await.unwrap();
+    let pool = uuid_for(1, 1);
+    let n = 45u32;
+    // Distinct rows (ids) behind one fake proxy: the database decides identity.
+    let proxies: Vec<_> = (1..=n)
+        .map(|i| json!({"id": uuid_for(2, i), "pool_id": pool, "host": "127.0.0.1", "port": proxy.addr().port(), "protocol": "socks5", "status": "inactive"}))
+        .collect();
+    tokio::task::block_in_place(|| {
+        pharox(
+            &["seed", &pg.sqlalchemy_url("db")],
+            &json!({"pools": [{"id": pool, "name": "p"}], "proxies": proxies, "leases": []}),
+        )
+    });
+    // The three replicas run at once, as a StatefulSet's pods would.
+    let mut runs = Vec::new();
+    for index in 0..3 {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pharox-exporter"));
+        cmd.args([
+            "sweep",
+            "--once",
+            "--inventory",
+            &pg.url("db"),
+            "--target-url",
+            target.url("/").as_str(),
+        ])
+        .args(["--shard.count", "3", "--shard.index", &index.to_string()]);
+        runs.push(tokio::task::spawn_blocking(move || cmd.output().unwrap()));
+    }
+    let mut swept = 0;
+    for r in runs {
+        let out = r.await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert!(
+            lines > 0 && lines < n as usize,
+            "each replica takes a share, got {lines}"
+        );
+        swept += lines;
+    }
+    assert_eq!(swept, n as usize);
+    let per_proxy = pg.psql(
+        "db",
+        "SELECT count(*) FROM proxy_health_record GROUP BY proxy_id",
+    );
+    let counts: Vec<&str> = per_proxy.lines().collect();
+    assert_eq!(
+        counts.len(),
+        n as usize,
+        "every proxy has a record: {per_proxy}"
+    );
+    assert!(
+        counts.iter().all(|c| *c == "1"),
+        "exactly one record per proxy: {per_proxy}"
+    );
+    assert_eq!(
+        pg.psql("db", "SELECT count(*) FROM proxy WHERE status = 'active'"),
+        n.to_string()
+    );
+}
