@@ -445,3 +445,57 @@ fn exporter_accepts_the_example_configs() {
         );
     }
 }
+
+#[test]
+fn sharded_statefulset_shards_by_ordinal_and_is_scraped() {
+    let docs = yaml_docs("deploy/kubernetes/sharded/statefulset.yaml");
+    let sts = docs
+        .iter()
+        .find(|d| d["kind"] == "StatefulSet")
+        .expect("a StatefulSet");
+    let svc = docs
+        .iter()
+        .find(|d| d["kind"] == "Service")
+        .expect("its headless Service");
+    let replicas = sts["spec"]["replicas"].as_u64().expect("replicas");
+    let args: Vec<&str> = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        args.contains(&format!("--shard.count={replicas}").as_str()),
+        "--shard.count must equal replicas: {args:?}"
+    );
+    assert!(args.contains(&"--shard.from-hostname"), "{args:?}");
+    assert_eq!(sts["spec"]["serviceName"], svc["metadata"]["name"]);
+    assert!(svc["spec"]["clusterIP"] == "None", "headless");
+    // The shared ServiceMonitor selects this Service, and the Service its pods.
+    let sm = &yaml_docs("deploy/kubernetes/servicemonitor.yaml")[0];
+    let pod_labels = &sts["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in sm["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .expect("matchLabels")
+    {
+        assert_eq!(
+            &svc["metadata"]["labels"][k], v,
+            "ServiceMonitor selects the Service"
+        );
+    }
+    for (k, v) in svc["spec"]["selector"].as_mapping().expect("selector") {
+        assert_eq!(&pod_labels[k], v, "Service selects the pods");
+    }
+    let kust = &yaml_docs("deploy/kubernetes/sharded/kustomization.yaml")[0];
+    for r in kust["resources"].as_sequence().expect("resources") {
+        let f = path(&format!(
+            "deploy/kubernetes/sharded/{}",
+            r.as_str().expect("path")
+        ));
+        assert!(
+            f.exists(),
+            "kustomization names a missing file {}",
+            f.display()
+        );
+    }
+}
