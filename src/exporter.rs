@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError, Overrides};
 use crate::inventory;
+use crate::inventory::shard::Shard;
 use crate::model::Proxy;
 use crate::server::{self, AppState, ReloadRequest};
 use crate::sinks::metrics::Metrics;
@@ -128,6 +129,24 @@ pub trait ResultSink: Send + Sync {
         result: &crate::model::CheckResult,
         transition: crate::state::Transition,
     );
+}
+
+/// Keep this replica's share of a freshly read inventory and make it the
+/// current one: new proxies appear unchecked, missing ones leave the gauges.
+fn install_inventory(
+    list: Vec<Proxy>,
+    shard: Shard,
+    state: &StateStore,
+    metrics: &Metrics,
+) -> Arc<[Arc<Proxy>]> {
+    let proxies: Arc<[Arc<Proxy>]> = list
+        .into_iter()
+        .filter(|p| shard.owns(&p.id))
+        .map(Arc::new)
+        .collect();
+    state.sync(&proxies);
+    metrics.exporter.inventory_size.set(proxies.len() as i64);
+    proxies
 }
 
 fn unix_now() -> f64 {
@@ -323,13 +342,7 @@ pub async fn run(
                             metrics.inventory_error("row", skipped);
                         }
                         let shard = cfg.shard;
-                        proxies = list
-                            .into_iter()
-                            .filter(|p| shard.owns(&p.id))
-                            .map(Arc::new)
-                            .collect();
-                        state.sync(&proxies);
-                        metrics.exporter.inventory_size.set(proxies.len() as i64);
+                        proxies = install_inventory(list, shard, &state, &metrics);
                         inventory_loaded = true;
                         tracing::debug!(proxies = proxies.len(), shard = %shard, "inventory loaded from postgres");
                     }
@@ -374,14 +387,7 @@ pub async fn run(
                                 metrics.inventory_error("duplicate", loaded.duplicates as u64);
                             }
                             let shard = cfg.shard;
-                            proxies = loaded
-                                .proxies
-                                .into_iter()
-                                .filter(|p| shard.owns(&p.id))
-                                .map(Arc::new)
-                                .collect();
-                            state.sync(&proxies);
-                            metrics.exporter.inventory_size.set(proxies.len() as i64);
+                            proxies = install_inventory(loaded.proxies, shard, &state, &metrics);
                             tracing::info!(proxies = proxies.len(), skipped = loaded.errors.len(), shard = %shard, path = %path.display(), "inventory loaded");
                             last_inventory = stamp.map(|(t, l)| (path.clone(), format, t, l));
                             inventory_loaded = true;
