@@ -12,5 +12,15 @@
 //!
 //! Start reading at [`model`], then [`probe::check`].
 
+pub mod config;
+pub mod exporter;
+pub mod inventory;
 pub mod model;
 pub mod probe;
+pub mod report;
+pub mod server;
+pub mod sinks;
+pub mod state;
+pub mod sweep;
+#[doc(hidden)]
+pub mod testkit;

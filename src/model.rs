@@ -417,7 +417,8 @@ pub struct Phases {
 impl Phases {
     /// Record the duration of one phase.
     pub fn set(&mut self, phase: Phase, d: Duration) {
-        let ms = Some(d.as_secs_f64() * 1000.0);
+        // Microsecond resolution: finer digits are noise and bloat every JSON line.
+        let ms = Some((d.as_secs_f64() * 1e6).round() / 1e3);
         match phase {
             Phase::Connect => self.connect_ms = ms,
             Phase::ProxyTls => self.proxy_tls_ms = ms,

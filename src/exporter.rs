@@ -1,0 +1,382 @@
+//! The long-running exporter: sweep the inventory every interval, feed every
+//! result to the sinks as it completes, serve HTTP, reload on SIGHUP or
+//! `POST /-/reload`, and stop gracefully on SIGTERM/SIGINT.
+//!
+//! Sweeps never overlap: the next one starts at `start + interval`, or at
+//! once if the last overran (counted in `pharox_sweep_overruns_total`).
+//! A reload validates the whole new file first; only a valid config replaces
+//! the running one, and it takes effect at the next sweep.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::config::{Config, ConfigError, Overrides};
+use crate::inventory;
+use crate::model::Proxy;
+use crate::server::{self, AppState, ReloadRequest};
+use crate::sinks::metrics::Metrics;
+use crate::state::StateStore;
+use crate::sweep::{self, Shutdown, SweepGauges, SweepParams};
+
+/// Why the exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExporterError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The concurrency cannot be held within the file-descriptor limit.
+    #[error("{0}")]
+    Limits(String),
+}
+
+/// File descriptors kept free for the server, logs, the database and scrapes.
+const FD_RESERVE: u64 = 64;
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit and check that
+/// `concurrency` sockets (one per check in flight) fit. Returns the limit.
+pub fn ensure_fd_limit(concurrency: usize) -> Result<u64, String> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return Ok(u64::MAX);
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                }
+            }
+        }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every unix
+        let soft = lim.rlim_cur as u64;
+        let need = concurrency as u64 + FD_RESERVE;
+        if soft < need {
+            return Err(format!(
+                "concurrency {concurrency} needs about {need} file descriptors but the limit is {soft} (hard limit {}); \
+                 lower --concurrency to at most {} or raise the limit (ulimit -n, or LimitNOFILE= in systemd)",
+                lim.rlim_max,
+                soft.saturating_sub(FD_RESERVE)
+            ));
+        }
+        Ok(soft)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = concurrency;
+        Ok(u64::MAX)
+    }
+}
+
+/// Warn when a sweep cannot finish within its interval even in the worst
+/// case (every proxy timing out on every attempt).
+fn warn_if_undersized(cfg: &Config, n: usize) {
+    let s = &cfg.file.sweep;
+    let worst_check = cfg
+        .options
+        .for_protocol(crate::model::ProxyProtocol::Http)
+        .timeout
+        .mul_f64(
+            cfg.options
+                .for_protocol(crate::model::ProxyProtocol::Http)
+                .attempts as f64,
+        );
+    let worst = worst_check.mul_f64(n as f64 / s.concurrency as f64);
+    if worst > s.interval.0 {
+        let need =
+            (n as f64 * worst_check.as_secs_f64() / s.interval.0.as_secs_f64()).ceil() as u64;
+        tracing::warn!(
+            proxies = n,
+            concurrency = s.concurrency,
+            interval_seconds = s.interval.0.as_secs_f64(),
+            worst_case_sweep_seconds = worst.as_secs_f64(),
+            suggested_concurrency = need,
+            "if every proxy timed out, a sweep would not finish within its interval; sweeps would overrun"
+        );
+    }
+}
+
+/// Something that consumes results besides metrics and state (e.g. storage).
+pub trait ResultSink: Send + Sync {
+    /// Called on a sweep worker as each check completes; must not block.
+    fn submit(
+        &self,
+        proxy: &Arc<Proxy>,
+        result: &crate::model::CheckResult,
+        transition: crate::state::Transition,
+    );
+}
+
+fn unix_now() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
+}
+
+fn apply_config(cfg: &Config, state: &StateStore, metrics: &Metrics) {
+    let s = &cfg.file.sweep;
+    state.set_policy(s.hysteresis, s.backoff, s.interval.0);
+    metrics
+        .per_proxy
+        .set(cfg.file.metrics.per_proxy, cfg.file.metrics.per_proxy_limit);
+    metrics.exporter.interval.set(s.interval.0.as_secs_f64());
+}
+
+/// Run the exporter until SIGTERM/SIGINT (or `shutdown` triggers). Returns
+/// after in-flight checks finished (within the grace) and sinks flushed.
+pub async fn run(
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+    shutdown: Shutdown,
+    sinks: Vec<Arc<dyn ResultSink>>,
+) -> Result<(), ExporterError> {
+    let cfg = Arc::new(Config::load(config_path.as_deref(), &overrides)?);
+    let fd_limit = ensure_fd_limit(cfg.file.sweep.concurrency).map_err(ExporterError::Limits)?;
+    tracing::debug!(fd_limit, "file descriptor limit");
+
+    let state = Arc::new(StateStore::new());
+    let gauges = Arc::new(SweepGauges::default());
+    let metrics = Arc::new(Metrics::new(
+        &cfg.file.metrics.latency_buckets,
+        state.clone(),
+        gauges.clone(),
+        Vec::new(),
+    ));
+    apply_config(&cfg, &state, &metrics);
+    metrics.exporter.reload_ok.set(1);
+    metrics.exporter.reload_ts.set(unix_now());
+
+    let addr = cfg.file.web.listen_address.clone();
+    let listener = server::bind(&addr)
+        .await
+        .map_err(|source| ExporterError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(8);
+    let config = Arc::new(RwLock::new(cfg.clone()));
+    let app = Arc::new(AppState {
+        metrics: metrics.clone(),
+        state: state.clone(),
+        gauges: gauges.clone(),
+        config: config.clone(),
+        index: RwLock::new(Default::default()),
+        ready: false.into(),
+        reload: reload_tx.clone(),
+        started: Instant::now(),
+    });
+    tracing::info!(address = %local, version = env!("CARGO_PKG_VERSION"), "listening");
+    let server_task = tokio::spawn(server::serve(listener, app.clone(), shutdown.clone()));
+
+    // Signals: SIGTERM/SIGINT stop, SIGHUP reloads.
+    {
+        let shutdown = shutdown.clone();
+        let reload_tx = reload_tx.clone();
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::hangup()),
+                ) else {
+                    tracing::error!("cannot install signal handlers");
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); shutdown.trigger(); return; }
+                        _ = int.recv() => { tracing::info!("SIGINT: shutting down"); shutdown.trigger(); return; }
+                        _ = hup.recv() => {
+                            let (tx, _rx) = tokio::sync::oneshot::channel();
+                            if reload_tx.send(tx).await.is_err() { return; }
+                        }
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+                shutdown.trigger();
+            }
+        });
+    }
+
+    // Reloads are validated at once (so /-/reload answers immediately) and
+    // swapped in whole; the sweep loop picks up the new config at its next start.
+    {
+        let (config, metrics, state, shutdown) = (
+            config.clone(),
+            metrics.clone(),
+            state.clone(),
+            shutdown.clone(),
+        );
+        let path = config_path.clone();
+        tokio::spawn(async move {
+            loop {
+                let req = tokio::select! {
+                    r = reload_rx.recv() => match r { Some(r) => r, None => return },
+                    _ = shutdown.wait() => return,
+                };
+                let outcome = match Config::load(path.as_deref(), &overrides) {
+                    Ok(new) => {
+                        let old_addr = config
+                            .read()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .file
+                            .web
+                            .listen_address
+                            .clone();
+                        if new.file.web.listen_address != old_addr {
+                            tracing::warn!(
+                                "web.listen_address changed: takes effect only after a restart"
+                            );
+                        }
+                        apply_config(&new, &state, &metrics);
+                        *config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+                        metrics.exporter.reload_ok.set(1);
+                        metrics.exporter.reload_ts.set(unix_now());
+                        tracing::info!("configuration reloaded; takes effect at the next sweep");
+                        Ok(())
+                    }
+                    Err(e) => {
+                        metrics.exporter.reload_ok.set(0);
+                        tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+                        Err(e.to_string())
+                    }
+                };
+                let _ = req.send(outcome);
+            }
+        });
+    }
+
+    let mut proxies: Arc<[Arc<Proxy>]> = Arc::from(Vec::new());
+    let mut last_inventory: Option<(PathBuf, std::time::SystemTime, u64)> = None;
+    let mut warned_size = None;
+    let mut first = true;
+    while !shutdown.is_triggered() {
+        let cfg = config.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let started = Instant::now();
+
+        // Re-read the inventory when it changed (or the path did).
+        match &cfg.file.inventory.path {
+            None => tracing::error!(
+                "no inventory configured: pass --inventory FILE or set inventory.path"
+            ),
+            Some(path) => {
+                let stamp = std::fs::metadata(path)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())));
+                let unchanged = matches!((&last_inventory, stamp), (Some((p, t, l)), Some((t2, l2))) if p == path && *t == t2 && *l == l2);
+                if !unchanged {
+                    match inventory::load_file(path, cfg.file.inventory.format) {
+                        Ok(loaded) => {
+                            for e in &loaded.errors {
+                                tracing::warn!(error = %e, "inventory entry skipped");
+                            }
+                            if !loaded.errors.is_empty() {
+                                metrics.inventory_error("row", loaded.errors.len() as u64);
+                            }
+                            proxies = loaded.proxies.into_iter().map(Arc::new).collect();
+                            state.sync(&proxies);
+                            app.set_index(&proxies);
+                            metrics.exporter.inventory_size.set(proxies.len() as i64);
+                            tracing::info!(proxies = proxies.len(), skipped = loaded.errors.len(), path = %path.display(), "inventory loaded");
+                            last_inventory = stamp.map(|(t, l)| (path.clone(), t, l));
+                        }
+                        Err(e) => {
+                            metrics.inventory_error("read", 1);
+                            tracing::error!(error = %e, "inventory read failed; keeping the previous inventory");
+                        }
+                    }
+                }
+            }
+        }
+        if warned_size != Some((proxies.len(), cfg.file.sweep.concurrency)) {
+            warn_if_undersized(&cfg, proxies.len());
+            warned_size = Some((proxies.len(), cfg.file.sweep.concurrency));
+        }
+
+        let due: Arc<[Arc<Proxy>]> = state.due(&proxies, started).into();
+        let s = &cfg.file.sweep;
+        let spread = s.spread.then_some((due.len(), s.interval.0));
+        let params = SweepParams::new(s.concurrency, s.rate_limit, spread);
+        if first {
+            app.ready.store(true, Ordering::Relaxed);
+            first = false;
+        }
+        tracing::debug!(due = due.len(), total = proxies.len(), "sweep starting");
+        let (st, mx, sk) = (state.clone(), metrics.clone(), sinks.clone());
+        let outcome = sweep::run(
+            due,
+            cfg.options.clone(),
+            params,
+            gauges.clone(),
+            shutdown.clone(),
+            s.shutdown_grace.0,
+            move |p, r| {
+                let t = st.record(p, &r, Instant::now());
+                mx.observe(p, &r);
+                for sink in &sk {
+                    sink.submit(p, &r, t);
+                }
+            },
+        )
+        .await;
+        gauges.proxies.store(0, Ordering::Relaxed);
+        if shutdown.is_triggered() {
+            tracing::info!(
+                completed = outcome.completed,
+                not_started = outcome.not_started,
+                abandoned = outcome.abandoned,
+                "sweep interrupted by shutdown"
+            );
+            break;
+        }
+        metrics.sweep_completed(outcome.elapsed, s.interval.0, unix_now());
+        if outcome.elapsed > s.interval.0 {
+            tracing::warn!(
+                elapsed_seconds = outcome.elapsed.as_secs_f64(),
+                interval_seconds = s.interval.0.as_secs_f64(),
+                concurrency = s.concurrency,
+                "sweep overran its interval; starting the next one now (raise --concurrency)"
+            );
+        } else {
+            tracing::info!(
+                checked = outcome.completed,
+                seconds = outcome.elapsed.as_secs_f64(),
+                "sweep completed"
+            );
+        }
+        let next = started + s.interval.0;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = shutdown.wait() => {}
+        }
+    }
+
+    shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server_task).await;
+    tracing::info!("stopped");
+    Ok(())
+}

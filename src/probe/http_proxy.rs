@@ -1,0 +1,144 @@
+//! HTTP proxies: `CONNECT` tunnels for `https://` targets, and the
+//! `Proxy-Authorization` header shared with absolute-form requests.
+
+use base64::Engine;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::dial::{authority, io_fail};
+use super::{printable, Fail};
+use crate::model::{Proxy, Reason};
+
+/// A CONNECT response longer than this is not a proxy talking HTTP.
+pub(crate) const MAX_CONNECT_RESPONSE: usize = 16 * 1024;
+
+/// Headers parsed at most in a CONNECT response.
+const MAX_CONNECT_HEADERS: usize = 32;
+
+/// The `Proxy-Authorization` header line (with CRLF) for a proxy with
+/// credentials. The value is a secret: it must never reach an error message.
+pub(crate) fn write_proxy_authorization(proxy: &Proxy, out: &mut BytesMut) {
+    if !proxy.has_credentials() {
+        return;
+    }
+    let user = proxy.username.as_deref().unwrap_or("");
+    let pass = proxy.password.as_deref().unwrap_or("");
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    out.extend_from_slice(b"Proxy-Authorization: Basic ");
+    out.extend_from_slice(token.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The reason for a 407 from an HTTP proxy: whether we sent credentials.
+pub(crate) fn auth_fail(proxy: &Proxy) -> Fail {
+    if proxy.has_credentials() {
+        Fail::new(
+            Reason::ProxyAuthFailed,
+            format!(
+                "proxy {} rejected the credentials (407)",
+                proxy.redacted_url()
+            ),
+        )
+    } else {
+        Fail::new(
+            Reason::ProxyAuthRequired,
+            format!(
+                "proxy {} requires authentication (407) and none is configured",
+                proxy.redacted_url()
+            ),
+        )
+    }
+}
+
+/// Open a tunnel to `host:port` with `CONNECT`. `buf` is the connection's
+/// buffer; it is left empty on success.
+pub(crate) async fn connect_tunnel<S>(
+    stream: &mut S,
+    proxy: &Proxy,
+    host: &str,
+    port: u16,
+    buf: &mut BytesMut,
+) -> Result<(), Fail>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let target = authority(host, port);
+    buf.clear();
+    buf.extend_from_slice(b"CONNECT ");
+    buf.extend_from_slice(target.as_bytes());
+    buf.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    buf.extend_from_slice(target.as_bytes());
+    buf.extend_from_slice(b"\r\nUser-Agent: ");
+    buf.extend_from_slice(super::USER_AGENT.as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    write_proxy_authorization(proxy, buf);
+    buf.extend_from_slice(b"\r\n");
+    let written = stream.write_all(buf).await;
+    // The request holds the credentials: drop it before anything else happens.
+    buf.clear();
+    written.map_err(|e| io_fail(&e, "CONNECT"))?;
+    stream.flush().await.map_err(|e| io_fail(&e, "CONNECT"))?;
+
+    let (status, reason, head_len) = loop {
+        if let Some(parsed) = parse_connect_response(buf)? {
+            break parsed;
+        }
+        if buf.len() >= MAX_CONNECT_RESPONSE {
+            return Err(Fail::new(
+                Reason::ProxyProtocol,
+                format!("CONNECT response from proxy exceeds {MAX_CONNECT_RESPONSE} bytes"),
+            ));
+        }
+        buf.reserve(2048);
+        let n = stream
+            .read_buf(buf)
+            .await
+            .map_err(|e| io_fail(&e, "CONNECT"))?;
+        if n == 0 {
+            let during = if buf.is_empty() {
+                "CONNECT (no response)"
+            } else {
+                "CONNECT (partial response)"
+            };
+            return Err(io_fail(
+                &std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                during,
+            ));
+        }
+    };
+    match status {
+        200..=299 => {
+            if buf.len() > head_len {
+                // Nothing may precede our TLS ClientHello in the tunnel.
+                return Err(Fail::new(
+                    Reason::ProxyProtocol,
+                    "proxy sent data after its CONNECT response",
+                ));
+            }
+            buf.clear();
+            Ok(())
+        }
+        407 => Err(auth_fail(proxy)),
+        _ => Err(Fail::new(
+            Reason::ProxyRefused,
+            format!("proxy refused CONNECT to {target}: {status} {reason}"),
+        )),
+    }
+}
+
+/// `Some((status, reason phrase, head length))` once the head is complete.
+fn parse_connect_response(buf: &[u8]) -> Result<Option<(u16, String, usize)>, Fail> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_CONNECT_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let status = resp.code.unwrap_or(0);
+            Ok(Some((status, printable(resp.reason.unwrap_or("")), len)))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(Fail::new(
+            Reason::ProxyProtocol,
+            format!("proxy answered CONNECT with something that is not HTTP ({e})"),
+        )),
+    }
+}

@@ -1,0 +1,554 @@
+//! The one HTTP/1.1 exchange of a check: writing the request, reading a
+//! bounded response head and body, and the body checks.
+
+use std::net::IpAddr;
+use std::sync::LazyLock;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use url::Url;
+
+use super::dial::io_fail;
+use super::{printable, CheckOptions, Fail};
+use crate::model::{Proxy, Reason};
+
+/// Headers parsed at most in a response head; more is an `http` failure.
+const MAX_HEADERS: usize = 100;
+/// A chunk-size line (with extensions) longer than this is not HTTP.
+const MAX_CHUNK_LINE: usize = 1024;
+/// Bytes asked of the socket per read: small, since most answers are small.
+const READ_CHUNK: usize = 4096;
+
+/// Write the request for `url` into `out`. `absolute` selects the
+/// absolute-form request line sent to HTTP proxies for `http://` targets,
+/// which then carries the proxy's credentials.
+pub(crate) fn build_request(
+    out: &mut BytesMut,
+    url: &Url,
+    absolute: bool,
+    proxy: &Proxy,
+    opts: &CheckOptions,
+) {
+    out.clear();
+    out.extend_from_slice(b"GET ");
+    if absolute {
+        out.extend_from_slice(url[..url::Position::AfterQuery].as_bytes());
+    } else {
+        out.extend_from_slice(url[url::Position::BeforePath..url::Position::AfterQuery].as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let has = |name: &str| {
+        opts.headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(name))
+    };
+    if !has("host") {
+        out.extend_from_slice(b"Host: ");
+        out.extend_from_slice(host_header(url).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has("user-agent") {
+        out.extend_from_slice(b"User-Agent: ");
+        out.extend_from_slice(super::USER_AGENT.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has("accept") {
+        out.extend_from_slice(b"Accept: */*\r\n");
+    }
+    out.extend_from_slice(b"Connection: close\r\n");
+    for (k, v) in &opts.headers {
+        if k.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if absolute {
+        super::http_proxy::write_proxy_authorization(proxy, out);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `host[:port]`, the port only when it is not the scheme's default.
+fn host_header(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+/// Wait for the first byte of the response (it lands in `buf`).
+pub(crate) async fn read_first_byte<S>(stream: &mut S, buf: &mut BytesMut) -> Result<(), Fail>
+where
+    S: AsyncRead + Unpin,
+{
+    buf.clear();
+    buf.reserve(READ_CHUNK);
+    let n = stream
+        .read_buf(buf)
+        .await
+        .map_err(|e| io_fail(&e, "waiting for the response"))?;
+    if n == 0 {
+        return Err(io_fail(
+            &std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            "waiting for the response (no response)",
+        ));
+    }
+    Ok(())
+}
+
+/// What the response head says.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub status: u16,
+    pub location: Option<String>,
+    framing: Framing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Read the response head. On return `buf` holds the body bytes read so far.
+pub(crate) async fn read_head<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    max_header_bytes: usize,
+) -> Result<Head, Fail>
+where
+    S: AsyncRead + Unpin,
+{
+    loop {
+        match parse_head(buf)? {
+            Some((head, len)) => {
+                buf.advance(len);
+                // Interim answers (100 Continue, 103 Early Hints) precede the real one.
+                if (100..200).contains(&head.status) && head.status != 101 {
+                    continue;
+                }
+                return Ok(head);
+            }
+            None => {
+                if buf.len() >= max_header_bytes {
+                    return Err(Fail::new(
+                        Reason::Http,
+                        format!("response headers exceed {max_header_bytes} bytes"),
+                    ));
+                }
+                buf.reserve(READ_CHUNK);
+                let n = stream
+                    .read_buf(buf)
+                    .await
+                    .map_err(|e| io_fail(&e, "reading response headers"))?;
+                if n == 0 {
+                    return Err(io_fail(
+                        &std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                        "reading response headers",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Fail> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(Fail::new(
+                Reason::Http,
+                format!("invalid HTTP response: {e}"),
+            ))
+        }
+    };
+    let status = resp.code.unwrap_or(0);
+    let mut location = None;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_encoding = false;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| Fail::new(Reason::Http, "invalid Content-Length header"))?;
+            if length.is_some_and(|l| l != v) {
+                return Err(Fail::new(
+                    Reason::Http,
+                    "conflicting Content-Length headers",
+                ));
+            }
+            length = Some(v);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            let v = String::from_utf8_lossy(h.value);
+            // Only the last coding decides the framing.
+            chunked = v
+                .rsplit(',')
+                .next()
+                .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+        } else if h.name.eq_ignore_ascii_case("location") {
+            location = Some(printable(&String::from_utf8_lossy(h.value)));
+        }
+    }
+    let framing = if status == 204 || status == 304 || (100..200).contains(&status) {
+        Framing::None
+    } else if transfer_encoding {
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else if let Some(l) = length {
+        Framing::Length(l)
+    } else {
+        Framing::UntilClose
+    };
+    Ok(Some((
+        Head {
+            status,
+            location,
+            framing,
+        },
+        len,
+    )))
+}
+
+/// Read the body after [`read_head`], decoding chunked framing, keeping at
+/// most `max` bytes. On return `buf` holds exactly the decoded (possibly
+/// truncated) body. Stopping at `max` is not an error.
+pub(crate) async fn read_body<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    head: &Head,
+    max: usize,
+    max_trailer_bytes: usize,
+) -> Result<(), Fail>
+where
+    S: AsyncRead + Unpin,
+{
+    match head.framing {
+        Framing::None => {
+            buf.clear();
+            Ok(())
+        }
+        Framing::Length(len) => {
+            let want = usize::try_from(len).unwrap_or(usize::MAX).min(max);
+            while buf.len() < want {
+                if read_more(stream, buf).await? == 0 {
+                    return Err(io_fail(
+                        &std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                        &format!("reading the body ({} of {len} bytes)", buf.len()),
+                    ));
+                }
+            }
+            buf.truncate(want);
+            Ok(())
+        }
+        Framing::UntilClose => {
+            while buf.len() < max {
+                if read_more(stream, buf).await? == 0 {
+                    break;
+                }
+            }
+            buf.truncate(max);
+            Ok(())
+        }
+        Framing::Chunked => {
+            let mut dec = Dechunker::new(max, max_trailer_bytes);
+            loop {
+                if dec.feed(buf)? {
+                    return Ok(());
+                }
+                if read_more(stream, buf).await? == 0 {
+                    return Err(io_fail(
+                        &std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                        "reading a chunked body",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+async fn read_more<S>(stream: &mut S, buf: &mut BytesMut) -> Result<usize, Fail>
+where
+    S: AsyncRead + Unpin,
+{
+    buf.reserve(READ_CHUNK);
+    stream
+        .read_buf(buf)
+        .await
+        .map_err(|e| io_fail(&e, "reading the body"))
+}
+
+/// Decodes chunked framing in place: `buf[..out]` is decoded body, and
+/// `buf[out..]` is raw input not yet decoded. Memory stays bounded by the
+/// body limit plus one read.
+#[derive(Debug)]
+struct Dechunker {
+    out: usize,
+    state: ChunkState,
+    max: usize,
+    trailer_budget: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailer,
+}
+
+impl Dechunker {
+    fn new(max: usize, trailer_budget: usize) -> Self {
+        Dechunker {
+            out: 0,
+            state: ChunkState::Size,
+            max,
+            trailer_budget,
+        }
+    }
+
+    /// Decode what `buf` holds. `Ok(true)` when done (end of body or limit
+    /// reached); `buf` is then exactly the decoded body.
+    fn feed(&mut self, buf: &mut BytesMut) -> Result<bool, Fail> {
+        let mut pos = self.out;
+        let done = loop {
+            if self.out >= self.max {
+                break true;
+            }
+            let avail = &buf[pos..];
+            match self.state {
+                ChunkState::Size => {
+                    let Some(eol) = find_crlf(avail) else {
+                        if avail.len() > MAX_CHUNK_LINE {
+                            return Err(Fail::new(Reason::Http, "chunk size line too long"));
+                        }
+                        break false;
+                    };
+                    let line = &avail[..eol];
+                    let digits = line.split(|&b| b == b';').next().unwrap_or(b"");
+                    let size = std::str::from_utf8(digits)
+                        .ok()
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty() && s.len() <= 16)
+                        .and_then(|s| u64::from_str_radix(s, 16).ok())
+                        .ok_or_else(|| Fail::new(Reason::Http, "invalid chunk size"))?;
+                    pos += eol + 2;
+                    self.state = if size == 0 {
+                        ChunkState::Trailer
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(rem) => {
+                    if avail.is_empty() {
+                        break false;
+                    }
+                    let n = usize::try_from(rem)
+                        .unwrap_or(usize::MAX)
+                        .min(avail.len())
+                        .min(self.max - self.out);
+                    buf.copy_within(pos..pos + n, self.out);
+                    self.out += n;
+                    pos += n;
+                    let rem = rem - n as u64;
+                    self.state = if rem == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(rem)
+                    };
+                }
+                ChunkState::DataEnd => {
+                    if avail.len() < 2 {
+                        break false;
+                    }
+                    if &avail[..2] != b"\r\n" {
+                        return Err(Fail::new(Reason::Http, "chunk data not followed by CRLF"));
+                    }
+                    pos += 2;
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailer => {
+                    let Some(eol) = find_crlf(avail) else {
+                        if avail.len() > self.trailer_budget {
+                            return Err(Fail::new(Reason::Http, "chunked trailer too long"));
+                        }
+                        break false;
+                    };
+                    pos += eol + 2;
+                    if eol == 0 {
+                        break true;
+                    }
+                    self.trailer_budget = self.trailer_budget.saturating_sub(eol + 2);
+                    if self.trailer_budget == 0 {
+                        return Err(Fail::new(Reason::Http, "chunked trailer too long"));
+                    }
+                }
+            }
+        };
+        if done {
+            buf.truncate(self.out);
+        } else {
+            // Move the undecoded tail next to the decoded body.
+            let len = buf.len();
+            buf.copy_within(pos..len, self.out);
+            buf.truncate(self.out + (len - pos));
+        }
+        Ok(done)
+    }
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+/// The configured body checks, in order: contains, regex, exit-IP leak.
+pub(crate) fn check_body(body: &[u8], opts: &CheckOptions) -> Result<(), Fail> {
+    if opts.body_contains.is_none() && opts.body_regex.is_none() && opts.own_ips.is_empty() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(body);
+    if let Some(needle) = &opts.body_contains {
+        if !text.contains(needle.as_str()) {
+            return Err(Fail::new(
+                Reason::BodyMismatch,
+                format!(
+                    "body ({} bytes read) does not contain {:?}",
+                    body.len(),
+                    printable(needle)
+                ),
+            ));
+        }
+    }
+    if let Some(re) = &opts.body_regex {
+        if !re.is_match(&text) {
+            return Err(Fail::new(
+                Reason::BodyMismatch,
+                format!(
+                    "body ({} bytes read) does not match /{}/",
+                    body.len(),
+                    printable(re.as_str())
+                ),
+            ));
+        }
+    }
+    if !opts.own_ips.is_empty() {
+        let own: Vec<IpAddr> = opts.own_ips.iter().map(IpAddr::to_canonical).collect();
+        if let Some(ip) = ips_in(&text).find(|ip| own.contains(&ip.to_canonical())) {
+            return Err(Fail::new(
+                Reason::ExitIpLeak,
+                format!("target reports our own address {ip} as the exit IP"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+static IPV4: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"\b\d{1,3}(?:\.\d{1,3}){3}\b").expect("constant regex is valid")
+});
+
+/// Every IPv4 and IPv6 literal found in `text`.
+pub(crate) fn ips_in(text: &str) -> impl Iterator<Item = IpAddr> + '_ {
+    let v4 = IPV4
+        .find_iter(text)
+        .filter_map(|m| m.as_str().parse::<std::net::Ipv4Addr>().ok())
+        .map(IpAddr::V4);
+    let v6 = text
+        .split(|c: char| !(c.is_ascii_hexdigit() || c == ':' || c == '.'))
+        .filter(|t| t.matches(':').count() >= 2)
+        .filter_map(|t| t.trim_matches('.').parse::<std::net::Ipv6Addr>().ok())
+        .map(IpAddr::V6);
+    v4.chain(v6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dechunk_all(input: &[u8], max: usize, split: usize) -> Result<(bool, Vec<u8>), Fail> {
+        let mut buf = BytesMut::new();
+        let mut dec = Dechunker::new(max, 1024);
+        let mut done = false;
+        for piece in input.chunks(split.max(1)) {
+            buf.extend_from_slice(piece);
+            if dec.feed(&mut buf)? {
+                done = true;
+                break;
+            }
+        }
+        Ok((done, buf.to_vec()))
+    }
+
+    #[test]
+    fn dechunks_across_any_split() {
+        let input = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: y\r\n\r\n";
+        for split in 1..input.len() {
+            let (done, body) = dechunk_all(input, 1 << 20, split).unwrap();
+            assert!(done, "split {split}");
+            assert_eq!(body, b"hello, world", "split {split}");
+        }
+    }
+
+    #[test]
+    fn dechunk_stops_at_the_limit() {
+        let input = b"a\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n";
+        let (done, body) = dechunk_all(input, 15, 4).unwrap();
+        assert!(done);
+        assert_eq!(body, b"012345678901234");
+    }
+
+    #[test]
+    fn dechunk_rejects_garbage() {
+        assert!(dechunk_all(b"zz\r\nabc", 100, 3).is_err());
+        assert!(dechunk_all(b"3\r\nabcX\r\n", 100, 100).is_err());
+        let (done, _) = dechunk_all(b"3\r\nab", 100, 100).unwrap();
+        assert!(!done);
+    }
+
+    #[test]
+    fn finds_ips_in_bodies() {
+        let text = r#"{"origin": "203.0.113.7, 2001:db8::1", "x": "999.1.1.1", "v": "1.2.3"}"#;
+        let ips: Vec<IpAddr> = ips_in(text).collect();
+        assert_eq!(
+            ips,
+            vec![
+                "203.0.113.7".parse::<IpAddr>().unwrap(),
+                "2001:db8::1".parse::<IpAddr>().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_heads_and_framing() {
+        let (h, len) =
+            parse_head(b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 3\r\n\r\nabc")
+                .unwrap()
+                .unwrap();
+        assert_eq!(h.status, 302);
+        assert_eq!(h.location.as_deref(), Some("/x"));
+        assert_eq!(h.framing, Framing::Length(3));
+        assert_eq!(len, 55);
+        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
+            .unwrap()
+            .is_none());
+        assert!(parse_head(b"garbage\r\n\r\n").is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! SOCKS5 (RFC 1928) `CONNECT`, with username/password auth (RFC 1929).
+
+use std::net::IpAddr;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::dial::{io_fail, read_exact_counted, resolve_target};
+use super::Fail;
+use crate::model::{Proxy, Reason};
+
+const VERSION: u8 = 0x05;
+const NO_AUTH: u8 = 0x00;
+const USER_PASS: u8 = 0x02;
+const NO_ACCEPTABLE: u8 = 0xFF;
+
+/// Open a tunnel to `host:port`. With `remote_dns` (socks5h) a host name is
+/// sent as such; otherwise it is resolved here and sent as an address.
+pub(crate) async fn connect<S>(
+    stream: &mut S,
+    proxy: &Proxy,
+    host: &str,
+    port: u16,
+    remote_dns: bool,
+) -> Result<(), Fail>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Resolve before talking, so a DNS failure is not blamed on the proxy.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = match bare.parse::<IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) if remote_dns => None,
+        Err(_) => Some(resolve_target(bare).await?),
+    };
+    if addr.is_none() && bare.len() > 255 {
+        return Err(Fail::new(
+            Reason::Dns,
+            "target host name longer than 255 bytes cannot be sent over SOCKS5",
+        ));
+    }
+
+    let creds = proxy.has_credentials();
+    let greeting: &[u8] = if creds {
+        &[VERSION, 2, NO_AUTH, USER_PASS]
+    } else {
+        &[VERSION, 1, NO_AUTH]
+    };
+    stream
+        .write_all(greeting)
+        .await
+        .map_err(|e| io_fail(&e, "SOCKS5 greeting"))?;
+    let mut choice = [0u8; 2];
+    read_reply(stream, &mut choice, "SOCKS5 greeting").await?;
+    match choice[1] {
+        NO_AUTH => {}
+        USER_PASS if creds => authenticate(stream, proxy).await?,
+        NO_ACCEPTABLE if creds => {
+            return Err(Fail::new(
+                Reason::ProxyAuthFailed,
+                format!(
+                    "SOCKS5 proxy {} accepts none of our methods (no-auth, username/password)",
+                    proxy.redacted_url()
+                ),
+            ))
+        }
+        NO_ACCEPTABLE | USER_PASS => {
+            return Err(Fail::new(
+                Reason::ProxyAuthRequired,
+                format!(
+                    "SOCKS5 proxy {} requires authentication and none is configured",
+                    proxy.redacted_url()
+                ),
+            ))
+        }
+        m => {
+            return Err(Fail::new(
+                Reason::ProxyProtocol,
+                format!("SOCKS5 proxy chose method 0x{m:02X}, which we did not offer"),
+            ))
+        }
+    }
+
+    let mut req = Vec::with_capacity(7 + bare.len().max(16));
+    req.extend_from_slice(&[VERSION, 0x01, 0x00]);
+    match addr {
+        Some(IpAddr::V4(v4)) => {
+            req.push(0x01);
+            req.extend_from_slice(&v4.octets());
+        }
+        Some(IpAddr::V6(v6)) => {
+            req.push(0x04);
+            req.extend_from_slice(&v6.octets());
+        }
+        None => {
+            req.push(0x03);
+            // Checked above: at most 255 bytes.
+            req.push(bare.len() as u8);
+            req.extend_from_slice(bare.as_bytes());
+        }
+    }
+    req.extend_from_slice(&port.to_be_bytes());
+    stream
+        .write_all(&req)
+        .await
+        .map_err(|e| io_fail(&e, "SOCKS5 request"))?;
+
+    // A refusing proxy may close right after VER and REP: judge those first.
+    let mut head = [0u8; 2];
+    read_reply(stream, &mut head, "SOCKS5 reply").await?;
+    if head[1] != 0x00 {
+        return Err(Fail::new(
+            Reason::ProxyRefused,
+            format!("SOCKS5 reply 0x{:02X} {}", head[1], reply_meaning(head[1])),
+        ));
+    }
+    let mut rest = [0u8; 2];
+    read_exact_counted(stream, &mut rest)
+        .await
+        .map_err(|(_, e)| io_fail(&e, "SOCKS5 reply"))?;
+    let addr_len = match rest[1] {
+        0x01 => 4,
+        0x04 => 16,
+        0x03 => {
+            let mut len = [0u8; 1];
+            read_exact_counted(stream, &mut len)
+                .await
+                .map_err(|(_, e)| io_fail(&e, "SOCKS5 reply"))?;
+            usize::from(len[0])
+        }
+        t => {
+            return Err(Fail::new(
+                Reason::ProxyProtocol,
+                format!("SOCKS5 reply has unknown address type 0x{t:02X}"),
+            ))
+        }
+    };
+    // Bound address (at most 255 bytes) and port: read and ignore.
+    let mut bound = [0u8; 257];
+    read_exact_counted(stream, &mut bound[..addr_len + 2])
+        .await
+        .map_err(|(_, e)| io_fail(&e, "SOCKS5 reply"))?;
+    Ok(())
+}
+
+/// Read a reply whose first byte must be the SOCKS version.
+async fn read_reply<S>(stream: &mut S, buf: &mut [u8], during: &str) -> Result<(), Fail>
+where
+    S: AsyncRead + Unpin,
+{
+    match read_exact_counted(stream, buf).await {
+        Ok(()) if buf[0] == VERSION => Ok(()),
+        Ok(()) => Err(wrong_version(buf[0])),
+        Err((got, _)) if got > 0 && buf[0] != VERSION => Err(wrong_version(buf[0])),
+        Err((_, e)) => Err(io_fail(&e, during)),
+    }
+}
+
+fn wrong_version(v: u8) -> Fail {
+    Fail::new(
+        Reason::ProxyProtocol,
+        format!("SOCKS5 reply has version 0x{v:02X}, expected 0x05: not a SOCKS5 proxy"),
+    )
+}
+
+/// RFC 1929 username/password sub-negotiation.
+async fn authenticate<S>(stream: &mut S, proxy: &Proxy) -> Result<(), Fail>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let user = proxy.username.as_deref().unwrap_or("").as_bytes();
+    let pass = proxy.password.as_deref().unwrap_or("").as_bytes();
+    let (Ok(ulen), Ok(plen)) = (u8::try_from(user.len()), u8::try_from(pass.len())) else {
+        return Err(Fail::new(
+            Reason::ProxyAuthFailed,
+            "SOCKS5 username or password longer than 255 bytes (RFC 1929 limit)",
+        ));
+    };
+    let mut msg = Vec::with_capacity(3 + user.len() + pass.len());
+    msg.push(0x01);
+    msg.push(ulen);
+    msg.extend_from_slice(user);
+    msg.push(plen);
+    msg.extend_from_slice(pass);
+    let written = stream.write_all(&msg).await;
+    // The message holds the password: wipe it whatever happened.
+    msg.iter_mut().for_each(|b| *b = 0);
+    written.map_err(|e| io_fail(&e, "SOCKS5 authentication"))?;
+    let mut status = [0u8; 2];
+    match read_exact_counted(stream, &mut status).await {
+        // The sub-negotiation version is 1; some servers answer 5.
+        Ok(()) if status[0] != 0x01 && status[0] != VERSION => Err(Fail::new(
+            Reason::ProxyProtocol,
+            format!(
+                "SOCKS5 authentication reply has version 0x{:02X}, expected 0x01",
+                status[0]
+            ),
+        )),
+        Ok(()) if status[1] != 0x00 => Err(Fail::new(
+            Reason::ProxyAuthFailed,
+            format!(
+                "SOCKS5 proxy {} rejected the credentials (status 0x{:02X})",
+                proxy.redacted_url(),
+                status[1]
+            ),
+        )),
+        Ok(()) => Ok(()),
+        Err((_, e)) => Err(io_fail(&e, "SOCKS5 authentication")),
+    }
+}
+
+fn reply_meaning(code: u8) -> &'static str {
+    match code {
+        0x01 => "general SOCKS server failure",
+        0x02 => "connection not allowed by ruleset",
+        0x03 => "network unreachable",
+        0x04 => "host unreachable",
+        0x05 => "connection refused",
+        0x06 => "TTL expired",
+        0x07 => "command not supported",
+        0x08 => "address type not supported",
+        _ => "unknown reply code",
+    }
+}

@@ -1,0 +1,207 @@
+//! Human and machine output of check results for the CLI: one JSON object
+//! per line, a readable table, and a sweep summary. Only the proxy's id,
+//! protocol, host and port are printed: never credentials.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus};
+
+/// One result as `sweep --once` and `check --output json` print it.
+#[derive(Debug, Serialize)]
+pub struct ResultLine<'a> {
+    /// Proxy id.
+    pub id: &'a str,
+    /// Proxy protocol.
+    pub protocol: ProxyProtocol,
+    /// Proxy host.
+    pub host: &'a str,
+    /// Proxy port.
+    pub port: u16,
+    /// Pool label.
+    pub pool: &'a str,
+    /// Provider label.
+    pub provider: &'a str,
+    /// Outcome.
+    pub status: ProxyStatus,
+    /// Latency (timeout for INACTIVE).
+    pub latency_ms: u64,
+    /// Attempts used.
+    pub attempts: u8,
+    /// HTTP status of the last response.
+    pub status_code: Option<u16>,
+    /// Failure reason.
+    pub reason: Option<&'static str>,
+    /// Failure phase.
+    pub phase: Option<&'static str>,
+    /// Human error.
+    pub error: Option<&'a str>,
+    /// RFC 3339 time of the check.
+    pub checked_at: String,
+    /// Per-phase timings, ms.
+    pub phases: &'a Phases,
+}
+
+impl<'a> ResultLine<'a> {
+    /// Pair a proxy with its result.
+    pub fn new(proxy: &'a Proxy, r: &'a CheckResult) -> Self {
+        ResultLine {
+            id: &proxy.id,
+            protocol: proxy.protocol,
+            host: &proxy.host,
+            port: proxy.port,
+            pool: &proxy.pool,
+            provider: &proxy.provider,
+            status: r.status,
+            latency_ms: r.latency_ms,
+            attempts: r.attempts,
+            status_code: r.status_code,
+            reason: r.reason.map(|x| x.as_str()),
+            phase: r.phase.map(|x| x.as_str()),
+            error: r.error.as_deref(),
+            checked_at: r
+                .checked_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            phases: &r.phases,
+        }
+    }
+
+    /// The line as JSON (no trailing newline).
+    pub fn to_json(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into())
+}
+
+/// A fixed-width table of results, one row per proxy.
+pub fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
+    let header = [
+        "PROXY",
+        "STATUS",
+        "LATENCY",
+        "CONNECT",
+        "HANDSHAKE",
+        "TLS",
+        "TTFB",
+        "CODE",
+        "REASON",
+        "ERROR",
+    ];
+    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for (p, r) in rows {
+        let reason = match (r.reason, r.phase) {
+            (Some(re), Some(ph)) => format!("{re} ({ph})"),
+            (Some(re), None) => re.to_string(),
+            _ => "-".into(),
+        };
+        cells.push(vec![
+            p.redacted_url(),
+            r.status.as_str().to_uppercase(),
+            format!("{}ms", r.latency_ms),
+            ms(r.phases.get(Phase::Connect)),
+            ms(r.phases.get(Phase::Handshake)),
+            ms(r.phases.get(Phase::Tls)),
+            ms(r.phases.get(Phase::FirstByte)),
+            r.status_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            reason,
+            r.error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            cells
+                .iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &cells {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{:<w$}  ", cell, w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Counts accumulated over a sweep for the summary.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    /// Checks by status.
+    pub by_status: BTreeMap<ProxyStatus, usize>,
+    /// Failures by reason.
+    pub by_reason: BTreeMap<&'static str, usize>,
+}
+
+impl Summary {
+    /// Count one result.
+    pub fn add(&mut self, r: &CheckResult) {
+        *self.by_status.entry(r.status).or_default() += 1;
+        if let Some(re) = r.reason {
+            *self.by_reason.entry(re.as_str()).or_default() += 1;
+        }
+    }
+
+    /// Total checks counted.
+    pub fn total(&self) -> usize {
+        self.by_status.values().sum()
+    }
+
+    /// The human summary printed to stderr after a sweep.
+    pub fn render(&self, elapsed: Duration, skipped_rows: usize) -> String {
+        let total = self.total();
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let mut s = format!(
+            "swept {total} proxies in {:.2}s ({:.1} checks/s)\n",
+            secs,
+            total as f64 / secs
+        );
+        let statuses: Vec<String> = [
+            ProxyStatus::Active,
+            ProxyStatus::Slow,
+            ProxyStatus::Inactive,
+        ]
+        .iter()
+        .map(|st| {
+            format!(
+                "{}={}",
+                st.as_str(),
+                self.by_status.get(st).copied().unwrap_or(0)
+            )
+        })
+        .collect();
+        let _ = writeln!(s, "status: {}", statuses.join(" "));
+        if !self.by_reason.is_empty() {
+            let reasons: Vec<String> = self
+                .by_reason
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(s, "reasons: {}", reasons.join(" "));
+        }
+        if skipped_rows > 0 {
+            let _ = writeln!(
+                s,
+                "inventory: {skipped_rows} malformed entries skipped (see above)"
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,4 @@
+//! Sinks consume check results as each check completes: [`metrics`] keeps
+//! the Prometheus registry. Sinks know nothing of sockets or scheduling.
+
+pub mod metrics;

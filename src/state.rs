@@ -1,0 +1,381 @@
+//! What the exporter currently knows about each proxy: its reported status
+//! (after hysteresis), its last check, and when it is next due (back-off).
+//!
+//! Why sharded mutexes: results arrive from every worker at thousands per
+//! second while scrapes and the status page read everything. Each update
+//! holds one shard for a few hundred nanoseconds and no lock is ever held
+//! across a check or an `.await`, so a scrape never waits on a sweep.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::{Backoff, Hysteresis};
+use crate::model::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
+
+const SHARDS: usize = 32;
+
+/// The last check of a proxy, kept small: 1M of these must fit in memory.
+#[derive(Debug, Clone)]
+pub struct LastCheck {
+    /// Raw status of the check (before hysteresis).
+    pub status: ProxyStatus,
+    /// Latency, ms.
+    pub latency_ms: u64,
+    /// Unix time of the check, seconds.
+    pub checked_at: f64,
+    /// Failure reason.
+    pub reason: Option<Reason>,
+    /// Failure phase.
+    pub phase: Option<Phase>,
+    /// HTTP status seen.
+    pub status_code: Option<u16>,
+    /// Human error (failures only).
+    pub error: Option<Box<str>>,
+}
+
+/// Everything known about one proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyState {
+    /// The proxy as last read from the inventory.
+    pub proxy: Arc<Proxy>,
+    /// Status reported to users (after hysteresis); `None` until first checked.
+    pub reported: Option<ProxyStatus>,
+    /// Consecutive failed checks.
+    pub fails: u32,
+    /// Consecutive successful checks.
+    pub oks: u32,
+    /// The last check.
+    pub last: Option<LastCheck>,
+    /// Not checked again before this instant (back-off); `None` = every sweep.
+    next_due: Option<Instant>,
+    generation: u64,
+}
+
+/// A change of reported status caused by one result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// Reported status before the result (`None`: never checked).
+    pub before: Option<ProxyStatus>,
+    /// Reported status after it.
+    pub after: ProxyStatus,
+}
+
+/// Counts of proxies per label set, for gauges and the status page.
+pub type StatusCounts = BTreeMap<(String, String, ProxyProtocol), [u64; 5]>;
+
+/// Index into a [`StatusCounts`] row: the four statuses, then "unchecked".
+pub fn status_index(s: Option<ProxyStatus>) -> usize {
+    match s {
+        Some(ProxyStatus::Active) => 0,
+        Some(ProxyStatus::Slow) => 1,
+        Some(ProxyStatus::Inactive) => 2,
+        Some(ProxyStatus::Banned) => 3,
+        None => 4,
+    }
+}
+
+/// The per-proxy state of the whole inventory.
+pub struct StateStore {
+    shards: Vec<Mutex<HashMap<String, ProxyState>>>,
+    policy: Mutex<(Hysteresis, Backoff, Duration)>,
+    generation: Mutex<u64>,
+}
+
+impl Default for StateStore {
+    fn default() -> Self {
+        StateStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            policy: Mutex::new((
+                Hysteresis::default(),
+                Backoff::default(),
+                Duration::from_secs(60),
+            )),
+            generation: Mutex::new(0),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a shard can only have interrupted a plain field
+    // update; the map is still consistent, so keep serving it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl StateStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn shard(&self, id: &str) -> &Mutex<HashMap<String, ProxyState>> {
+        let mut h = DefaultHasher::new();
+        id.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Set hysteresis and back-off (from the current config).
+    pub fn set_policy(&self, hysteresis: Hysteresis, backoff: Backoff, interval: Duration) {
+        *lock(&self.policy) = (hysteresis, backoff, interval);
+    }
+
+    /// Make the store hold exactly these proxies: new ones are added
+    /// unchecked, known ones keep their state, missing ones are forgotten so
+    /// they disappear from gauges and per-proxy series.
+    pub fn sync(&self, proxies: &[Arc<Proxy>]) {
+        let gen = {
+            let mut g = lock(&self.generation);
+            *g += 1;
+            *g
+        };
+        for p in proxies {
+            let mut shard = lock(self.shard(&p.id));
+            match shard.get_mut(&p.id) {
+                Some(s) => {
+                    if *s.proxy != **p {
+                        s.proxy = p.clone();
+                    }
+                    s.generation = gen;
+                }
+                None => {
+                    shard.insert(
+                        p.id.clone(),
+                        ProxyState {
+                            proxy: p.clone(),
+                            reported: None,
+                            fails: 0,
+                            oks: 0,
+                            last: None,
+                            next_due: None,
+                            generation: gen,
+                        },
+                    );
+                }
+            }
+        }
+        for shard in &self.shards {
+            lock(shard).retain(|_, s| s.generation == gen);
+        }
+    }
+
+    /// Proxies due for a check at `now`, in the order given.
+    pub fn due(&self, proxies: &[Arc<Proxy>], now: Instant) -> Vec<Arc<Proxy>> {
+        proxies
+            .iter()
+            .filter(|p| {
+                let shard = lock(self.shard(&p.id));
+                shard
+                    .get(&p.id)
+                    .and_then(|s| s.next_due)
+                    .map(|d| d <= now)
+                    .unwrap_or(true)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Apply one result: hysteresis on the reported status, back-off on the
+    /// next due time. Returns the reported transition.
+    pub fn record(&self, proxy: &Arc<Proxy>, r: &CheckResult, now: Instant) -> Transition {
+        let (hyst, backoff, interval) = *lock(&self.policy);
+        let mut shard = lock(self.shard(&proxy.id));
+        let s = shard.entry(proxy.id.clone()).or_insert_with(|| ProxyState {
+            proxy: proxy.clone(),
+            reported: None,
+            fails: 0,
+            oks: 0,
+            last: None,
+            next_due: None,
+            generation: 0,
+        });
+        let before = s.reported;
+        if r.status.is_up() {
+            s.oks = s.oks.saturating_add(1);
+            s.fails = 0;
+        } else {
+            s.fails = s.fails.saturating_add(1);
+            s.oks = 0;
+        }
+        let after = match before {
+            None => r.status,
+            Some(b) if b.is_up() => {
+                if r.status.is_up() || s.fails >= hyst.fail_threshold {
+                    r.status
+                } else {
+                    b
+                }
+            }
+            Some(b) => {
+                if r.status.is_up() && s.oks >= hyst.success_threshold {
+                    r.status
+                } else {
+                    b
+                }
+            }
+        };
+        s.reported = Some(after);
+        s.next_due = if backoff.enabled && after == ProxyStatus::Inactive && s.fails > 1 {
+            // Each further failure doubles the gap, up to the ceiling. The
+            // first failure keeps the normal interval, so a blip costs nothing.
+            let factor = 1u32 << (s.fails - 1).min(16);
+            let gap = interval
+                .saturating_mul(factor)
+                .min(backoff.max_interval.0.max(interval));
+            // Due slightly early, so the sweep that starts on time still picks it up.
+            Some(now + gap.saturating_sub(interval / 10))
+        } else {
+            None
+        };
+        s.last = Some(LastCheck {
+            status: r.status,
+            latency_ms: r.latency_ms,
+            checked_at: r.checked_at.timestamp_millis() as f64 / 1000.0,
+            reason: r.reason,
+            phase: r.phase,
+            status_code: r.status_code,
+            error: r.error.as_deref().map(Box::from),
+        });
+        Transition { before, after }
+    }
+
+    /// Number of proxies held.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// True when no proxy is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Proxies per (pool, provider, protocol) and reported status.
+    pub fn counts(&self) -> StatusCounts {
+        let mut out = StatusCounts::new();
+        for shard in &self.shards {
+            for s in lock(shard).values() {
+                let key = (
+                    s.proxy.pool.clone(),
+                    s.proxy.provider.clone(),
+                    s.proxy.protocol,
+                );
+                out.entry(key).or_insert([0; 5])[status_index(s.reported)] += 1;
+            }
+        }
+        out
+    }
+
+    /// Visit every proxy's state (one shard locked at a time, briefly).
+    pub fn for_each(&self, mut f: impl FnMut(&ProxyState)) {
+        for shard in &self.shards {
+            for s in lock(shard).values() {
+                f(s);
+            }
+        }
+    }
+
+    /// The state of one proxy.
+    pub fn get(&self, id: &str) -> Option<ProxyState> {
+        lock(self.shard(id)).get(id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Phases;
+
+    fn result(status: ProxyStatus) -> CheckResult {
+        CheckResult {
+            proxy_id: "p".into(),
+            status,
+            latency_ms: 10,
+            attempts: 1,
+            status_code: None,
+            reason: (!status.is_up()).then_some(Reason::Timeout),
+            phase: None,
+            error: None,
+            checked_at: chrono::Utc::now(),
+            phases: Phases::default(),
+        }
+    }
+
+    #[test]
+    fn hysteresis_needs_n_failures_and_m_successes() {
+        let st = StateStore::new();
+        st.set_policy(
+            Hysteresis {
+                fail_threshold: 3,
+                success_threshold: 2,
+            },
+            Backoff::default(),
+            Duration::from_secs(60),
+        );
+        let p = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1));
+        st.sync(std::slice::from_ref(&p));
+        let now = Instant::now();
+        use ProxyStatus::*;
+        let seq = [Active, Inactive, Inactive, Inactive, Active, Slow, Inactive];
+        let want = [Active, Active, Active, Inactive, Inactive, Slow, Slow];
+        for (s, w) in seq.iter().zip(want) {
+            assert_eq!(st.record(&p, &result(*s), now).after, w, "after {s:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_skips_dead_proxies_up_to_the_ceiling() {
+        let st = StateStore::new();
+        let backoff = Backoff {
+            enabled: true,
+            max_interval: crate::config::Seconds(Duration::from_secs(240)),
+        };
+        st.set_policy(Hysteresis::default(), backoff, Duration::from_secs(60));
+        let p = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1));
+        let list = vec![p.clone()];
+        st.sync(&list);
+        let t0 = Instant::now();
+        st.record(&p, &result(ProxyStatus::Inactive), t0);
+        assert_eq!(
+            st.due(&list, t0 + Duration::from_secs(60)).len(),
+            1,
+            "first failure: normal interval"
+        );
+        st.record(&p, &result(ProxyStatus::Inactive), t0);
+        assert_eq!(st.due(&list, t0 + Duration::from_secs(60)).len(), 0);
+        assert_eq!(st.due(&list, t0 + Duration::from_secs(120)).len(), 1);
+        for _ in 0..10 {
+            st.record(&p, &result(ProxyStatus::Inactive), t0);
+        }
+        assert_eq!(
+            st.due(&list, t0 + Duration::from_secs(239)).len(),
+            1,
+            "capped at max_interval"
+        );
+        st.record(&p, &result(ProxyStatus::Active), t0);
+        assert_eq!(
+            st.due(&list, t0).len(),
+            1,
+            "a live proxy is due every sweep"
+        );
+    }
+
+    #[test]
+    fn sync_forgets_proxies_that_left_the_inventory() {
+        let st = StateStore::new();
+        let a = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1));
+        let b = Arc::new(Proxy::new(ProxyProtocol::Socks5, "127.0.0.1", 2));
+        st.sync(&[a.clone(), b.clone()]);
+        st.record(&a, &result(ProxyStatus::Active), Instant::now());
+        assert_eq!(st.len(), 2);
+        st.sync(std::slice::from_ref(&a));
+        assert_eq!(st.len(), 1);
+        assert_eq!(
+            st.get(&a.id).and_then(|s| s.reported),
+            Some(ProxyStatus::Active),
+            "kept state"
+        );
+        let counts = st.counts();
+        assert_eq!(counts.len(), 1);
+    }
+}

@@ -1,0 +1,260 @@
+//! Scheduling one sweep: every proxy checked once, at most `concurrency` at a
+//! time, optionally paced (rate limit or spread over the interval), each
+//! result handed to the caller the moment its check completes.
+//!
+//! Why a fixed set of worker tasks pulling from a shared cursor rather than a
+//! task per proxy or `buffer_unordered`: a task per proxy costs an allocation
+//! and a scheduler round trip per check and makes memory grow with the
+//! inventory; `buffer_unordered` polls every check from one task and so uses
+//! one core. `concurrency` workers run on every core, allocate nothing per
+//! check beyond the check itself, and bound memory by concurrency, not by N.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::config::OptionsResolver;
+use crate::model::{CheckResult, Proxy};
+use crate::probe;
+
+/// A stop signal shared by the sweep loop, its workers and the server.
+/// Cloning shares the signal.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    inner: Arc<(AtomicBool, Notify)>,
+}
+
+impl Shutdown {
+    /// A signal not yet triggered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask everything holding this signal to stop starting work.
+    pub fn trigger(&self) {
+        self.inner.0.store(true, Ordering::SeqCst);
+        self.inner.1.notify_waiters();
+    }
+
+    /// True once triggered.
+    pub fn is_triggered(&self) -> bool {
+        self.inner.0.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when triggered (at once if already).
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.inner.1.notified();
+            if self.is_triggered() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// How one sweep is paced.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepParams {
+    /// Checks running at once.
+    pub concurrency: usize,
+    /// Minimum gap between check starts (from a rate limit or spreading); `None` = as fast as possible.
+    pub pace: Option<Duration>,
+}
+
+impl SweepParams {
+    /// Pace from a rate limit (checks/s, 0 = none) and optional spreading of
+    /// `n` checks over 90% of `interval`; the slower of the two wins.
+    pub fn new(concurrency: usize, rate_limit: f64, spread: Option<(usize, Duration)>) -> Self {
+        let from_rate = (rate_limit > 0.0).then(|| Duration::from_secs_f64(1.0 / rate_limit));
+        let from_spread =
+            spread.and_then(|(n, interval)| (n > 0).then(|| interval.mul_f64(0.9) / n as u32));
+        let pace = match (from_rate, from_spread) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        SweepParams {
+            concurrency: concurrency.max(1),
+            pace,
+        }
+    }
+}
+
+/// Live counters of the sweep in progress, readable at any time (scrapes).
+#[derive(Debug, Default)]
+pub struct SweepGauges {
+    /// Checks running now.
+    pub in_flight: AtomicI64,
+    /// Proxies in the current sweep.
+    pub proxies: AtomicUsize,
+    /// Checks completed in the current sweep.
+    pub completed: AtomicUsize,
+}
+
+/// What a finished sweep reports.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepOutcome {
+    /// Proxies in the sweep.
+    pub total: usize,
+    /// Checks that completed (= results delivered).
+    pub completed: usize,
+    /// Checks never started because of shutdown.
+    pub not_started: usize,
+    /// Checks abandoned in flight when the shutdown grace ran out.
+    pub abandoned: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Reserves start times `pace` apart across all workers.
+struct Pacer {
+    pace: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    fn reserve(&self) -> Instant {
+        // A poisoned lock only means another worker panicked mid-update of an
+        // Instant; the value is still usable.
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let at = (*next).max(now);
+        *next = at + self.pace;
+        at
+    }
+}
+
+/// Check every proxy once. `on_result` runs on the worker that completed the
+/// check, as soon as it completes; it must not block for long (hand heavy
+/// work to a channel). When `shutdown` triggers, no new check starts; checks
+/// in flight get `grace` to finish, then are abandoned and counted.
+pub async fn run<F>(
+    proxies: Arc<[Arc<Proxy>]>,
+    options: Arc<OptionsResolver>,
+    params: SweepParams,
+    gauges: Arc<SweepGauges>,
+    shutdown: Shutdown,
+    grace: Duration,
+    on_result: F,
+) -> SweepOutcome
+where
+    F: Fn(&Arc<Proxy>, CheckResult) + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let total = proxies.len();
+    gauges.proxies.store(total, Ordering::Relaxed);
+    gauges.completed.store(0, Ordering::Relaxed);
+    let cursor = Arc::new(AtomicUsize::new(0));
+    let pacer = params.pace.map(|pace| {
+        Arc::new(Pacer {
+            pace,
+            next: Mutex::new(Instant::now()),
+        })
+    });
+    let on_result = Arc::new(on_result);
+    let workers = params.concurrency.min(total);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (proxies, options, cursor, pacer, gauges, shutdown, on_result) = (
+            proxies.clone(),
+            options.clone(),
+            cursor.clone(),
+            pacer.clone(),
+            gauges.clone(),
+            shutdown.clone(),
+            on_result.clone(),
+        );
+        set.spawn(async move {
+            loop {
+                if shutdown.is_triggered() {
+                    return;
+                }
+                let i = cursor.fetch_add(1, Ordering::Relaxed);
+                let Some(proxy) = proxies.get(i) else { return };
+                if let Some(p) = &pacer {
+                    let at = p.reserve();
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = shutdown.wait() => {
+                            // Not started: give the slot back to the count of unstarted work.
+                            return;
+                        }
+                    }
+                }
+                gauges.in_flight.fetch_add(1, Ordering::Relaxed);
+                let opts = options.for_proxy(proxy);
+                let result = probe::check(proxy, opts).await;
+                gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
+                gauges.completed.fetch_add(1, Ordering::Relaxed);
+                on_result(proxy, result);
+            }
+        });
+    }
+    let mut abandoned = 0;
+    loop {
+        tokio::select! {
+            joined = set.join_next() => {
+                if joined.is_none() {
+                    break;
+                }
+            }
+            _ = shutdown.wait() => {
+                let deadline = tokio::time::Instant::now() + grace;
+                while !set.is_empty() {
+                    match tokio::time::timeout_at(deadline, set.join_next()).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => {
+                            abandoned = gauges.in_flight.load(Ordering::Relaxed).max(0) as usize;
+                            set.abort_all();
+                            while set.join_next().await.is_some() {}
+                            gauges.in_flight.store(0, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+                break;
+            }
+        }
+    }
+    let completed = gauges.completed.load(Ordering::Relaxed);
+    SweepOutcome {
+        total,
+        completed,
+        not_started: total.saturating_sub(completed + abandoned),
+        abandoned,
+        elapsed: started.elapsed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_takes_the_slower_of_rate_and_spread() {
+        assert_eq!(SweepParams::new(8, 0.0, None).pace, None);
+        assert_eq!(
+            SweepParams::new(8, 10.0, None).pace,
+            Some(Duration::from_millis(100))
+        );
+        let p = SweepParams::new(8, 100.0, Some((9, Duration::from_secs(10)))).pace;
+        assert_eq!(p, Some(Duration::from_secs(1)));
+        assert_eq!(SweepParams::new(0, 0.0, None).concurrency, 1);
+    }
+
+    #[test]
+    fn pacer_hands_out_evenly_spaced_slots() {
+        let p = Pacer {
+            pace: Duration::from_millis(10),
+            next: Mutex::new(Instant::now()),
+        };
+        let a = p.reserve();
+        let b = p.reserve();
+        let c = p.reserve();
+        assert_eq!(b - a, Duration::from_millis(10));
+        assert_eq!(c - b, Duration::from_millis(10));
+    }
+}

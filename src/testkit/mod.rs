@@ -1,0 +1,192 @@
+//! In-process fakes for tests and benchmarks: HTTP/HTTPS targets and HTTP,
+//! HTTPS, SOCKS4/4a and SOCKS5(h) proxies with fault modes, all listening
+//! on 127.0.0.1 random ports and written with tokio.
+//!
+//! Every fake is a [`FakeServer`] underneath: dropping it aborts its accept
+//! loop, and with it every connection task (they live in the loop's
+//! `JoinSet`), so a test cleans up by letting its fakes go out of scope.
+//!
+//! Not part of the exporter's API: hidden from docs, free to change.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+pub mod pki;
+pub mod proxy;
+pub mod target;
+
+pub use proxy::{FakeProxy, Fault, ProxyBehavior};
+pub use target::{BodyMode, FakeTarget, Reply, SeenRequest};
+
+/// A listening fake; dropping it stops it and every connection it holds.
+pub struct FakeServer {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl FakeServer {
+    /// Bind 127.0.0.1 on a random port and serve each connection with
+    /// `handler`, over TLS first when `tls` is given.
+    pub async fn start<F, Fut>(tls: Option<TlsAcceptor>, handler: F) -> io::Result<FakeServer>
+    where
+        F: Fn(Io) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let handler = Arc::new(handler);
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                while conns.try_join_next().is_some() {}
+                match &tls {
+                    None => {
+                        conns.spawn(handler(Io::Plain(tcp)));
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        let handler = handler.clone();
+                        conns.spawn(async move {
+                            if let Ok(s) = acceptor.accept(tcp).await {
+                                handler(Io::Tls(Box::new(s))).await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Ok(FakeServer { addr, task })
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A server-side connection: plain TCP or TLS over TCP.
+pub enum Io {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS (HTTPS targets and HTTPS proxies).
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    /// Close with a TCP RST instead of a FIN, so the peer sees ECONNRESET.
+    pub fn reset(self) {
+        let tcp = match &self {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+        };
+        let _ = tcp.set_zero_linger();
+        drop(self);
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A port on 127.0.0.1 that refuses connections: bound, then released.
+/// Another process could grab it in between, which is unlikely enough for tests.
+pub fn refused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(1)
+}
+
+/// Read an HTTP request head (up to `\r\n\r\n`, at most `max` bytes).
+/// Returns the head and any bytes read past it; `None` on EOF, error or
+/// overflow.
+pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S, max: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Some((buf, rest));
+        }
+        if buf.len() > max {
+            return None;
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf[0] == 0x16 {
+            // A TLS ClientHello on a plain port: hand it over as the "head" so
+            // the caller answers 400, as real servers do.
+            return Some((buf, Vec::new()));
+        }
+    }
+}
+
+/// Wait forever (until the fake is dropped), holding the connection open.
+pub async fn hang<S: AsyncRead + Unpin>(mut s: S) {
+    let mut sink = [0u8; 1024];
+    // Keep reading so the peer's writes never block, but never answer.
+    while let Ok(n) = s.read(&mut sink).await {
+        if n == 0 {
+            break;
+        }
+    }
+    std::future::pending::<()>().await;
+}

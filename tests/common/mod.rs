@@ -1,0 +1,48 @@
+//! Shared helpers for integration tests: `mod common;` in a test file.
+//!
+//! - [`process`]: free loopback ports, per-server temp dirs, [`process::ChildGuard`]
+//!   (kills the process group on Drop), bounded waits, log tails.
+//! - [`pki`]: a throwaway CA + `localhost` leaf (rcgen), rustls configs.
+//! - [`targets`]: in-process HTTP / HTTPS targets (`/`, `/status/<code>`, `/ip`).
+//! - [`proxies`]: real proxies from Debian packages (squid, tinyproxy, dante,
+//!   microsocks, stunnel, ssh -D) on 127.0.0.1:<free port>.
+//!
+//! Every server listens on loopback only and dies with its guard, so tests
+//! stay parallel-safe. Not every test binary uses every helper.
+#![allow(dead_code)]
+
+pub mod pki;
+pub mod process;
+pub mod proxies;
+pub mod targets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pharox_exporter::probe::CheckOptions;
+
+/// Check options with pharox's defaults ([`CheckOptions::new`]: expect 200,
+/// one attempt), aimed at `target_url`, with the given rustls configs for the
+/// target and for HTTPS proxies.
+///
+/// The timeout is generous and the slow threshold equals it, so a loaded CI
+/// machine never turns ACTIVE into SLOW: tests assert behaviour, not speed.
+pub fn check_options(
+    target_url: &str,
+    target_tls: Arc<rustls::ClientConfig>,
+    proxy_tls: Arc<rustls::ClientConfig>,
+) -> CheckOptions {
+    let url = url::Url::parse(target_url).expect("target url");
+    let mut opts = CheckOptions::new(url).expect("check options");
+    opts.timeout = Duration::from_secs(10);
+    opts.slow_threshold = opts.timeout;
+    opts.target_tls = target_tls;
+    opts.proxy_tls = proxy_tls;
+    opts
+}
+
+/// The probe's own TLS client config trusting `ca_pem` (plus its default
+/// roots), as an operator would configure it with `--ca-file`.
+pub fn probe_tls(ca_pem: &std::path::Path) -> Arc<rustls::ClientConfig> {
+    pharox_exporter::probe::tls::client_config(Some(ca_pem), false).expect("probe TLS config")
+}
