@@ -186,7 +186,7 @@ exp = {}
 if os.path.isdir(exp_dir):
     p("## Long-running exporter")
     p()
-    p("| run | first sweep done | wait s | VmRSS after first sweep | VmHWM | /metrics median ms | p90 ms | size bytes | OpenMetrics ms/bytes |")
+    p("| run | first sweep done | first sweep s (log) | VmRSS after first sweep | VmHWM | /metrics median ms | p90 ms | size bytes | OpenMetrics ms/bytes |")
     p("| --- | --- | ---: | --- | --- | ---: | ---: | ---: | --- |")
     for label in sorted(os.listdir(exp_dir)):
         d = os.path.join(exp_dir, label)
@@ -197,9 +197,19 @@ if os.path.isdir(exp_dir):
         om = read(os.path.join(d, "scrape_openmetrics.txt")).split()
         om_s = f"{float(om[0]) * 1000:.1f} / {om[1]}" if len(om) == 2 else "?"
         mtime = med(times)
+        err = read(os.path.join(d, "stderr.txt"))
+        m = re.search(r'message="sweep completed" checked=(\d+) seconds=([0-9.]+)', err)
+        m2 = re.search(r'message="sweep overran[^"]*" elapsed_seconds=([0-9.]+)', err)
+        inv_n = 1_000_000 if "1m" in label else 100_000
+        if m and (not m2 or m.start() < m2.start()):
+            first = f"{float(m.group(2)):.1f} ({int(m.group(1)) / float(m.group(2)):.0f} checks/s)"
+        elif m2:
+            first = f"{float(m2.group(1)):.1f} ({inv_n / float(m2.group(1)):.0f} checks/s, overran the 30 s interval)"
+        else:
+            first = read(os.path.join(d, "first_sweep_wait_s"))
         p90 = times[min(len(times) - 1, int(len(times) * 0.9))] if times else float("nan")
         exp[label] = {"rss": rss, "scrape_ms": mtime}
-        p(f"| {label} | {read(os.path.join(d, 'first_sweep_done'))} | {read(os.path.join(d, 'first_sweep_wait_s'))} | "
+        p(f"| {label} | {read(os.path.join(d, 'first_sweep_done'))} | {first} | "
           f"{rss.get('VmRSS', '?').strip()} | {rss.get('VmHWM', '?').strip()} | {mtime:.1f} | {p90:.1f} | {size} | {om_s} |")
     p()
     p("Commands:")
@@ -254,6 +264,24 @@ for key in sorted(cells, key=sort_key):
         continue
     p(f"- {key[0]} {key[1]} N={key[2]} C={key[3]}: status mismatches {json.dumps(sm)}" +
       ("" if key[0] == "pharox" else f"; reason mismatches {json.dumps(rm)}"))
+p()
+
+p("## Notes on the contenders")
+p()
+p("- **lean** (`bench/src/bin/lean.rs`): the limit. One attempt under one deadline, connect + handshake + GET + "
+  "status line, `buffer_unordered(C)`, one small JSON line per result. No phases, no TLS, no metrics.")
+p("- **ours**: `pharox-exporter sweep --once`, full result objects (phases, error text, timestamps) streamed "
+  "to stdout, summary to stderr.")
+p("- **pharox** (`bench/pharox_sweep.py`): `HealthChecker.stream_health_checks` from PyPI `pharox` with "
+  "`httpx[socks]`, N=1000 only (it runs at ~10-15 checks/s and uses hundreds of MiB here). "
+  "At equal concurrency its own HTTP strategy is wrapped in an `asyncio.Semaphore(C)`; `unbounded` is "
+  "`stream_health_checks` as shipped (every check started at once). Each check builds a new "
+  "`httpx.AsyncClient` (an SSL context each time), so pharox is CPU-bound: with many checks in "
+  "flight the event loop falls behind, healthy proxies time out or cross the slow threshold, and its status "
+  "accuracy collapses. pharox has no reasons, so only its statuses are scored. SOCKS4 proxy URLs make httpx "
+  "raise `ValueError` (pharox catches only `httpx.HTTPError`), and a garbage SOCKS5 reply raises socksio's "
+  "`ProtocolError`: either would end the whole `stream_health_checks` loop, so the wrapper turns them into "
+  "status `error` (scored wrong).")
 p()
 
 p("## Exact commands (one per contender, from the last cell)")

@@ -15,14 +15,17 @@
 # of stream_health_checks as shipped, every check at once; reported as
 # concurrency 0), TIMEOUT_S (2), SLOW_MS (500),
 # SLOW_DELAY_MS (800), HEALTHY_SIZES ("100000": all-healthy inventories,
-# CPU-bound), EXPORTER_STAGE (1), EXPORTER_1M (1), OUT (bench/out).
+# CPU-bound), EXPORTER_STAGE (1), EXPORTER_STAGES ("agg-100k
+# perproxy-100k-cap10k perproxy-100k-all agg-1m"), EXPORTER_1M (1),
+# OUT (bench/out), KEEP_OUT (0; 1 keeps earlier runs in OUT and only adds,
+# e.g. `KEEP_OUT=1 SIZES= HEALTHY_SIZES= PHAROX_SIZES= EXPORTER_STAGES=agg-1m`).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 export RUNS=${RUNS:-3}
-export SIZES=${SIZES:-"1000 10000 100000"}
-export CONCS=${CONCS:-"256 512"}
+export SIZES=${SIZES-"1000 10000 100000"}
+export CONCS=${CONCS-"256 512"}
 export PHAROX_SIZES=${PHAROX_SIZES-1000}
 export PHAROX_EXTRA_CONCS=${PHAROX_EXTRA_CONCS-4}
 export PHAROX_UNBOUNDED=${PHAROX_UNBOUNDED:-1}
@@ -32,6 +35,8 @@ export SLOW_DELAY_MS=${SLOW_DELAY_MS:-800}
 export HEALTHY_SIZES=${HEALTHY_SIZES-100000}
 export EXPORTER_STAGE=${EXPORTER_STAGE:-1}
 export EXPORTER_1M=${EXPORTER_1M:-1}
+export EXPORTER_STAGES=${EXPORTER_STAGES-"agg-100k perproxy-100k-cap10k perproxy-100k-all agg-1m"}
+export KEEP_OUT=${KEEP_OUT:-0}
 export OUT=${OUT:-$HERE/out}
 export BIN=$ROOT/target/release
 export TARGET_URL=http://127.0.0.1:8080/
@@ -164,10 +169,12 @@ inner() {
         exp_pid=$!
         local url="http://127.0.0.1:$port/metrics" t0=$SECONDS done=0
         while [ $((SECONDS - t0)) -lt 900 ] && kill -0 "$exp_pid" 2>/dev/null; do
-            if curl -s -m 10 "$url" 2>/dev/null | grep -Eq '^pharox_sweeps_total(\{[^}]*\})? [1-9]'; then
+            # Watch the log, not /metrics: at 1M proxies a scrape costs most of
+            # a second of CPU, and polling it would slow the sweep it waits for.
+            if grep -Eq 'message="sweep (completed|overran)' "$d/stderr.txt"; then
                 done=1; break
             fi
-            sleep 2
+            sleep 1
         done
         echo "$done" >"$d/first_sweep_done"
         echo $((SECONDS - t0)) >"$d/first_sweep_wait_s"
@@ -190,9 +197,19 @@ inner() {
         log "exporter $label done=$done $(cat "$d/rss_after_first_sweep.txt" 2>/dev/null | tr '\n' ' ')"
         sleep 2
     }
-    exporter_stage agg-100k 100000
-    exporter_stage perproxy-100k 100000 --metrics.per-proxy
-    [ "$EXPORTER_1M" = 1 ] && exporter_stage agg-1m 1000000
+    local st
+    for st in $EXPORTER_STAGES; do
+        case $st in
+            agg-100k) exporter_stage agg-100k 100000 ;;
+            # Per-proxy series are capped (metrics.per_proxy_limit, default
+            # 10,000): once at the default cap, once lifted to all 100k.
+            perproxy-100k-cap10k) exporter_stage "$st" 100000 --metrics.per-proxy ;;
+            perproxy-100k-all)
+                printf 'metrics:\n  per_proxy_limit: 100000\n' >"$OUT/perproxy-all.yaml"
+                exporter_stage "$st" 100000 --metrics.per-proxy --config.file "$OUT/perproxy-all.yaml" ;;
+            agg-1m) [ "$EXPORTER_1M" = 1 ] && exporter_stage agg-1m 1000000 ;;
+        esac
+    done
     true
 }
 
@@ -215,15 +232,18 @@ if [ ! -x "$HERE/.venv/bin/python" ]; then
     "$HERE/.venv/bin/pip" install -q pharox 'httpx[socks]' || rm -rf "$HERE/.venv"
 fi
 
-rm -rf "$OUT"; mkdir -p "$OUT"
+[ "$KEEP_OUT" = 1 ] || rm -rf "$OUT"
+mkdir -p "$OUT"
 gen_sizes="$SIZES"
 [[ " $SIZES " == *" 1000 "* ]] || gen_sizes="1000 $gen_sizes"
 [ "$EXPORTER_STAGE" = 1 ] && [[ " $gen_sizes " != *" 100000 "* ]] && gen_sizes="$gen_sizes 100000"
 [ "$EXPORTER_STAGE" = 1 ] && [ "$EXPORTER_1M" = 1 ] && gen_sizes="$gen_sizes 1000000"
 for n in $gen_sizes; do
+    [ "$KEEP_OUT" = 1 ] && [ -f "$OUT/truth-mixed-$n.csv" ] && continue
     "$BIN/geninv" -n "$n" --inventory "$OUT/inv-mixed-$n.csv" --truth "$OUT/truth-mixed-$n.csv"
 done
 for n in $HEALTHY_SIZES; do
+    [ "$KEEP_OUT" = 1 ] && [ -f "$OUT/truth-healthy-$n.csv" ] && continue
     "$BIN/geninv" -n "$n" --inventory "$OUT/inv-healthy-$n.csv" --truth "$OUT/truth-healthy-$n.csv" \
         --healthy 100 --slow 0 --refused 0 --reset 0 --hang 0 --auth-ok 0 --auth-missing 0 \
         --auth-bad 0 --garbage 0 --dest-refused 0

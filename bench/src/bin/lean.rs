@@ -1,6 +1,7 @@
 //! The "limit" contender: the least code that checks a proxy correctly.
 //!
-//! Bounded concurrency (`buffer_unordered`), one attempt under one deadline:
+//! Bounded concurrency (`buffer_unordered` over spawned tasks, so every
+//! worker thread runs checks), one attempt under one deadline:
 //! connect, SOCKS5 / SOCKS4 / HTTP handshake, one GET, read the status line,
 //! classify against the slow threshold. No phases, no metrics, no retries:
 //! whatever the real exporter spends beyond this is its overhead.
@@ -8,6 +9,7 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -108,36 +110,41 @@ fn parse_target(url: &str) -> Result<Target> {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let target = parse_target(&args.target_url)?;
+    let target = Arc::new(parse_target(&args.target_url)?);
     let mut rdr = csv::Reader::from_path(&args.inventory).context("open inventory")?;
     let rows: Vec<Row> = rdr.deserialize().collect::<Result<_, _>>()?;
     let n = rows.len();
     let timeout = Duration::from_secs_f64(args.timeout);
     let slow = Duration::from_millis(args.slow_threshold_ms);
     let t0 = Instant::now();
-    let target = &target;
-    let mut results = stream::iter(rows.iter())
-        .map(|row| async move {
-            let start = Instant::now();
-            let out = match tokio::time::timeout(timeout, attempt(row, target)).await {
-                Ok(Ok(code)) => {
-                    let took = start.elapsed();
-                    if code == 200 {
-                        (if took <= slow { "active" } else { "slow" }, None)
-                    } else {
-                        ("inactive", Some("unexpected_status"))
+    // `map` is lazy: a task is spawned only when buffer_unordered has a free
+    // slot, so at most `concurrency` checks exist at once.
+    let mut results = stream::iter(rows)
+        .map(|row| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let out = match tokio::time::timeout(timeout, attempt(&row, &target)).await {
+                    Ok(Ok(code)) => {
+                        let took = start.elapsed();
+                        if code == 200 {
+                            (if took <= slow { "active" } else { "slow" }, None)
+                        } else {
+                            ("inactive", Some("unexpected_status"))
+                        }
                     }
-                }
-                Ok(Err(Fail(r))) => ("inactive", Some(r)),
-                Err(_) => ("inactive", Some("timeout")),
-            };
-            (row, out, start.elapsed())
+                    Ok(Err(Fail(r))) => ("inactive", Some(r)),
+                    Err(_) => ("inactive", Some("timeout")),
+                };
+                (row, out, start.elapsed())
+            })
         })
         .buffer_unordered(args.concurrency.max(1));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut counts = std::collections::BTreeMap::<&str, u64>::new();
-    while let Some((row, (status, reason), took)) = results.next().await {
+    while let Some(joined) = results.next().await {
+        let (row, (status, reason), took) = joined?;
         *counts.entry(status).or_default() += 1;
         let line = serde_json::json!({
             "id": row.id,
