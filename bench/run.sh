@@ -16,7 +16,8 @@
 # concurrency 0), TIMEOUT_S (2), SLOW_MS (500),
 # SLOW_DELAY_MS (800), HEALTHY_SIZES ("100000": all-healthy inventories,
 # CPU-bound), EXPORTER_STAGE (1), EXPORTER_STAGES ("agg-100k
-# perproxy-100k-cap10k perproxy-100k-all agg-1m"), EXPORTER_1M (1),
+# perproxy-100k-cap10k perproxy-100k-all agg-1m-3sweeps"; also agg-1m,
+# after one sweep), EXPORTER_1M (1),
 # OUT (bench/out), KEEP_OUT (0; 1 keeps earlier runs in OUT and only adds,
 # e.g. `KEEP_OUT=1 SIZES= HEALTHY_SIZES= PHAROX_SIZES= EXPORTER_STAGES=agg-1m`).
 set -euo pipefail
@@ -35,7 +36,7 @@ export SLOW_DELAY_MS=${SLOW_DELAY_MS:-800}
 export HEALTHY_SIZES=${HEALTHY_SIZES-100000}
 export EXPORTER_STAGE=${EXPORTER_STAGE:-1}
 export EXPORTER_1M=${EXPORTER_1M:-1}
-export EXPORTER_STAGES=${EXPORTER_STAGES-"agg-100k perproxy-100k-cap10k perproxy-100k-all agg-1m"}
+export EXPORTER_STAGES=${EXPORTER_STAGES-"agg-100k perproxy-100k-cap10k perproxy-100k-all agg-1m-3sweeps"}
 export KEEP_OUT=${KEEP_OUT:-0}
 export OUT=${OUT:-$HERE/out}
 export BIN=$ROOT/target/release
@@ -157,8 +158,8 @@ inner() {
     # The long-running exporter: scrape time/size at 100k (aggregated and
     # per-proxy), RSS at 100k and 1M. Each waits for the first sweep to
     # complete, bounded in time.
-    exporter_stage() { # label N extra-flags...
-        local label=$1 n=$2; shift 2
+    exporter_stage() { # label N sweeps-to-wait-for extra-flags...
+        local label=$1 n=$2 want=$3; shift 3
         local d="$OUT/exporter/$label"; mkdir -p "$d"
         local port; port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
         local -a cmd=("$BIN/pharox-exporter" --inventory "$OUT/inv-mixed-$n.csv" --target-url "$TARGET_URL"
@@ -168,10 +169,10 @@ inner() {
         "${cmd[@]}" >"$d/stdout.txt" 2>"$d/stderr.txt" &
         exp_pid=$!
         local url="http://127.0.0.1:$port/metrics" t0=$SECONDS done=0
-        while [ $((SECONDS - t0)) -lt 900 ] && kill -0 "$exp_pid" 2>/dev/null; do
+        while [ $((SECONDS - t0)) -lt $((900 * want)) ] && kill -0 "$exp_pid" 2>/dev/null; do
             # Watch the log, not /metrics: at 1M proxies a scrape costs most of
             # a second of CPU, and polling it would slow the sweep it waits for.
-            if grep -Eq 'message="sweep (completed|overran)' "$d/stderr.txt"; then
+            if [ "$(grep -Ec 'message="sweep (completed|overran)' "$d/stderr.txt")" -ge "$want" ]; then
                 done=1; break
             fi
             sleep 1
@@ -200,14 +201,16 @@ inner() {
     local st
     for st in $EXPORTER_STAGES; do
         case $st in
-            agg-100k) exporter_stage agg-100k 100000 ;;
+            agg-100k) exporter_stage agg-100k 100000 1 ;;
             # Per-proxy series are capped (metrics.per_proxy_limit, default
             # 10,000): once at the default cap, once lifted to all 100k.
-            perproxy-100k-cap10k) exporter_stage "$st" 100000 --metrics.per-proxy ;;
+            perproxy-100k-cap10k) exporter_stage "$st" 100000 1 --metrics.per-proxy ;;
             perproxy-100k-all)
                 printf 'metrics:\n  per_proxy_limit: 100000\n' >"$OUT/perproxy-all.yaml"
-                exporter_stage "$st" 100000 --metrics.per-proxy --config.file "$OUT/perproxy-all.yaml" ;;
-            agg-1m) [ "$EXPORTER_1M" = 1 ] && exporter_stage agg-1m 1000000 ;;
+                exporter_stage "$st" 100000 1 --metrics.per-proxy --config.file "$OUT/perproxy-all.yaml" ;;
+            agg-1m) [ "$EXPORTER_1M" = 1 ] && exporter_stage agg-1m 1000000 1 ;;
+            # Steady state: RSS after three back-to-back sweeps of 1M.
+            agg-1m-3sweeps) [ "$EXPORTER_1M" = 1 ] && exporter_stage agg-1m-3sweeps 1000000 3 ;;
         esac
     done
     true
