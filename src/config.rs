@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::inventory::shard::Shard;
 use crate::model::{Proxy, ProxyProtocol};
 use crate::probe::{self, CheckOptions};
 
@@ -514,6 +515,29 @@ impl Default for MetricsSpec {
     }
 }
 
+/// Sharding across replicas (see `inventory::shard`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShardSpec {
+    /// This replica's 0-based index.
+    pub index: u32,
+    /// Number of replicas.
+    pub count: u32,
+    /// Take the index from the ordinal at the end of `$HOSTNAME` (a
+    /// Kubernetes StatefulSet pod name such as `pharox-exporter-2`).
+    pub from_hostname: bool,
+}
+
+impl Default for ShardSpec {
+    fn default() -> Self {
+        ShardSpec {
+            index: 0,
+            count: 1,
+            from_hostname: false,
+        }
+    }
+}
+
 /// The YAML file as written by users.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -539,6 +563,12 @@ pub struct FileConfig {
     /// Metrics options.
     #[serde(default)]
     pub metrics: MetricsSpec,
+    /// Sharding across replicas.
+    #[serde(default)]
+    pub sharding: ShardSpec,
+    /// pharox's PostgreSQL database (see docs/postgres.md).
+    #[serde(default)]
+    pub postgres: Option<crate::inventory::postgres::PgConfig>,
 }
 
 /// Flags that override the file (named after the options they set).
@@ -559,6 +589,12 @@ pub struct Overrides {
     pub telemetry_path: Option<String>,
     /// `--metrics.per-proxy`.
     pub per_proxy: Option<bool>,
+    /// `--shard.index`.
+    pub shard_index: Option<u32>,
+    /// `--shard.count`.
+    pub shard_count: Option<u32>,
+    /// `--shard.from-hostname`.
+    pub shard_from_hostname: bool,
 }
 
 /// pharox's default target (`HealthCheckOptions.target_url`).
@@ -573,6 +609,10 @@ pub struct Config {
     pub file: FileConfig,
     /// Resolved options per (pool, protocol).
     pub options: Arc<OptionsResolver>,
+    /// This replica's slice of the inventory.
+    pub shard: Shard,
+    /// The database, when the inventory is pharox's PostgreSQL.
+    pub postgres: Option<crate::inventory::postgres::PgConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -613,7 +653,10 @@ impl Config {
             file.inventory.path = Some(inv.clone());
         } else if let (Some(src), Some(inv)) = (&source, &file.inventory.path) {
             // Relative inventory paths are relative to the config file, as users expect.
-            if inv.is_relative() {
+            let url = inv
+                .to_str()
+                .is_some_and(crate::inventory::postgres::is_postgres_url);
+            if inv.is_relative() && !url {
                 if let Some(dir) = src.parent() {
                     file.inventory.path = Some(dir.join(inv));
                 }
@@ -671,12 +714,35 @@ impl Config {
                 "must be a non-empty, strictly increasing list of positive seconds".into(),
             ));
         }
+        if let Some(i) = o.shard_index {
+            file.sharding.index = i;
+        }
+        if let Some(c) = o.shard_count {
+            file.sharding.count = c;
+        }
+        if o.shard_from_hostname {
+            file.sharding.from_hostname = true;
+        }
+        if file.sharding.from_hostname {
+            let host = std::env::var("HOSTNAME").unwrap_or_default();
+            file.sharding.index = Shard::index_from_hostname(&host)
+                .map_err(|m| invalid("sharding.from_hostname", m))?;
+        }
+        let shard = Shard::new(file.sharding.index, file.sharding.count)
+            .map_err(|m| invalid("sharding", m))?;
         let options = OptionsResolver::build(&file, &o.options)
             .map_err(|(field, message)| invalid(&field, message))?;
+        let postgres = crate::inventory::postgres::resolve(
+            file.inventory.path.as_deref(),
+            file.postgres.as_ref(),
+        )
+        .map_err(|e| invalid("postgres", e.to_string()))?;
         Ok(Config {
             source,
             file,
             options: Arc::new(options),
+            shard,
+            postgres,
         })
     }
 }

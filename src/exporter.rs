@@ -39,6 +39,9 @@ pub enum ExporterError {
     /// The concurrency cannot be held within the file-descriptor limit.
     #[error("{0}")]
     Limits(String),
+    /// The PostgreSQL sink could not start (bad spill directory, webhook URL).
+    #[error(transparent)]
+    Postgres(#[from] crate::inventory::postgres::PgError),
 }
 
 /// File descriptors kept free for the server, logs, the database and scrapes.
@@ -149,6 +152,19 @@ pub async fn run(
     sinks: Vec<Arc<dyn ResultSink>>,
 ) -> Result<(), ExporterError> {
     let cfg = Arc::new(Config::load(config_path.as_deref(), &overrides)?);
+    // pharox's database as inventory and result store. The sink is built
+    // once: a reload that changes the database takes effect at restart.
+    let pg_stats = Arc::new(crate::sinks::postgres::PgStats::default());
+    let mut sinks = sinks;
+    let pg_sink = match &cfg.postgres {
+        Some(p) => {
+            let h = crate::sinks::postgres::PgSink::spawn_with_stats(p.clone(), pg_stats.clone())?;
+            sinks.push(Arc::new(h.clone()));
+            Some(h)
+        }
+        None => None,
+    };
+    let mut pg_source: Option<(String, inventory::postgres::PgSource)> = None;
     let fd_limit = ensure_fd_limit(cfg.file.sweep.concurrency).map_err(ExporterError::Limits)?;
     tracing::debug!(fd_limit, "file descriptor limit");
 
@@ -158,11 +174,19 @@ pub async fn run(
         &cfg.file.metrics.latency_buckets,
         state.clone(),
         gauges.clone(),
-        Vec::new(),
+        match &cfg.postgres {
+            Some(_) => {
+                vec![Box::new(crate::sinks::metrics::StorageCollector(pg_stats.clone())) as Box<_>]
+            }
+            None => Vec::new(),
+        },
     ));
     apply_config(&cfg, &state, &metrics);
     metrics.exporter.reload_ok.set(1);
     metrics.exporter.reload_ts.set(unix_now());
+    // Until a sweep completes, "last completed" is the start: a stalled first
+    // sweep then ages like any other instead of looking 55 years old.
+    metrics.exporter.last_sweep_ts.set(unix_now());
 
     let addr = cfg.file.web.listen_address.clone();
     let listener = server::bind(&addr)
@@ -179,7 +203,6 @@ pub async fn run(
         state: state.clone(),
         gauges: gauges.clone(),
         config: config.clone(),
-        index: RwLock::new(Default::default()),
         ready: false.into(),
         reload: reload_tx.clone(),
         started: Instant::now(),
@@ -240,16 +263,16 @@ pub async fn run(
                 };
                 let outcome = match Config::load(path.as_deref(), &overrides) {
                     Ok(new) => {
-                        let old_addr = config
-                            .read()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .file
-                            .web
-                            .listen_address
-                            .clone();
-                        if new.file.web.listen_address != old_addr {
+                        let old = config.read().unwrap_or_else(|e| e.into_inner()).clone();
+                        // These are fixed when the listener and registry are built.
+                        if new.file.web.listen_address != old.file.web.listen_address {
                             tracing::warn!(
                                 "web.listen_address changed: takes effect only after a restart"
+                            );
+                        }
+                        if new.file.metrics.latency_buckets != old.file.metrics.latency_buckets {
+                            tracing::warn!(
+                                "metrics.latency_buckets changed: takes effect only after a restart"
                             );
                         }
                         apply_config(&new, &state, &metrics);
@@ -271,15 +294,60 @@ pub async fn run(
     }
 
     let mut proxies: Arc<[Arc<Proxy>]> = Arc::from(Vec::new());
-    let mut last_inventory: Option<(PathBuf, std::time::SystemTime, u64)> = None;
+    // What the inventory was last read from: path, format, mtime, size.
+    type Stamp = (PathBuf, inventory::Format, std::time::SystemTime, u64);
+    let mut last_inventory: Option<Stamp> = None;
     let mut warned_size = None;
     let mut first = true;
+    let mut inventory_loaded = false;
     while !shutdown.is_triggered() {
         let cfg = config.read().unwrap_or_else(|e| e.into_inner()).clone();
         let started = Instant::now();
 
+        // pharox's database: lease cleanup, burst check, then the proxies.
+        let mut paused = false;
+        if let Some(pg) = &cfg.postgres {
+            let key = format!("{pg:?}");
+            if pg_source.as_ref().is_none_or(|(k, _)| *k != key) {
+                match inventory::postgres::PgSource::new(pg.clone()) {
+                    Ok(src) => pg_source = Some((key, src.with_stats(pg_stats.clone()))),
+                    Err(e) => tracing::error!(error = %e, "postgres inventory"),
+                }
+            }
+            if let Some((_, src)) = &pg_source {
+                let skipped_before = src.rows_skipped_total();
+                match src.before_sweep().await {
+                    Ok(inventory::postgres::SweepPlan::Sweep(list)) => {
+                        let skipped = src.rows_skipped_total() - skipped_before;
+                        if skipped > 0 {
+                            metrics.inventory_error("row", skipped);
+                        }
+                        let shard = cfg.shard;
+                        proxies = list
+                            .into_iter()
+                            .filter(|p| shard.owns(&p.id))
+                            .map(Arc::new)
+                            .collect();
+                        state.sync(&proxies);
+                        metrics.exporter.inventory_size.set(proxies.len() as i64);
+                        inventory_loaded = true;
+                        tracing::debug!(proxies = proxies.len(), shard = %shard, "inventory loaded from postgres");
+                    }
+                    // The database answered: the inventory we hold is real.
+                    Ok(inventory::postgres::SweepPlan::Paused(_)) => {
+                        paused = true;
+                        inventory_loaded = true;
+                    }
+                    Err(e) => {
+                        metrics.inventory_error("read", 1);
+                        tracing::error!(error = %e, "inventory read failed; keeping the previous inventory");
+                    }
+                }
+            }
+        }
         // Re-read the inventory when it changed (or the path did).
         match &cfg.file.inventory.path {
+            _ if cfg.postgres.is_some() => {}
             None => tracing::error!(
                 "no inventory configured: pass --inventory FILE or set inventory.path"
             ),
@@ -287,7 +355,8 @@ pub async fn run(
                 let stamp = std::fs::metadata(path)
                     .ok()
                     .and_then(|m| Some((m.modified().ok()?, m.len())));
-                let unchanged = matches!((&last_inventory, stamp), (Some((p, t, l)), Some((t2, l2))) if p == path && *t == t2 && *l == l2);
+                let format = cfg.file.inventory.format;
+                let unchanged = matches!((&last_inventory, stamp), (Some((p, f, t, l)), Some((t2, l2))) if p == path && *f == format && *t == t2 && *l == l2);
                 if !unchanged {
                     match inventory::load_file(path, cfg.file.inventory.format) {
                         Ok(loaded) => {
@@ -297,12 +366,25 @@ pub async fn run(
                             if !loaded.errors.is_empty() {
                                 metrics.inventory_error("row", loaded.errors.len() as u64);
                             }
-                            proxies = loaded.proxies.into_iter().map(Arc::new).collect();
+                            if loaded.duplicates > 0 {
+                                tracing::warn!(
+                                    duplicates = loaded.duplicates,
+                                    "inventory entries with an id already seen were ignored"
+                                );
+                                metrics.inventory_error("duplicate", loaded.duplicates as u64);
+                            }
+                            let shard = cfg.shard;
+                            proxies = loaded
+                                .proxies
+                                .into_iter()
+                                .filter(|p| shard.owns(&p.id))
+                                .map(Arc::new)
+                                .collect();
                             state.sync(&proxies);
-                            app.set_index(&proxies);
                             metrics.exporter.inventory_size.set(proxies.len() as i64);
-                            tracing::info!(proxies = proxies.len(), skipped = loaded.errors.len(), path = %path.display(), "inventory loaded");
-                            last_inventory = stamp.map(|(t, l)| (path.clone(), t, l));
+                            tracing::info!(proxies = proxies.len(), skipped = loaded.errors.len(), shard = %shard, path = %path.display(), "inventory loaded");
+                            last_inventory = stamp.map(|(t, l)| (path.clone(), format, t, l));
+                            inventory_loaded = true;
                         }
                         Err(e) => {
                             metrics.inventory_error("read", 1);
@@ -321,9 +403,19 @@ pub async fn run(
         let s = &cfg.file.sweep;
         let spread = s.spread.then_some((due.len(), s.interval.0));
         let params = SweepParams::new(s.concurrency, s.rate_limit, spread);
-        if first {
+        // Ready means "serving a real inventory": a missing or unreadable file
+        // keeps /-/ready at 503 (as its message says) until a read succeeds.
+        if first && inventory_loaded {
             app.ready.store(true, Ordering::Relaxed);
             first = false;
+        }
+        // Lease acquisitions are bursting: skip this sweep, keep serving.
+        if paused {
+            tokio::select! {
+                _ = tokio::time::sleep_until((started + cfg.file.sweep.interval.0).into()) => {}
+                _ = shutdown.wait() => {}
+            }
+            continue;
         }
         tracing::debug!(due = due.len(), total = proxies.len(), "sweep starting");
         let (st, mx, sk) = (state.clone(), metrics.clone(), sinks.clone());
@@ -376,6 +468,25 @@ pub async fn run(
     }
 
     shutdown.trigger();
+    if let Some(h) = pg_sink {
+        let grace = config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .file
+            .sweep
+            .shutdown_grace
+            .0;
+        let report = h
+            .close(tokio::time::Instant::now() + grace.max(Duration::from_secs(5)))
+            .await;
+        if report.unwritten > 0 {
+            tracing::warn!(
+                unwritten = report.unwritten,
+                spilled = report.spilled,
+                "postgres: results not written at shutdown"
+            );
+        }
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), server_task).await;
     tracing::info!("stopped");
     Ok(())

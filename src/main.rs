@@ -15,9 +15,11 @@ use clap::{Args, Parser, Subcommand};
 use pharox_exporter::config::{
     self, Attempts, Config, OptionsSpec, Overrides, StatusCodes, TargetUrl, Timeout,
 };
+use pharox_exporter::inventory::postgres::{PgSource, SweepPlan};
 use pharox_exporter::inventory::{self, Loaded};
 use pharox_exporter::model::{CheckResult, Proxy};
 use pharox_exporter::report::{self, ResultLine, Summary};
+use pharox_exporter::sinks::postgres::PgSink;
 use pharox_exporter::sweep::{self, Shutdown, SweepGauges, SweepParams};
 
 #[derive(Parser, Debug)]
@@ -110,6 +112,15 @@ struct CommonArgs {
     /// Accept any HTTPS proxy certificate (dangerous).
     #[arg(long = "proxy-tls.insecure-skip-verify")]
     proxy_tls_insecure: bool,
+    /// This replica's index (0-based) when sharding the inventory across replicas.
+    #[arg(long = "shard.index", value_name = "N")]
+    shard_index: Option<u32>,
+    /// Number of replicas sharing the inventory (jump consistent hashing by proxy id).
+    #[arg(long = "shard.count", value_name = "N")]
+    shard_count: Option<u32>,
+    /// Take the shard index from the ordinal ending $HOSTNAME (Kubernetes StatefulSet).
+    #[arg(long = "shard.from-hostname")]
+    shard_from_hostname: bool,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long = "log.level", default_value = "info")]
     log_level: String,
@@ -190,6 +201,9 @@ impl CommonArgs {
             listen_address: run.listen_address.clone(),
             telemetry_path: run.telemetry_path.clone(),
             per_proxy: run.per_proxy.then_some(true),
+            shard_index: self.shard_index,
+            shard_count: self.shard_count,
+            shard_from_hostname: self.shard_from_hostname,
         })
     }
 
@@ -257,7 +271,7 @@ fn main() -> ExitCode {
                 common,
             }) => cmd_check(urls, output, &common).await,
             Some(Cmd::Sweep { common, .. }) => cmd_sweep(&common).await,
-            Some(Cmd::Validate { common }) => cmd_validate(&common),
+            Some(Cmd::Validate { common }) => cmd_validate(&common).await,
             None => cmd_run(&cli.common, &cli.run).await,
         }
     });
@@ -271,18 +285,52 @@ fn main() -> ExitCode {
 }
 
 /// Read the configured inventory, printing each skipped row to stderr.
-fn read_inventory(cfg: &Config) -> Result<Loaded> {
-    let Some(path) = &cfg.file.inventory.path else {
-        bail!("no inventory: pass --inventory FILE or set inventory.path in the config file");
+async fn read_inventory(cfg: &Config) -> Result<Loaded> {
+    let mut loaded = if let Some(pg) = &cfg.postgres {
+        // pharox's database: release expired leases first, as the exporter does
+        // before every sweep. A lease burst pauses the exporter's sweeps; a
+        // one-shot run was asked for explicitly, so it goes ahead.
+        let src = PgSource::new(pg.clone())?;
+        let proxies = match src.before_sweep().await? {
+            SweepPlan::Sweep(list) => list,
+            SweepPlan::Paused(b) => {
+                eprintln!(
+                    "warning: lease acquisitions are bursting ({:.1}/s); sweeping anyway (one-shot run)",
+                    b.rate
+                );
+                src.load().await?
+            }
+        };
+        let skipped = src.rows_skipped_total();
+        if skipped > 0 {
+            eprintln!("warning: {skipped} proxy rows skipped as malformed (see the log)");
+        }
+        Loaded {
+            proxies,
+            ..Loaded::default()
+        }
+    } else {
+        let Some(path) = &cfg.file.inventory.path else {
+            bail!("no inventory: pass --inventory FILE or set inventory.path in the config file");
+        };
+        inventory::load_file(path, cfg.file.inventory.format)?
     };
-    let loaded = inventory::load_file(path, cfg.file.inventory.format)?;
     for e in &loaded.errors {
         eprintln!("warning: {e}");
     }
+    if cfg.shard.count > 1 {
+        let before = loaded.proxies.len();
+        loaded.proxies.retain(|p| cfg.shard.owns(&p.id));
+        eprintln!(
+            "shard {}: checking {} of {} proxies",
+            cfg.shard,
+            loaded.proxies.len(),
+            before
+        );
+    }
     if loaded.duplicates > 0 {
         eprintln!(
-            "warning: {}: {} duplicate entries (same id) ignored",
-            path.display(),
+            "warning: {} duplicate inventory entries (same id) ignored",
             loaded.duplicates
         );
     }
@@ -302,8 +350,14 @@ async fn cmd_check(urls: Vec<String>, output: Output, common: &CommonArgs) -> Re
             }
         }
     }
-    if cfg.file.inventory.path.is_some() {
-        proxies.extend(read_inventory(&cfg)?.proxies.into_iter().map(Arc::new));
+    if cfg.file.inventory.path.is_some() || cfg.postgres.is_some() {
+        proxies.extend(
+            read_inventory(&cfg)
+                .await?
+                .proxies
+                .into_iter()
+                .map(Arc::new),
+        );
     }
     if proxies.is_empty() {
         bail!(
@@ -366,8 +420,14 @@ async fn cmd_check(urls: Vec<String>, output: Output, common: &CommonArgs) -> Re
 
 async fn cmd_sweep(common: &CommonArgs) -> Result<ExitCode> {
     let cfg = common.load(&RunArgs::default())?;
-    let loaded = read_inventory(&cfg)?;
+    let loaded = read_inventory(&cfg).await?;
     let skipped = loaded.errors.len();
+    // With pharox's database, results are written back as they complete.
+    let store = match &cfg.postgres {
+        Some(pg) => Some(PgSink::spawn(pg.clone())?),
+        None => None,
+    };
+    let store2 = store.clone();
     let list: Arc<[Arc<Proxy>]> = loaded.proxies.into_iter().map(Arc::new).collect();
     let total = list.len() as u64;
 
@@ -403,6 +463,9 @@ async fn cmd_sweep(common: &CommonArgs) -> Result<ExitCode> {
         Duration::ZERO,
         move |p, r| {
             s2.lock().unwrap_or_else(|e| e.into_inner()).add(&r);
+            if let Some(h) = &store2 {
+                h.submit(p, &r);
+            }
             // A closed channel means the writer failed (stdout gone); the error is reported below.
             let _ = tx.send(ResultLine::new(p, &r).to_json());
             if let Some(b) = &bar2 {
@@ -422,16 +485,49 @@ async fn cmd_sweep(common: &CommonArgs) -> Result<ExitCode> {
     }
     let s = summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
     eprint!("{}", s.render(outcome.elapsed, skipped));
+    if let Some(h) = store {
+        // Wait for the database (bounded): a one-shot run exists to persist.
+        let report = h
+            .close(tokio::time::Instant::now() + Duration::from_secs(60))
+            .await;
+        let st = h.stats();
+        eprintln!(
+            "storage: {} results written to the database",
+            st.results_written
+        );
+        if report.unwritten > 0 {
+            bail!(
+                "{} results could not be written to the database ({} spilled to disk for the next run)",
+                report.unwritten,
+                report.spilled
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_validate(common: &CommonArgs) -> Result<ExitCode> {
+async fn cmd_validate(common: &CommonArgs) -> Result<ExitCode> {
     let cfg = common.load(&RunArgs::default())?;
     let name = cfg
         .source
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "flags".into());
+    if let Some(pg) = &cfg.postgres {
+        // Read only: no lease cleanup, no writes.
+        let src = PgSource::new(pg.clone())?;
+        let proxies = src.load().await?;
+        let skipped = src.rows_skipped_total();
+        println!(
+            "{name}: config OK; postgres inventory: {} proxies, {skipped} malformed rows",
+            proxies.len()
+        );
+        return Ok(if skipped == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     match &cfg.file.inventory.path {
         Some(path) => {
             let loaded = inventory::load_file(path, cfg.file.inventory.format)?;

@@ -6,7 +6,6 @@
 //! proxy in the inventory unless the config allows arbitrary targets (so the
 //! exporter cannot be turned into an open prober of the world).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::model::{Phase, Proxy, ProxyStatus};
+use crate::model::{Phase, ProxyStatus};
 use crate::sinks::metrics::Metrics;
 use crate::state::{status_index, StateStore};
 use crate::sweep::{Shutdown, SweepGauges};
@@ -46,8 +45,6 @@ pub struct AppState {
     pub gauges: Arc<SweepGauges>,
     /// The running config (swapped whole on reload).
     pub config: Arc<RwLock<Arc<Config>>>,
-    /// Inventory proxies by `protocol://host:port`, for `/probe`.
-    pub index: RwLock<HashMap<String, Vec<Arc<Proxy>>>>,
     /// Set once the inventory is loaded and the first sweep has started.
     pub ready: AtomicBool,
     /// Where `/-/reload` sends its requests.
@@ -57,17 +54,6 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Rebuild the `/probe` index from the inventory.
-    pub fn set_index(&self, proxies: &[Arc<Proxy>]) {
-        let mut idx: HashMap<String, Vec<Arc<Proxy>>> = HashMap::with_capacity(proxies.len());
-        for p in proxies {
-            idx.entry(Proxy::derive_id(p.protocol, None, &p.host, p.port))
-                .or_default()
-                .push(p.clone());
-        }
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = idx;
-    }
-
     fn current_config(&self) -> Arc<Config> {
         self.config
             .read()
@@ -277,14 +263,21 @@ async fn probe(req: &Request<Incoming>, app: &Arc<AppState>) -> Resp {
         }
     };
     let cfg = app.current_config();
-    let key = Proxy::derive_id(asked.protocol, None, &asked.host, asked.port);
+    // A scan, not an index: /probe is rare and ad hoc, while an index would
+    // cost ~100 bytes per proxy, every proxy, all the time.
     let known = {
-        let idx = app.index.read().unwrap_or_else(|e| e.into_inner());
-        idx.get(&key).and_then(|v| {
-            v.iter()
-                .find(|p| asked.username.is_none() || p.username == asked.username)
-                .cloned()
+        let (app, asked) = (app.clone(), asked.clone());
+        tokio::task::spawn_blocking(move || {
+            app.state.find(|p| {
+                p.protocol == asked.protocol
+                    && p.port == asked.port
+                    && p.host.eq_ignore_ascii_case(&asked.host)
+                    && (asked.username.is_none() || p.username == asked.username)
+            })
         })
+        .await
+        .ok()
+        .flatten()
     };
     // Inventory proxies are checked with their own credentials, labels and options.
     let proxy = match known {
@@ -529,7 +522,10 @@ pub fn status_view(app: &AppState) -> StatusView {
         totals.total += v.total;
     }
     let mut counts = vec![0u64; LATENCY_BOUNDS_MS.len()];
-    let mut worst: Vec<WorstView> = Vec::new();
+    // Rank cheaply (an Arc clone per candidate), keep the worst few, and only
+    // then build their views: with a million proxies, a quarter of them down,
+    // cloning every candidate's strings made each refresh allocate megabytes.
+    let mut candidates: Vec<(u8, std::cmp::Reverse<u64>, Arc<crate::model::Proxy>)> = Vec::new();
     app.state.for_each(|s| {
         let (Some(rep), Some(last)) = (s.reported, &s.last) else {
             return;
@@ -542,33 +538,45 @@ pub fn status_view(app: &AppState) -> StatusView {
             counts[i] += 1;
         }
         if rep != ProxyStatus::Active || last.reason.is_some() {
-            worst.push(WorstView {
-                id: s.proxy.id.clone(),
-                url: s.proxy.redacted_url(),
-                pool: s.proxy.pool.clone(),
-                provider: s.proxy.provider.clone(),
+            let rank = match rep {
+                ProxyStatus::Inactive => 0,
+                ProxyStatus::Banned => 1,
+                ProxyStatus::Slow => 2,
+                ProxyStatus::Active => 3,
+            };
+            candidates.push((rank, std::cmp::Reverse(last.latency_ms), s.proxy.clone()));
+        }
+    });
+    let order = |a: &(u8, std::cmp::Reverse<u64>, Arc<crate::model::Proxy>),
+                 b: &(u8, std::cmp::Reverse<u64>, Arc<crate::model::Proxy>)| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| a.2.id.cmp(&b.2.id))
+    };
+    if candidates.len() > WORST_LIMIT {
+        candidates.select_nth_unstable_by(WORST_LIMIT, order);
+        candidates.truncate(WORST_LIMIT);
+    }
+    candidates.sort_unstable_by(order);
+    let worst: Vec<WorstView> = candidates
+        .iter()
+        .filter_map(|(_, _, p)| {
+            let s = app.state.get(&p.id)?;
+            let (rep, last) = (s.reported?, s.last?);
+            Some(WorstView {
+                id: p.id.clone(),
+                url: p.redacted_url(),
+                pool: p.pool.clone(),
+                provider: p.provider.clone(),
                 status: rep.as_str(),
                 reason: last.reason.map(|r| r.as_str()),
                 phase: last.phase.map(Phase::as_str),
                 error: last.error.as_deref().map(str::to_string),
                 latency_ms: last.latency_ms,
                 checked_at: last.checked_at,
-            });
-        }
-    });
-    let rank = |w: &WorstView| match w.status {
-        "inactive" => 0,
-        "banned" => 1,
-        "slow" => 2,
-        _ => 3,
-    };
-    worst.sort_by(|a, b| {
-        rank(a)
-            .cmp(&rank(b))
-            .then(b.latency_ms.cmp(&a.latency_ms))
-            .then(a.id.cmp(&b.id))
-    });
-    worst.truncate(WORST_LIMIT);
+            })
+        })
+        .collect();
     StatusView {
         generated_at: chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
         uptime_seconds: app.started.elapsed().as_secs_f64(),

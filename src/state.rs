@@ -254,16 +254,38 @@ impl StateStore {
     pub fn counts(&self) -> StatusCounts {
         let mut out = StatusCounts::new();
         for shard in &self.shards {
-            for s in lock(shard).values() {
+            // Count under borrowed labels, then copy each label set once per
+            // shard: an owned key per proxy made scrapes allocate per proxy.
+            let guard = lock(shard);
+            let mut local: HashMap<(&str, &str, ProxyProtocol), [u64; 5]> = HashMap::new();
+            for s in guard.values() {
                 let key = (
-                    s.proxy.pool.clone(),
-                    s.proxy.provider.clone(),
+                    s.proxy.pool.as_str(),
+                    s.proxy.provider.as_str(),
                     s.proxy.protocol,
                 );
-                out.entry(key).or_insert([0; 5])[status_index(s.reported)] += 1;
+                local.entry(key).or_insert([0; 5])[status_index(s.reported)] += 1;
+            }
+            for ((pool, provider, protocol), row) in local {
+                let total = out
+                    .entry((pool.to_string(), provider.to_string(), protocol))
+                    .or_insert([0; 5]);
+                for (t, n) in total.iter_mut().zip(row) {
+                    *t += n;
+                }
             }
         }
         out
+    }
+
+    /// The first proxy matching `pred` (a scan; for rare lookups such as `/probe`).
+    pub fn find(&self, mut pred: impl FnMut(&Proxy) -> bool) -> Option<Arc<Proxy>> {
+        self.shards.iter().find_map(|shard| {
+            lock(shard)
+                .values()
+                .find(|s| pred(&s.proxy))
+                .map(|s| s.proxy.clone())
+        })
     }
 
     /// Visit every proxy's state (one shard locked at a time, briefly).

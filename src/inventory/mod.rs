@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod postgres;
+pub mod shard;
+
 use crate::model::{Proxy, ProxyProtocol, DEFAULT_POOL, DEFAULT_PROVIDER};
 
 /// File formats of an inventory.
@@ -89,6 +92,21 @@ pub struct Loaded {
     pub errors: Vec<RowError>,
     /// Entries dropped because their id was already seen.
     pub duplicates: usize,
+}
+
+impl Loaded {
+    /// Keep a parsed entry, or record why it was skipped.
+    fn push(&mut self, path: &Path, line: usize, entry: Result<Proxy, (String, String)>) {
+        match entry {
+            Ok(p) => self.proxies.push(p),
+            Err((field, message)) => self.errors.push(RowError {
+                file: path.to_path_buf(),
+                line,
+                field,
+                message,
+            }),
+        }
+    }
 }
 
 /// Read an inventory file.
@@ -262,15 +280,11 @@ fn parse_lines(path: &Path, text: &str, out: &mut Loaded) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        match parse_proxy_url(line) {
-            Ok(p) => out.proxies.push(p),
-            Err(message) => out.errors.push(RowError {
-                file: path.to_path_buf(),
-                line: i + 1,
-                field: "url".into(),
-                message,
-            }),
-        }
+        out.push(
+            path,
+            i + 1,
+            parse_proxy_url(line).map_err(|m| ("url".to_string(), m)),
+        );
     }
 }
 
@@ -425,15 +439,7 @@ fn parse_csv(path: &Path, text: &str, out: &mut Loaded) -> Result<(), InventoryE
                 _ => {}
             }
         }
-        match e.into_proxy() {
-            Ok(p) => out.proxies.push(p),
-            Err((field, message)) => out.errors.push(RowError {
-                file: path.to_path_buf(),
-                line,
-                field,
-                message,
-            }),
-        }
+        out.push(path, line, e.into_proxy());
     }
     Ok(())
 }
@@ -502,15 +508,7 @@ fn parse_list(
                 format!("expected a proxy URL or an object, got {}", kind(&other)),
             )),
         };
-        match entry.and_then(Entry::into_proxy) {
-            Ok(p) => out.proxies.push(p),
-            Err((field, message)) => out.errors.push(RowError {
-                file: path.to_path_buf(),
-                line,
-                field,
-                message,
-            }),
-        }
+        out.push(path, line, entry.and_then(Entry::into_proxy));
     }
     Ok(())
 }

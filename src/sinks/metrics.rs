@@ -206,7 +206,7 @@ impl Metrics {
         let inventory_errors = Family::<KindLabel, Counter>::default();
         registry.register(
             "inventory_errors",
-            "Inventory reads that failed (kind=read) and malformed entries skipped (kind=row)",
+            "Inventory reads that failed (kind=read), malformed entries skipped (kind=row), duplicate ids ignored (kind=duplicate)",
             inventory_errors.clone(),
         );
         let exporter = Arc::new(ExporterGauges::default());
@@ -474,6 +474,10 @@ impl Collector for StateCollector {
         }
         if self.per_proxy.enabled.load(Ordering::Relaxed) {
             self.encode_per_proxy(&mut enc)?;
+        } else {
+            // Switched off by a reload: no cap applies, so nothing is dropped
+            // (a stale count would keep a "series dropped" alert firing).
+            self.dropped.store(0, Ordering::Relaxed);
         }
         gauge(
             &mut enc,
@@ -547,6 +551,85 @@ impl StateCollector {
                 pick(r).encode(fam.encode_family(&labels)?)?;
             }
         }
+        Ok(())
+    }
+}
+
+/// `pharox_storage_*` (docs/metrics.md), read from the PostgreSQL sink's
+/// counters at scrape time.
+#[derive(Debug)]
+pub struct StorageCollector(pub Arc<crate::sinks::postgres::PgStats>);
+
+impl prometheus_client::collector::Collector for StorageCollector {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        let s = self.0.snapshot();
+        let e = enc.encode_descriptor(
+            "storage_pending_results",
+            "Results queued, not yet written",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(s.pending as i64).encode(e)?;
+        let mut fam = enc.encode_descriptor(
+            "storage_writes",
+            "Batch write attempts",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, v) in [("success", s.writes_success), ("error", s.writes_error)] {
+            ConstCounter::new(v).encode(fam.encode_family(&[("outcome", outcome)])?)?;
+        }
+        let e = enc.encode_descriptor(
+            "storage_results_written",
+            "Results persisted",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(s.results_written).encode(e)?;
+        let mut fam = enc.encode_descriptor(
+            "storage_dropped",
+            "Results dropped (queue full)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, v) in [("history", s.dropped_history), ("status", s.dropped_status)] {
+            ConstCounter::new(v).encode(fam.encode_family(&[("kind", kind)])?)?;
+        }
+        let e = enc.encode_descriptor(
+            "storage_expired_leases_released",
+            "Leases released by the pre-sweep cleanup",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(s.expired_leases_released).encode(e)?;
+        let e = enc.encode_descriptor(
+            "storage_unknown_proxy_results",
+            "Results for proxies no longer in the database (not written)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(s.unknown_proxy).encode(e)?;
+        let e = enc.encode_descriptor(
+            "leased_health_changes",
+            "Health changes of proxies that were leased at the time (events emitted)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(s.leased_events).encode(e)?;
+        let e = enc.encode_descriptor(
+            "event_webhook_errors",
+            "Leased-health-change events the webhook did not accept",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(s.webhook_errors).encode(e)?;
         Ok(())
     }
 }

@@ -2,3 +2,4 @@
 //! the Prometheus registry. Sinks know nothing of sockets or scheduling.
 
 pub mod metrics;
+pub mod postgres;

@@ -1,0 +1,76 @@
+//! `tls: require` against a server that only accepts TLS, verified against
+//! a CA given in `tls_ca_file`; an untrusted server certificate is refused.
+
+mod common_pg;
+
+use common_pg::*;
+use pharox_exporter::inventory::postgres::{PgConfig, PgSource, PgTls};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_require_verifies_the_server() {
+    let mut pg = PgServer::start();
+    pharox_db(&pg, "db");
+    let ids = seed_sql(&pg, "db", 3);
+    let pki = pki();
+    tokio::task::block_in_place(|| pg.enable_tls(&pki.cert_pem, &pki.key_pem));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+
+    // Plain TCP is refused by pg_hba (hostssl only).
+    let plain = PgSource::new(config(&pg.url("db"))).unwrap();
+    let err = plain.load().await.unwrap_err().to_string();
+    assert!(
+        err.contains("no pg_hba.conf entry") || err.contains("connect"),
+        "{err}"
+    );
+    assert!(!err.contains(PASSWORD), "{err}");
+
+    // TLS with our CA: works.
+    let mut cfg = config(&pg.url("db"));
+    cfg.tls = PgTls::Require;
+    cfg.tls_ca_file = Some(ca.clone());
+    let loaded = PgSource::connect(cfg).await.unwrap().load().await.unwrap();
+    assert_eq!(loaded.len(), ids.len());
+
+    // sslmode=require in the URL selects TLS too.
+    let mut cfg = PgConfig::from_url(&format!("{}?sslmode=require", pg.url("db"))).unwrap();
+    cfg.tls_ca_file = Some(ca);
+    assert_eq!(cfg.tls, PgTls::Require);
+    assert_eq!(PgSource::new(cfg).unwrap().load().await.unwrap().len(), 3);
+
+    // TLS without trusting the CA: the certificate is rejected.
+    let mut cfg = config(&pg.url("db"));
+    cfg.tls = PgTls::Require;
+    let err = PgSource::new(cfg)
+        .unwrap()
+        .load()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
