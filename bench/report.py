@@ -211,9 +211,12 @@ if os.path.isdir(exp_dir):
         err = read(os.path.join(d, "stderr.txt"))
         m = re.search(r'message="sweep completed" checked=(\d+) seconds=([0-9.]+)', err)
         m2 = re.search(r'message="sweep overran[^"]*" elapsed_seconds=([0-9.]+)', err)
-        inv_n = 1_000_000 if "1m" in label else 100_000
+        loaded = re.search(r'message="inventory loaded" proxies=(\d+)', err)
+        inv_n = int(loaded.group(1)) if loaded else (1_000_000 if "1m" in label else 100_000)
         durs = [float(x) for x in re.findall(r'message="sweep (?:completed" checked=\d+ seconds|overran[^"]*" elapsed_seconds)=([0-9.]+)', err)]
         if durs:
+            if m and (not m2 or m.start() < m2.start()):
+                inv_n = int(m.group(1))
             first = ", ".join(f"{x:.1f}" for x in durs) + f" ({inv_n / durs[0]:.0f} checks/s first"
             first += ", overran the 30 s interval)" if m2 else ")"
         else:

@@ -16,7 +16,7 @@
 # concurrency 0), TIMEOUT_S (2), SLOW_MS (500),
 # SLOW_DELAY_MS (800), HEALTHY_SIZES ("100000": all-healthy inventories,
 # CPU-bound), EXPORTER_STAGE (1), EXPORTER_STAGES ("agg-100k
-# perproxy-100k-cap10k perproxy-100k-all agg-1m-3sweeps"; also agg-1m,
+# perproxy-100k-cap10k perproxy-100k-all agg-1m-3sweeps shard0of4-1m"; also agg-1m,
 # after one sweep), EXPORTER_1M (1),
 # OUT (bench/out), KEEP_OUT (0; 1 keeps earlier runs in OUT and only adds,
 # e.g. `KEEP_OUT=1 SIZES= HEALTHY_SIZES= PHAROX_SIZES= EXPORTER_STAGES=agg-1m`).
@@ -36,7 +36,7 @@ export SLOW_DELAY_MS=${SLOW_DELAY_MS:-800}
 export HEALTHY_SIZES=${HEALTHY_SIZES-100000}
 export EXPORTER_STAGE=${EXPORTER_STAGE:-1}
 export EXPORTER_1M=${EXPORTER_1M:-1}
-export EXPORTER_STAGES=${EXPORTER_STAGES-"agg-100k perproxy-100k-cap10k perproxy-100k-all agg-1m-3sweeps"}
+export EXPORTER_STAGES=${EXPORTER_STAGES-"agg-100k perproxy-100k-cap10k perproxy-100k-all agg-1m-3sweeps shard0of4-1m"}
 export KEEP_OUT=${KEEP_OUT:-0}
 export OUT=${OUT:-$HERE/out}
 export BIN=$ROOT/target/release
@@ -211,6 +211,8 @@ inner() {
             agg-1m) [ "$EXPORTER_1M" = 1 ] && exporter_stage agg-1m 1000000 1 ;;
             # Steady state: RSS after three back-to-back sweeps of 1M.
             agg-1m-3sweeps) [ "$EXPORTER_1M" = 1 ] && exporter_stage agg-1m-3sweeps 1000000 3 ;;
+            # One replica of four over the 1M inventory (~250k proxies).
+            shard0of4-1m) [ "$EXPORTER_1M" = 1 ] && exporter_stage "$st" 1000000 1 --shard.index 0 --shard.count 4 ;;
         esac
     done
     true
