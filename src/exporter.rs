@@ -371,7 +371,7 @@ pub async fn run(
                 let format = cfg.file.inventory.format;
                 let unchanged = matches!((&last_inventory, stamp), (Some((p, f, t, l)), Some((t2, l2))) if p == path && *f == format && *t == t2 && *l == l2);
                 if !unchanged {
-                    match inventory::load_file(path, cfg.file.inventory.format) {
+                    match inventory::load_file_shard(path, cfg.file.inventory.format, cfg.shard) {
                         Ok(loaded) => {
                             for e in &loaded.errors {
                                 tracing::warn!(error = %e, "inventory entry skipped");

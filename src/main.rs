@@ -305,21 +305,19 @@ async fn read_inventory(cfg: &Config) -> Result<Loaded> {
         if skipped > 0 {
             eprintln!("warning: {skipped} proxy rows skipped as malformed (see the log)");
         }
-        Loaded {
-            proxies,
-            ..Loaded::default()
-        }
+        Loaded::from_proxies(proxies)
     } else {
         let Some(path) = &cfg.file.inventory.path else {
             bail!("no inventory: pass --inventory FILE or set inventory.path in the config file");
         };
-        inventory::load_file(path, cfg.file.inventory.format)?
+        inventory::load_file_shard(path, cfg.file.inventory.format, cfg.shard)?
     };
     for e in &loaded.errors {
         eprintln!("warning: {e}");
     }
     if cfg.shard.count > 1 {
-        let before = loaded.proxies.len();
+        // The database path loads every row; files were filtered while parsing.
+        let before = loaded.proxies.len() + loaded.other_shards;
         loaded.proxies.retain(|p| cfg.shard.owns(&p.id));
         eprintln!(
             "shard {}: checking {} of {} proxies",

@@ -92,12 +92,26 @@ pub struct Loaded {
     pub errors: Vec<RowError>,
     /// Entries dropped because their id was already seen.
     pub duplicates: usize,
+    /// Valid entries left to other replicas by sharding.
+    pub other_shards: usize,
+    shard: shard::Shard,
 }
 
 impl Loaded {
+    /// Proxies read from elsewhere (e.g. a database), nothing skipped.
+    pub fn from_proxies(proxies: Vec<Proxy>) -> Self {
+        Loaded {
+            proxies,
+            ..Loaded::default()
+        }
+    }
+
     /// Keep a parsed entry, or record why it was skipped.
     fn push(&mut self, path: &Path, line: usize, entry: Result<Proxy, (String, String)>) {
         match entry {
+            // Dropping other shards' entries while parsing keeps a replica's
+            // peak memory proportional to its share, not to the whole file.
+            Ok(p) if !self.shard.owns(&p.id) => self.other_shards += 1,
             Ok(p) => self.proxies.push(p),
             Err((field, message)) => self.errors.push(RowError {
                 file: path.to_path_buf(),
@@ -111,20 +125,41 @@ impl Loaded {
 
 /// Read an inventory file.
 pub fn load_file(path: &Path, format: Format) -> Result<Loaded, InventoryError> {
+    load_file_shard(path, format, shard::Shard::default())
+}
+
+/// Read an inventory file, keeping only the entries `shard` owns.
+pub fn load_file_shard(
+    path: &Path,
+    format: Format,
+    shard: shard::Shard,
+) -> Result<Loaded, InventoryError> {
     let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
         file: path.to_path_buf(),
         source,
     })?;
-    parse(path, &text, format)
+    parse_shard(path, &text, format, shard)
 }
 
 /// Parse inventory text (the path only names it in errors and picks the format).
 pub fn parse(path: &Path, text: &str, format: Format) -> Result<Loaded, InventoryError> {
+    parse_shard(path, text, format, shard::Shard::default())
+}
+
+fn parse_shard(
+    path: &Path,
+    text: &str,
+    format: Format,
+    shard: shard::Shard,
+) -> Result<Loaded, InventoryError> {
     let format = match format {
         Format::Auto => sniff(path, text),
         f => f,
     };
-    let mut out = Loaded::default();
+    let mut out = Loaded {
+        shard,
+        ..Loaded::default()
+    };
     match format {
         Format::Lines | Format::Auto => parse_lines(path, text, &mut out),
         Format::Csv => parse_csv(path, text, &mut out)?,
@@ -659,6 +694,22 @@ mod tests {
         );
         assert_eq!(l.proxies[1].provider, DEFAULT_PROVIDER);
         assert_eq!((l.errors[0].line, l.errors[0].field.as_str()), (3, "port"));
+    }
+
+    #[test]
+    fn sharded_reads_keep_only_their_share() {
+        let text: String = (0..300)
+            .map(|i| format!("socks5://u{i}@127.0.0.1:1080\n"))
+            .collect();
+        let mut total = 0;
+        for index in 0..3 {
+            let shard = shard::Shard::new(index, 3).unwrap();
+            let l = parse_shard(Path::new("p.txt"), &text, Format::Auto, shard).unwrap();
+            assert!(l.proxies.iter().all(|p| shard.owns(&p.id)));
+            assert_eq!(l.proxies.len() + l.other_shards, 300);
+            total += l.proxies.len();
+        }
+        assert_eq!(total, 300);
     }
 
     #[test]
