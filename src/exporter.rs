@@ -313,8 +313,12 @@ pub async fn run(
     }
 
     let mut proxies: Arc<[Arc<Proxy>]> = Arc::from(Vec::new());
-    // What the inventory was last read from: path, format, mtime, size.
-    type Stamp = (PathBuf, inventory::Format, std::time::SystemTime, u64);
+    // What the last inventory read depended on: path, format and shard (all
+    // reloadable), and the file's mtime and size.
+    type Stamp = (
+        (PathBuf, inventory::Format, Shard),
+        (std::time::SystemTime, u64),
+    );
     let mut last_inventory: Option<Stamp> = None;
     let mut warned_size = None;
     let mut first = true;
@@ -368,8 +372,9 @@ pub async fn run(
                 let stamp = std::fs::metadata(path)
                     .ok()
                     .and_then(|m| Some((m.modified().ok()?, m.len())));
-                let format = cfg.file.inventory.format;
-                let unchanged = matches!((&last_inventory, stamp), (Some((p, f, t, l)), Some((t2, l2))) if p == path && *f == format && *t == t2 && *l == l2);
+                let read_key =
+                    stamp.map(|s| ((path.clone(), cfg.file.inventory.format, cfg.shard), s));
+                let unchanged = read_key.is_some() && read_key == last_inventory;
                 if !unchanged {
                     match inventory::load_file_shard(path, cfg.file.inventory.format, cfg.shard) {
                         Ok(loaded) => {
@@ -389,7 +394,7 @@ pub async fn run(
                             let shard = cfg.shard;
                             proxies = install_inventory(loaded.proxies, shard, &state, &metrics);
                             tracing::info!(proxies = proxies.len(), skipped = loaded.errors.len(), shard = %shard, path = %path.display(), "inventory loaded");
-                            last_inventory = stamp.map(|(t, l)| (path.clone(), format, t, l));
+                            last_inventory = read_key;
                             inventory_loaded = true;
                         }
                         Err(e) => {

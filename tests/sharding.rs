@@ -203,3 +203,82 @@ async fn three_exporter_replicas_export_disjoint_proxies_covering_the_inventory(
         "each proxy exported by exactly one replica"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_shard_takes_the_new_share_of_an_unchanged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, _proxies, inv) = fleet(dir.path()).await;
+    let port = free_port();
+    let cfg = dir.path().join("pharox.yaml");
+    let write = |index: u32| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "defaults:\n  target_url: {}\ninventory:\n  path: {}\nsweep:\n  interval: 1s\n\
+                 web:\n  listen_address: 127.0.0.1:{port}\nmetrics:\n  per_proxy: true\n\
+                 sharding:\n  index: {index}\n  count: 2\n",
+                target.url("/"),
+                inv.display()
+            ),
+        )
+        .unwrap()
+    };
+    write(0);
+    let _exporter = Killer(
+        bin()
+            .arg("--config.file")
+            .arg(&cfg)
+            .args(["--log.level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ids = |s: &str| -> BTreeSet<String> {
+        s.lines()
+            .filter(|l| l.starts_with("pharox_proxy_up{"))
+            .filter_map(|l| {
+                l.split("proxy_id=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    let wait_for = |min_sweeps: f64| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = scrape(port).await.unwrap_or_default();
+            if sample(&s, "pharox_sweeps_total") >= min_sweeps {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no sweep in time");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let first = wait_for(1.0).await;
+    let share0 = ids(&first);
+    assert!(!share0.is_empty() && share0.len() < N);
+
+    write(1);
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let swept = sample(&first, "pharox_sweeps_total");
+    let after = wait_for(swept + 2.0).await;
+    let share1 = ids(&after);
+    assert_eq!(
+        sample(&after, "pharox_inventory_proxies") as usize,
+        N - share0.len()
+    );
+    assert_eq!(
+        share1.len(),
+        N - share0.len(),
+        "the other half, from the unchanged file"
+    );
+    assert!(share0.is_disjoint(&share1));
+}
