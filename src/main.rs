@@ -367,6 +367,13 @@ async fn cmd_check(urls: Vec<String>, output: Output, common: &CommonArgs) -> Re
             }
         );
     }
+    // Arguments first, then the inventory, each in the order given.
+    let order: std::collections::HashMap<String, usize> = proxies
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, p)| (p.id.clone(), i))
+        .collect();
     let results = Arc::new(Mutex::new(Vec::with_capacity(proxies.len())));
     let sink = results.clone();
     let list: Arc<[Arc<Proxy>]> = proxies.into();
@@ -387,13 +394,7 @@ async fn cmd_check(urls: Vec<String>, output: Output, common: &CommonArgs) -> Re
     .await;
     let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     // Results arrive in completion order; print them in the order asked.
-    results.sort_by_key(|(p, _)| {
-        urls.iter().position(|u| {
-            inventory::parse_proxy_url(u)
-                .map(|x| x.id == p.id)
-                .unwrap_or(false)
-        })
-    });
+    results.sort_by_key(|(p, _)| order.get(p.id.as_str()).copied());
     let any_down = results.iter().any(|(_, r)| !r.is_up());
     let mut out = std::io::stdout().lock();
     match output {
