@@ -107,8 +107,7 @@ fn warn_if_undersized(cfg: &Config, n: usize) {
         );
     let worst = worst_check.mul_f64(n as f64 / s.concurrency as f64);
     if worst > s.interval {
-        let need =
-            (n as f64 * worst_check.as_secs_f64() / s.interval.as_secs_f64()).ceil() as u64;
+        let need = (n as f64 * worst_check.as_secs_f64() / s.interval.as_secs_f64()).ceil() as u64;
         tracing::warn!(
             proxies = n,
             concurrency = s.concurrency,
@@ -158,7 +157,10 @@ fn apply_config(cfg: &Config, state: &StateStore, metrics: &Metrics) {
     metrics
         .per_proxy
         .set(cfg.metrics.per_proxy, cfg.metrics.per_proxy_limit);
-    metrics.exporter.interval.set(cfg.sweep.interval.as_secs_f64());
+    metrics
+        .exporter
+        .interval
+        .set(cfg.sweep.interval.as_secs_f64());
 }
 
 /// Run the exporter until SIGTERM/SIGINT (or `shutdown` triggers). Returns
@@ -375,7 +377,11 @@ pub async fn run(
                     stamp.map(|s| ((path.clone(), cfg.inventory.format, cfg.inventory.shard), s));
                 let unchanged = read_key.is_some() && read_key == last_inventory;
                 if !unchanged {
-                    match inventory::load_file_shard(path, cfg.inventory.format, cfg.inventory.shard) {
+                    match inventory::load_file_shard(
+                        path,
+                        cfg.inventory.format,
+                        cfg.inventory.shard,
+                    ) {
                         Ok(loaded) => {
                             for e in &loaded.errors {
                                 tracing::warn!(error = %e, "inventory entry skipped");

@@ -12,9 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use pharox_exporter::config::{
-    self, Attempts, Config, Overrides, StatusCodes, TargetUrl, Timeout,
-};
+use pharox_exporter::config::{self, Attempts, Config, Overrides, StatusCodes, TargetUrl, Timeout};
 use pharox_exporter::inventory::postgres::{PgSource, SweepPlan};
 use pharox_exporter::inventory::{self, Loaded};
 use pharox_exporter::model::{CheckResult, Proxy};

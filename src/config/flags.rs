@@ -109,3 +109,43 @@ pub(super) fn apply(o: &Overrides, file: &mut FileConfig) {
         file.sharding.from_hostname = true;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::file::parse_file;
+    use super::*;
+
+    #[test]
+    fn option_flags_beat_every_layer_and_leave_unset_fields_alone() {
+        let text = "defaults:\n  timeout: 5\n  slow_threshold_ms: 100\n\
+                    protocols:\n  socks5:\n    timeout: 8\n\
+                    pools:\n  resi:\n    timeout: 9\n    attempts: 4\n";
+        let mut file = parse_file("t.yaml", text).unwrap();
+        let o = Overrides {
+            timeout: Some(Timeout(Duration::from_secs(1))),
+            per_proxy: true,
+            shard_count: Some(3),
+            ..Overrides::default()
+        };
+        apply(&o, &mut file);
+        let one = Some(Timeout(Duration::from_secs(1)));
+        assert_eq!(file.defaults.timeout, one);
+        assert_eq!(file.protocols.values().next().unwrap().timeout, one);
+        let resi = &file.pools["resi"];
+        assert_eq!((resi.timeout, resi.attempts), (one, Some(Attempts(4))));
+        assert_eq!(file.defaults.slow_threshold_ms, Some(100));
+        assert!(file.metrics.per_proxy);
+        assert_eq!((file.sharding.index, file.sharding.count), (0, 3));
+    }
+
+    #[test]
+    fn no_flags_change_nothing() {
+        let text = "defaults:\n  timeout: 5\nweb:\n  listen_address: 127.0.0.1:1\n";
+        let mut file = parse_file("t.yaml", text).unwrap();
+        apply(&Overrides::default(), &mut file);
+        assert_eq!(file.defaults.timeout, Some(Timeout(Duration::from_secs(5))));
+        assert_eq!(file.defaults.tls_insecure_skip_verify, None);
+        assert_eq!(file.web.listen_address, "127.0.0.1:1");
+        assert!(!file.metrics.per_proxy && !file.sharding.from_hostname);
+    }
+}

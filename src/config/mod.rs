@@ -91,7 +91,6 @@ impl ConfigError {
     }
 }
 
-
 /// The sweep loop.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepConfig {
@@ -310,11 +309,12 @@ impl Config {
 /// protocol). An error names the layer it came from.
 fn options_by_pool(file: &FileConfig) -> Result<OptionsByPool, (String, String)> {
     let mut tls_cache = TlsCache::new();
-    let mut resolve = |field: String, spec: OptionsSpec| -> Result<Arc<CheckOptions>, (String, String)> {
-        resolve_options(&spec, &mut tls_cache)
-            .map(Arc::new)
-            .map_err(|m| (field, m))
-    };
+    let mut resolve =
+        |field: String, spec: OptionsSpec| -> Result<Arc<CheckOptions>, (String, String)> {
+            resolve_options(&spec, &mut tls_cache)
+                .map(Arc::new)
+                .map_err(|m| (field, m))
+        };
     let layer = |p: &ProxyProtocol| file.protocols.get(p).cloned().unwrap_or_default();
     let mut out = OptionsByPool::try_per_protocol(|p| {
         resolve(format!("protocols.{p}"), file.defaults.merged(&layer(&p)))
@@ -494,5 +494,59 @@ mod tests {
         );
         assert_eq!(c.sweep.interval, Duration::from_secs(30));
         assert_eq!(c.policy.interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn sweep_settings_become_plain_durations_and_a_state_policy() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.policy,
+            Policy::default(),
+            "state's defaults are the file's"
+        );
+        assert_eq!(c.sweep.interval, Duration::from_secs(60));
+        assert_eq!(c.sweep.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(c.web.listen_address, format!("0.0.0.0:{DEFAULT_PORT}"));
+
+        let c = parse(
+            "sweep:\n  interval: 2m\n  shutdown_grace: 500ms\n  \
+             hysteresis: {fail_threshold: 3}\n  backoff: {enabled: true, max_interval: 5m}\n",
+        )
+        .unwrap();
+        assert_eq!(c.sweep.shutdown_grace, Duration::from_millis(500));
+        assert_eq!(c.policy.interval, Duration::from_secs(120));
+        assert_eq!(c.policy.hysteresis.fail_threshold, 3);
+        assert_eq!(c.policy.hysteresis.success_threshold, 1);
+        assert!(c.policy.backoff.enabled);
+        assert_eq!(c.policy.backoff.max_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn serde_messages_still_name_the_original_types() {
+        let err = parse("sweep:\n  hysteresis: 5\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.yaml:2:") && err.contains("expected struct Hysteresis"),
+            "{err}"
+        );
+        let err = parse("sweep: 5\n").unwrap_err().to_string();
+        assert!(err.contains("expected struct SweepSpec"), "{err}");
+    }
+
+    #[test]
+    fn relative_inventory_follows_the_config_file_but_a_flag_is_taken_as_given() {
+        let file = parse_file("conf/x.yaml", "inventory:\n  path: proxies.txt\n").unwrap();
+        let c = Config::from_file(
+            Some("conf/x.yaml".into()),
+            file.clone(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.inventory.path, Some(PathBuf::from("conf/proxies.txt")));
+        let flag = Overrides {
+            inventory: Some("other.txt".into()),
+            ..Overrides::default()
+        };
+        let c = Config::from_file(Some("conf/x.yaml".into()), file, &flag).unwrap();
+        assert_eq!(c.inventory.path, Some(PathBuf::from("other.txt")));
     }
 }

@@ -124,7 +124,8 @@ pub struct OptionsByPool {
 impl OptionsByPool {
     /// The same options for every protocol and pool.
     pub fn uniform(options: Arc<CheckOptions>) -> Self {
-        let Ok(out) = Self::try_per_protocol(|_| Ok::<_, std::convert::Infallible>(options.clone()));
+        let Ok(out) =
+            Self::try_per_protocol(|_| Ok::<_, std::convert::Infallible>(options.clone()));
         out
     }
 
@@ -167,5 +168,30 @@ impl OptionsByPool {
     pub fn for_protocol(&self, protocol: ProxyProtocol) -> &Arc<CheckOptions> {
         // Every protocol is filled in by `try_per_protocol`, the only constructor.
         &self.by_protocol[&protocol]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_entry_wins_only_for_its_pool_and_protocol() {
+        let url = Url::parse("http://127.0.0.1/").unwrap();
+        let base = Arc::new(CheckOptions::new(url).unwrap());
+        let mut slow = (*base).clone();
+        slow.timeout = Duration::from_secs(9);
+        let slow = Arc::new(slow);
+        let mut by = OptionsByPool::uniform(base.clone());
+        by.set_pool("resi".into(), ProxyProtocol::Socks5, slow.clone());
+        let mut p = Proxy::new(ProxyProtocol::Socks5, "127.0.0.1", 1080);
+        assert!(Arc::ptr_eq(by.for_proxy(&p), &base));
+        p.pool = "resi".into();
+        assert!(Arc::ptr_eq(by.for_proxy(&p), &slow));
+        p.protocol = ProxyProtocol::Http;
+        assert!(Arc::ptr_eq(by.for_proxy(&p), &base));
+        for proto in ProxyProtocol::ALL {
+            assert!(Arc::ptr_eq(by.for_protocol(proto), &base));
+        }
     }
 }
