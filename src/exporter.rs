@@ -95,7 +95,7 @@ pub fn ensure_fd_limit(concurrency: usize) -> Result<u64, String> {
 /// Warn when a sweep cannot finish within its interval even in the worst
 /// case (every proxy timing out on every attempt).
 fn warn_if_undersized(cfg: &Config, n: usize) {
-    let s = &cfg.file.sweep;
+    let s = &cfg.sweep;
     let worst_check = cfg
         .options
         .for_protocol(crate::model::ProxyProtocol::Http)
@@ -106,13 +106,12 @@ fn warn_if_undersized(cfg: &Config, n: usize) {
                 .attempts as f64,
         );
     let worst = worst_check.mul_f64(n as f64 / s.concurrency as f64);
-    if worst > s.interval.0 {
-        let need =
-            (n as f64 * worst_check.as_secs_f64() / s.interval.0.as_secs_f64()).ceil() as u64;
+    if worst > s.interval {
+        let need = (n as f64 * worst_check.as_secs_f64() / s.interval.as_secs_f64()).ceil() as u64;
         tracing::warn!(
             proxies = n,
             concurrency = s.concurrency,
-            interval_seconds = s.interval.0.as_secs_f64(),
+            interval_seconds = s.interval.as_secs_f64(),
             worst_case_sweep_seconds = worst.as_secs_f64(),
             suggested_concurrency = need,
             "if every proxy timed out, a sweep would not finish within its interval; sweeps would overrun"
@@ -154,12 +153,14 @@ fn unix_now() -> f64 {
 }
 
 fn apply_config(cfg: &Config, state: &StateStore, metrics: &Metrics) {
-    let s = &cfg.file.sweep;
-    state.set_policy(s.hysteresis, s.backoff, s.interval.0);
+    state.set_policy(cfg.policy);
     metrics
         .per_proxy
-        .set(cfg.file.metrics.per_proxy, cfg.file.metrics.per_proxy_limit);
-    metrics.exporter.interval.set(s.interval.0.as_secs_f64());
+        .set(cfg.metrics.per_proxy, cfg.metrics.per_proxy_limit);
+    metrics
+        .exporter
+        .interval
+        .set(cfg.sweep.interval.as_secs_f64());
 }
 
 /// Run the exporter until SIGTERM/SIGINT (or `shutdown` triggers). Returns
@@ -175,7 +176,7 @@ pub async fn run(
     // once: a reload that changes the database takes effect at restart.
     let pg_stats = Arc::new(crate::sinks::postgres::PgStats::default());
     let mut sinks = sinks;
-    let pg_sink = match &cfg.postgres {
+    let pg_sink = match &cfg.db {
         Some(p) => {
             let h = crate::sinks::postgres::PgSink::spawn_with_stats(p.clone(), pg_stats.clone())?;
             sinks.push(Arc::new(h.clone()));
@@ -184,16 +185,16 @@ pub async fn run(
         None => None,
     };
     let mut pg_source: Option<(String, inventory::postgres::PgSource)> = None;
-    let fd_limit = ensure_fd_limit(cfg.file.sweep.concurrency).map_err(ExporterError::Limits)?;
+    let fd_limit = ensure_fd_limit(cfg.sweep.concurrency).map_err(ExporterError::Limits)?;
     tracing::debug!(fd_limit, "file descriptor limit");
 
     let state = Arc::new(StateStore::new());
     let gauges = Arc::new(SweepGauges::default());
     let metrics = Arc::new(Metrics::new(
-        &cfg.file.metrics.latency_buckets,
+        &cfg.metrics.latency_buckets,
         state.clone(),
         gauges.clone(),
-        match &cfg.postgres {
+        match &cfg.db {
             Some(_) => {
                 vec![Box::new(crate::sinks::metrics::StorageCollector(pg_stats.clone())) as Box<_>]
             }
@@ -207,7 +208,7 @@ pub async fn run(
     // sweep then ages like any other instead of looking 55 years old.
     metrics.exporter.last_sweep_ts.set(unix_now());
 
-    let addr = cfg.file.web.listen_address.clone();
+    let addr = cfg.web.listen_address.clone();
     let listener = server::bind(&addr)
         .await
         .map_err(|source| ExporterError::Listen {
@@ -284,12 +285,12 @@ pub async fn run(
                     Ok(new) => {
                         let old = config.read().unwrap_or_else(|e| e.into_inner()).clone();
                         // These are fixed when the listener and registry are built.
-                        if new.file.web.listen_address != old.file.web.listen_address {
+                        if new.web.listen_address != old.web.listen_address {
                             tracing::warn!(
                                 "web.listen_address changed: takes effect only after a restart"
                             );
                         }
-                        if new.file.metrics.latency_buckets != old.file.metrics.latency_buckets {
+                        if new.metrics.latency_buckets != old.metrics.latency_buckets {
                             tracing::warn!(
                                 "metrics.latency_buckets changed: takes effect only after a restart"
                             );
@@ -329,7 +330,7 @@ pub async fn run(
 
         // pharox's database: lease cleanup, burst check, then the proxies.
         let mut paused = false;
-        if let Some(pg) = &cfg.postgres {
+        if let Some(pg) = &cfg.db {
             let key = format!("{pg:?}");
             if pg_source.as_ref().is_none_or(|(k, _)| *k != key) {
                 match inventory::postgres::PgSource::new(pg.clone()) {
@@ -345,7 +346,7 @@ pub async fn run(
                         if skipped > 0 {
                             metrics.inventory_error("row", skipped);
                         }
-                        let shard = cfg.shard;
+                        let shard = cfg.inventory.shard;
                         proxies = install_inventory(list, shard, &state, &metrics);
                         inventory_loaded = true;
                         tracing::debug!(proxies = proxies.len(), shard = %shard, "inventory loaded from postgres");
@@ -363,8 +364,8 @@ pub async fn run(
             }
         }
         // Re-read the inventory when it changed (or the path did).
-        match &cfg.file.inventory.path {
-            _ if cfg.postgres.is_some() => {}
+        match &cfg.inventory.path {
+            _ if cfg.db.is_some() => {}
             None => tracing::error!(
                 "no inventory configured: pass --inventory FILE or set inventory.path"
             ),
@@ -373,10 +374,14 @@ pub async fn run(
                     .ok()
                     .and_then(|m| Some((m.modified().ok()?, m.len())));
                 let read_key =
-                    stamp.map(|s| ((path.clone(), cfg.file.inventory.format, cfg.shard), s));
+                    stamp.map(|s| ((path.clone(), cfg.inventory.format, cfg.inventory.shard), s));
                 let unchanged = read_key.is_some() && read_key == last_inventory;
                 if !unchanged {
-                    match inventory::load_file_shard(path, cfg.file.inventory.format, cfg.shard) {
+                    match inventory::load_file_shard(
+                        path,
+                        cfg.inventory.format,
+                        cfg.inventory.shard,
+                    ) {
                         Ok(loaded) => {
                             for e in &loaded.errors {
                                 tracing::warn!(error = %e, "inventory entry skipped");
@@ -391,7 +396,7 @@ pub async fn run(
                                 );
                                 metrics.inventory_error("duplicate", loaded.duplicates as u64);
                             }
-                            let shard = cfg.shard;
+                            let shard = cfg.inventory.shard;
                             proxies = install_inventory(loaded.proxies, shard, &state, &metrics);
                             tracing::info!(proxies = proxies.len(), skipped = loaded.errors.len(), shard = %shard, path = %path.display(), "inventory loaded");
                             last_inventory = read_key;
@@ -405,14 +410,14 @@ pub async fn run(
                 }
             }
         }
-        if warned_size != Some((proxies.len(), cfg.file.sweep.concurrency)) {
+        if warned_size != Some((proxies.len(), cfg.sweep.concurrency)) {
             warn_if_undersized(&cfg, proxies.len());
-            warned_size = Some((proxies.len(), cfg.file.sweep.concurrency));
+            warned_size = Some((proxies.len(), cfg.sweep.concurrency));
         }
 
         let due: Arc<[Arc<Proxy>]> = state.due(&proxies, started).into();
-        let s = &cfg.file.sweep;
-        let spread = s.spread.then_some((due.len(), s.interval.0));
+        let s = &cfg.sweep;
+        let spread = s.spread.then_some((due.len(), s.interval));
         let params = SweepParams::new(s.concurrency, s.rate_limit, spread);
         // Ready means "serving a real inventory": a missing or unreadable file
         // keeps /-/ready at 503 (as its message says) until a read succeeds.
@@ -423,7 +428,7 @@ pub async fn run(
         // Lease acquisitions are bursting: skip this sweep, keep serving.
         if paused {
             tokio::select! {
-                _ = tokio::time::sleep_until((started + cfg.file.sweep.interval.0).into()) => {}
+                _ = tokio::time::sleep_until((started + cfg.sweep.interval).into()) => {}
                 _ = shutdown.wait() => {}
             }
             continue;
@@ -436,7 +441,7 @@ pub async fn run(
             params,
             gauges.clone(),
             shutdown.clone(),
-            s.shutdown_grace.0,
+            s.shutdown_grace,
             move |p, r| {
                 let t = st.record(p, &r, Instant::now());
                 mx.observe(p, &r);
@@ -456,11 +461,11 @@ pub async fn run(
             );
             break;
         }
-        metrics.sweep_completed(outcome.elapsed, s.interval.0, unix_now());
-        if outcome.elapsed > s.interval.0 {
+        metrics.sweep_completed(outcome.elapsed, s.interval, unix_now());
+        if outcome.elapsed > s.interval {
             tracing::warn!(
                 elapsed_seconds = outcome.elapsed.as_secs_f64(),
-                interval_seconds = s.interval.0.as_secs_f64(),
+                interval_seconds = s.interval.as_secs_f64(),
                 concurrency = s.concurrency,
                 "sweep overran its interval; starting the next one now (raise --concurrency)"
             );
@@ -471,7 +476,7 @@ pub async fn run(
                 "sweep completed"
             );
         }
-        let next = started + s.interval.0;
+        let next = started + s.interval;
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
             _ = shutdown.wait() => {}
@@ -483,10 +488,8 @@ pub async fn run(
         let grace = config
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .file
             .sweep
-            .shutdown_grace
-            .0;
+            .shutdown_grace;
         let report = h
             .close(tokio::time::Instant::now() + grace.max(Duration::from_secs(5)))
             .await;

@@ -12,9 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use pharox_exporter::config::{
-    self, Attempts, Config, OptionsSpec, Overrides, StatusCodes, TargetUrl, Timeout,
-};
+use pharox_exporter::config::{self, Attempts, Config, Overrides, StatusCodes, TargetUrl, Timeout};
 use pharox_exporter::inventory::postgres::{PgSource, SweepPlan};
 use pharox_exporter::inventory::{self, Loaded};
 use pharox_exporter::model::{CheckResult, Proxy};
@@ -148,43 +146,38 @@ struct RunArgs {
 
 impl CommonArgs {
     fn overrides(&self, run: &RunArgs) -> Result<Overrides> {
-        let mut o = OptionsSpec::default();
-        if let Some(u) = &self.target_url {
-            o.target_url = Some(
+        let target_url = match &self.target_url {
+            Some(u) => Some(
                 TargetUrl::try_from(u.clone())
                     .map_err(anyhow::Error::msg)
                     .context("--target-url")?,
-            );
-        }
-        if let Some(c) = &self.expected_status_codes {
-            o.expected_status_codes = Some(
+            ),
+            None => None,
+        };
+        let expected_status_codes = match &self.expected_status_codes {
+            Some(c) => Some(
                 c.parse::<StatusCodes>()
                     .map_err(anyhow::Error::msg)
                     .context("--expected-status-codes")?,
-            );
-        }
-        if let Some(t) = &self.timeout {
-            let d = config::parse_duration(t)
-                .map_err(anyhow::Error::msg)
-                .context("--timeout")?;
-            o.timeout = Some(
-                Timeout::checked(d)
+            ),
+            None => None,
+        };
+        let timeout = match &self.timeout {
+            Some(t) => Some(
+                t.parse::<Timeout>()
                     .map_err(anyhow::Error::msg)
                     .context("--timeout")?,
-            );
-        }
-        if let Some(a) = self.attempts {
-            o.attempts = Some(
+            ),
+            None => None,
+        };
+        let attempts = match self.attempts {
+            Some(a) => Some(
                 Attempts::checked(a)
                     .map_err(anyhow::Error::msg)
                     .context("--attempts")?,
-            );
-        }
-        o.slow_threshold_ms = self.slow_threshold_ms;
-        o.tls_ca_file = self.tls_ca_file.clone();
-        o.tls_insecure_skip_verify = self.tls_insecure.then_some(true);
-        o.proxy_tls_ca_file = self.proxy_tls_ca_file.clone();
-        o.proxy_tls_insecure_skip_verify = self.proxy_tls_insecure.then_some(true);
+            ),
+            None => None,
+        };
         let interval = match &run.sweep_interval {
             Some(s) => Some(
                 config::parse_duration(s)
@@ -195,12 +188,20 @@ impl CommonArgs {
         };
         Ok(Overrides {
             inventory: self.inventory.clone(),
-            options: o,
+            target_url,
+            expected_status_codes,
+            timeout,
+            attempts,
+            slow_threshold_ms: self.slow_threshold_ms,
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_insecure_skip_verify: self.tls_insecure,
+            proxy_tls_ca_file: self.proxy_tls_ca_file.clone(),
+            proxy_tls_insecure_skip_verify: self.proxy_tls_insecure,
             concurrency: self.concurrency,
             interval,
             listen_address: run.listen_address.clone(),
             telemetry_path: run.telemetry_path.clone(),
-            per_proxy: run.per_proxy.then_some(true),
+            per_proxy: run.per_proxy,
             shard_index: self.shard_index,
             shard_count: self.shard_count,
             shard_from_hostname: self.shard_from_hostname,
@@ -286,7 +287,7 @@ fn main() -> ExitCode {
 
 /// Read the configured inventory, printing each skipped row to stderr.
 async fn read_inventory(cfg: &Config) -> Result<Loaded> {
-    let mut loaded = if let Some(pg) = &cfg.postgres {
+    let mut loaded = if let Some(pg) = &cfg.db {
         // pharox's database: release expired leases first, as the exporter does
         // before every sweep. A lease burst pauses the exporter's sweeps; a
         // one-shot run was asked for explicitly, so it goes ahead.
@@ -307,21 +308,21 @@ async fn read_inventory(cfg: &Config) -> Result<Loaded> {
         }
         Loaded::from_proxies(proxies)
     } else {
-        let Some(path) = &cfg.file.inventory.path else {
+        let Some(path) = &cfg.inventory.path else {
             bail!("no inventory: pass --inventory FILE or set inventory.path in the config file");
         };
-        inventory::load_file_shard(path, cfg.file.inventory.format, cfg.shard)?
+        inventory::load_file_shard(path, cfg.inventory.format, cfg.inventory.shard)?
     };
     for e in &loaded.errors {
         eprintln!("warning: {e}");
     }
-    if cfg.shard.count > 1 {
+    if cfg.inventory.shard.count > 1 {
         // The database path loads every row; files were filtered while parsing.
         let before = loaded.proxies.len() + loaded.other_shards;
-        loaded.proxies.retain(|p| cfg.shard.owns(&p.id));
+        loaded.proxies.retain(|p| cfg.inventory.shard.owns(&p.id));
         eprintln!(
             "shard {}: checking {} of {} proxies",
-            cfg.shard,
+            cfg.inventory.shard,
             loaded.proxies.len(),
             before
         );
@@ -348,7 +349,7 @@ async fn cmd_check(urls: Vec<String>, output: Output, common: &CommonArgs) -> Re
             }
         }
     }
-    if cfg.file.inventory.path.is_some() || cfg.postgres.is_some() {
+    if cfg.inventory.path.is_some() || cfg.db.is_some() {
         proxies.extend(
             read_inventory(&cfg)
                 .await?
@@ -377,7 +378,7 @@ async fn cmd_check(urls: Vec<String>, output: Output, common: &CommonArgs) -> Re
     let results = Arc::new(Mutex::new(Vec::with_capacity(proxies.len())));
     let sink = results.clone();
     let list: Arc<[Arc<Proxy>]> = proxies.into();
-    let params = SweepParams::new(cfg.file.sweep.concurrency, 0.0, None);
+    let params = SweepParams::new(cfg.sweep.concurrency, 0.0, None);
     sweep::run(
         list,
         cfg.options.clone(),
@@ -422,7 +423,7 @@ async fn cmd_sweep(common: &CommonArgs) -> Result<ExitCode> {
     let loaded = read_inventory(&cfg).await?;
     let skipped = loaded.errors.len();
     // With pharox's database, results are written back as they complete.
-    let store = match &cfg.postgres {
+    let store = match &cfg.db {
         Some(pg) => Some(PgSink::spawn(pg.clone())?),
         None => None,
     };
@@ -456,7 +457,7 @@ async fn cmd_sweep(common: &CommonArgs) -> Result<ExitCode> {
     let outcome = sweep::run(
         list,
         cfg.options.clone(),
-        SweepParams::new(cfg.file.sweep.concurrency, cfg.file.sweep.rate_limit, None),
+        SweepParams::new(cfg.sweep.concurrency, cfg.sweep.rate_limit, None),
         Arc::new(SweepGauges::default()),
         Shutdown::new(),
         Duration::ZERO,
@@ -512,7 +513,7 @@ async fn cmd_validate(common: &CommonArgs) -> Result<ExitCode> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "flags".into());
-    if let Some(pg) = &cfg.postgres {
+    if let Some(pg) = &cfg.db {
         // Read only: no lease cleanup, no writes.
         let src = PgSource::new(pg.clone())?;
         let proxies = src.load().await?;
@@ -527,9 +528,9 @@ async fn cmd_validate(common: &CommonArgs) -> Result<ExitCode> {
             ExitCode::from(1)
         });
     }
-    match &cfg.file.inventory.path {
+    match &cfg.inventory.path {
         Some(path) => {
-            let loaded = inventory::load_file(path, cfg.file.inventory.format)?;
+            let loaded = inventory::load_file(path, cfg.inventory.format)?;
             for e in &loaded.errors {
                 eprintln!("error: {e}");
             }

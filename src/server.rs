@@ -141,7 +141,7 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 }
 
 async fn handle(req: Request<Incoming>, app: Arc<AppState>) -> Resp {
-    let telemetry = app.current_config().file.web.telemetry_path.clone();
+    let telemetry = app.current_config().web.telemetry_path.clone();
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET, p) if p == telemetry => {
@@ -282,7 +282,7 @@ async fn probe(req: &Request<Incoming>, app: &Arc<AppState>) -> Resp {
     // Inventory proxies are checked with their own credentials, labels and options.
     let proxy = match known {
         Some(p) => p,
-        None if cfg.file.web.allow_arbitrary_probe_targets => Arc::new(asked),
+        None if cfg.web.allow_arbitrary_probe_targets => Arc::new(asked),
         None => {
             return respond(
                 StatusCode::FORBIDDEN,
@@ -582,7 +582,7 @@ pub fn status_view(app: &AppState) -> StatusView {
         uptime_seconds: app.started.elapsed().as_secs_f64(),
         inventory: x.inventory_size.get().max(0) as u64,
         sweep: SweepView {
-            interval_seconds: cfg.file.sweep.interval.0.as_secs_f64(),
+            interval_seconds: cfg.sweep.interval.as_secs_f64(),
             last_completed: x.last_sweep_ts.get(),
             last_duration_seconds: x.last_sweep_duration.get(),
             in_flight: app.gauges.in_flight.load(Ordering::Relaxed).max(0),

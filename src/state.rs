@@ -12,10 +12,68 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::config::{Backoff, Hysteresis};
 use crate::model::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
 
 const SHARDS: usize = 32;
+
+/// Hysteresis: how many consecutive results flip a proxy's reported state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hysteresis {
+    /// Consecutive failed checks before an up proxy is reported INACTIVE.
+    pub fail_threshold: u32,
+    /// Consecutive successful checks before an INACTIVE proxy is reported up.
+    pub success_threshold: u32,
+}
+
+impl Default for Hysteresis {
+    /// One result flips the state, as pharox.
+    fn default() -> Self {
+        Hysteresis {
+            fail_threshold: 1,
+            success_threshold: 1,
+        }
+    }
+}
+
+/// Check proxies that stay INACTIVE less often: each further failure
+/// doubles the gap between checks, up to `max_interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecheckBackoff {
+    /// Off by default: every proxy every sweep, as pharox.
+    pub enabled: bool,
+    /// Longest gap between checks of a dead proxy.
+    pub max_interval: Duration,
+}
+
+impl Default for RecheckBackoff {
+    fn default() -> Self {
+        RecheckBackoff {
+            enabled: false,
+            max_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// How results become reported states and due times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Hysteresis on the reported status.
+    pub hysteresis: Hysteresis,
+    /// Back-off for proxies that stay INACTIVE.
+    pub backoff: RecheckBackoff,
+    /// The sweep interval: the unit the back-off multiplies.
+    pub interval: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            hysteresis: Hysteresis::default(),
+            backoff: RecheckBackoff::default(),
+            interval: Duration::from_secs(60),
+        }
+    }
+}
 
 /// The last check of a proxy, kept small: 1M of these must fit in memory.
 #[derive(Debug, Clone)]
@@ -115,7 +173,7 @@ impl Tally {
 pub struct StateStore {
     shards: Vec<Mutex<HashMap<String, ProxyState>>>,
     tally: Mutex<Tally>,
-    policy: Mutex<(Hysteresis, Backoff, Duration)>,
+    policy: Mutex<Policy>,
     generation: Mutex<u64>,
 }
 
@@ -124,11 +182,7 @@ impl Default for StateStore {
         StateStore {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             tally: Mutex::new(Tally::default()),
-            policy: Mutex::new((
-                Hysteresis::default(),
-                Backoff::default(),
-                Duration::from_secs(60),
-            )),
+            policy: Mutex::new(Policy::default()),
             generation: Mutex::new(0),
         }
     }
@@ -153,8 +207,8 @@ impl StateStore {
     }
 
     /// Set hysteresis and back-off (from the current config).
-    pub fn set_policy(&self, hysteresis: Hysteresis, backoff: Backoff, interval: Duration) {
-        *lock(&self.policy) = (hysteresis, backoff, interval);
+    pub fn set_policy(&self, policy: Policy) {
+        *lock(&self.policy) = policy;
     }
 
     /// Make the store hold exactly these proxies: new ones are added
@@ -237,7 +291,11 @@ impl StateStore {
     /// Apply one result: hysteresis on the reported status, back-off on the
     /// next due time. Returns the reported transition.
     pub fn record(&self, proxy: &Arc<Proxy>, r: &CheckResult, now: Instant) -> Transition {
-        let (hyst, backoff, interval) = *lock(&self.policy);
+        let Policy {
+            hysteresis: hyst,
+            backoff,
+            interval,
+        } = *lock(&self.policy);
         let mut shard = lock(self.shard(&proxy.id));
         // Look up before inserting: `entry` would allocate the id on every result.
         if !shard.contains_key(&proxy.id) {
@@ -284,7 +342,7 @@ impl StateStore {
             let factor = 1u32 << (s.fails - 1).min(16);
             let gap = interval
                 .saturating_mul(factor)
-                .min(backoff.max_interval.0.max(interval));
+                .min(backoff.max_interval.max(interval));
             // Due slightly early, so the sweep that starts on time still picks it up.
             Some(now + gap.saturating_sub(interval / 10))
         } else {
@@ -388,14 +446,13 @@ mod tests {
     #[test]
     fn hysteresis_needs_n_failures_and_m_successes() {
         let st = StateStore::new();
-        st.set_policy(
-            Hysteresis {
+        st.set_policy(Policy {
+            hysteresis: Hysteresis {
                 fail_threshold: 3,
                 success_threshold: 2,
             },
-            Backoff::default(),
-            Duration::from_secs(60),
-        );
+            ..Policy::default()
+        });
         let p = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1));
         st.sync(std::slice::from_ref(&p));
         let now = Instant::now();
@@ -410,11 +467,15 @@ mod tests {
     #[test]
     fn backoff_skips_dead_proxies_up_to_the_ceiling() {
         let st = StateStore::new();
-        let backoff = Backoff {
+        let backoff = RecheckBackoff {
             enabled: true,
-            max_interval: crate::config::Seconds(Duration::from_secs(240)),
+            max_interval: Duration::from_secs(240),
         };
-        st.set_policy(Hysteresis::default(), backoff, Duration::from_secs(60));
+        st.set_policy(Policy {
+            hysteresis: Hysteresis::default(),
+            backoff,
+            interval: Duration::from_secs(60),
+        });
         let p = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1));
         let list = vec![p.clone()];
         st.sync(&list);
@@ -447,14 +508,13 @@ mod tests {
     #[test]
     fn tally_matches_a_full_recount_through_every_kind_of_change() {
         let st = StateStore::new();
-        st.set_policy(
-            Hysteresis {
+        st.set_policy(Policy {
+            hysteresis: Hysteresis {
                 fail_threshold: 2,
                 success_threshold: 1,
             },
-            Backoff::default(),
-            Duration::from_secs(60),
-        );
+            ..Policy::default()
+        });
         let mk = |i: u16, pool: &str, provider: &str, protocol: ProxyProtocol| {
             let mut p = Proxy::new(protocol, "127.0.0.1", 1000 + i);
             p.id = format!("p{i}");

@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::config::OptionsResolver;
 use crate::model::{CheckResult, Proxy};
-use crate::probe;
+use crate::probe::{self, OptionsByPool};
 
 /// A stop signal shared by the sweep loop, its workers and the server.
 /// Cloning shares the signal.
@@ -132,7 +131,7 @@ impl Pacer {
 /// in flight get `grace` to finish, then are abandoned and counted.
 pub async fn run<F>(
     proxies: Arc<[Arc<Proxy>]>,
-    options: Arc<OptionsResolver>,
+    options: Arc<OptionsByPool>,
     params: SweepParams,
     gauges: Arc<SweepGauges>,
     shutdown: Shutdown,

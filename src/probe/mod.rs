@@ -7,8 +7,6 @@
 //! deadline, so one misbehaving proxy can only ever cost its own timeout.
 
 use std::future::Future;
-use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -20,102 +18,21 @@ use crate::model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus
 
 pub(crate) mod dial;
 pub(crate) mod http_proxy;
+mod options;
 pub(crate) mod request;
 pub(crate) mod socks4;
 pub(crate) mod socks5;
 pub mod tls;
 
 use dial::{Conn, ProxyStream};
+pub use options::{CheckOptions, OptionsByPool, OptionsError, PHAROX_DEFAULT_TARGET};
 pub use tls::{client_config, TlsConfigError};
-
-/// Everything a check needs, resolved for one proxy (defaults, then
-/// per-protocol, then per-pool overrides). Built once per (pool, protocol)
-/// by the config and shared behind an `Arc`, so a check allocates no options.
-#[derive(Clone)]
-pub struct CheckOptions {
-    /// The URL fetched through the proxy (`http://` or `https://`).
-    pub target_url: url::Url,
-    /// Statuses that count as success (pharox default: `[200]`).
-    pub expected_status_codes: Vec<u16>,
-    /// Deadline of one attempt, all phases included.
-    pub timeout: Duration,
-    /// Attempts before declaring INACTIVE (1..=5).
-    pub attempts: u8,
-    /// Above this, a successful check is SLOW.
-    pub slow_threshold: Duration,
-    /// Follow 3xx redirects (through the same proxy, at most [`MAX_REDIRECTS`]).
-    pub allow_redirects: bool,
-    /// Extra request headers.
-    pub headers: Vec<(String, String)>,
-    /// Optional: the body must contain this string.
-    pub body_contains: Option<String>,
-    /// Optional: the body must match this regex.
-    pub body_regex: Option<regex::Regex>,
-    /// Optional: our own egress IPs; if the body reports one of them as the
-    /// exit IP, the proxy leaks us and the check fails with `exit_ip_leak`.
-    pub own_ips: Vec<IpAddr>,
-    /// At most this many body bytes are read (default 64 KiB).
-    pub max_body_bytes: usize,
-    /// At most this many bytes of status line + headers (default 32 KiB).
-    pub max_header_bytes: usize,
-    /// TLS to the target (shared by every check).
-    pub target_tls: Arc<rustls::ClientConfig>,
-    /// TLS to HTTPS proxies (shared by every check).
-    pub proxy_tls: Arc<rustls::ClientConfig>,
-}
 
 /// Redirect hops followed at most when `allow_redirects` is on.
 pub const MAX_REDIRECTS: usize = 5;
 
 /// The `User-Agent` of every request and CONNECT (unless headers override it).
 pub const USER_AGENT: &str = concat!("pharox-exporter/", env!("CARGO_PKG_VERSION"));
-
-/// Why [`CheckOptions::new`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum OptionsError {
-    /// Only `http://` and `https://` targets can be fetched.
-    #[error("target URL must be http:// or https://, not {0}://")]
-    UnsupportedScheme(String),
-    /// The target URL names no host.
-    #[error("target URL has no host")]
-    NoHost,
-    /// The default TLS configuration could not be built.
-    #[error(transparent)]
-    Tls(#[from] TlsConfigError),
-}
-
-impl CheckOptions {
-    /// Options with pharox's defaults for `target_url`: expect `[200]`,
-    /// 5 s timeout, 1 attempt, SLOW above 2000 ms, follow redirects, no extra
-    /// headers, no body checks, 64 KiB body and 32 KiB header limits, and the
-    /// process-wide default TLS configuration for target and proxy.
-    pub fn new(target_url: Url) -> Result<Self, OptionsError> {
-        match target_url.scheme() {
-            "http" | "https" => {}
-            other => return Err(OptionsError::UnsupportedScheme(other.to_string())),
-        }
-        if target_url.host_str().is_none_or(str::is_empty) {
-            return Err(OptionsError::NoHost);
-        }
-        let tls = tls::default_client_config()?;
-        Ok(CheckOptions {
-            target_url,
-            expected_status_codes: vec![200],
-            timeout: Duration::from_secs(5),
-            attempts: 1,
-            slow_threshold: Duration::from_millis(2000),
-            allow_redirects: true,
-            headers: Vec::new(),
-            body_contains: None,
-            body_regex: None,
-            own_ips: Vec::new(),
-            max_body_bytes: 64 * 1024,
-            max_header_bytes: 32 * 1024,
-            target_tls: tls.clone(),
-            proxy_tls: tls,
-        })
-    }
-}
 
 /// A failure inside one phase; [`Attempt::phase`] stamps the phase on it.
 #[derive(Debug)]
