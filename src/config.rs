@@ -568,7 +568,7 @@ pub struct FileConfig {
     pub sharding: ShardSpec,
     /// pharox's PostgreSQL database (see docs/postgres.md).
     #[serde(default)]
-    pub postgres: Option<crate::inventory::postgres::PgConfig>,
+    pub postgres: Option<crate::pharox_db::Config>,
 }
 
 /// Flags that override the file (named after the options they set).
@@ -612,7 +612,7 @@ pub struct Config {
     /// This replica's slice of the inventory.
     pub shard: Shard,
     /// The database, when the inventory is pharox's PostgreSQL.
-    pub postgres: Option<crate::inventory::postgres::PgConfig>,
+    pub postgres: Option<crate::pharox_db::Config>,
 }
 
 impl fmt::Debug for Config {
@@ -653,9 +653,7 @@ impl Config {
             file.inventory.path = Some(inv.clone());
         } else if let (Some(src), Some(inv)) = (&source, &file.inventory.path) {
             // Relative inventory paths are relative to the config file, as users expect.
-            let url = inv
-                .to_str()
-                .is_some_and(crate::inventory::postgres::is_postgres_url);
+            let url = inv.to_str().is_some_and(crate::pharox_db::is_postgres_url);
             if inv.is_relative() && !url {
                 if let Some(dir) = src.parent() {
                     file.inventory.path = Some(dir.join(inv));
@@ -732,11 +730,9 @@ impl Config {
             .map_err(|m| invalid("sharding", m))?;
         let options = OptionsResolver::build(&file, &o.options)
             .map_err(|(field, message)| invalid(&field, message))?;
-        let postgres = crate::inventory::postgres::resolve(
-            file.inventory.path.as_deref(),
-            file.postgres.as_ref(),
-        )
-        .map_err(|e| invalid("postgres", e.to_string()))?;
+        let postgres =
+            crate::pharox_db::resolve(file.inventory.path.as_deref(), file.postgres.as_ref())
+                .map_err(|e| invalid("postgres", e.to_string()))?;
         Ok(Config {
             source,
             file,
