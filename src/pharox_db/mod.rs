@@ -1,6 +1,7 @@
 //! pharox's PostgreSQL database: everything the inventory source
-//! ([`crate::inventory::pharox_db`]) and the result writer
-//! (`crate::sinks::db_writer`) share.
+//! ([`crate::inventory::pharox_db`]) and the result writer (`db_writer` in
+//! `sinks`) share. Below both of them: it imports only `model`, `secret`
+//! and `tls_roots`.
 //!
 //! The schema is pharox's own (`pharox.storage.postgres.tables`): `proxy_pool`,
 //! `proxy`, `lease`, `consumer`, `proxy_health_record`. We never create or
@@ -411,6 +412,24 @@ mod tests {
             Ok(_) => String::new(),
         };
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_tls_ca_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("empty-ca.pem");
+        std::fs::write(&ca, "").unwrap();
+        let mut c = Config::from_url("postgresql://u@h/db").unwrap();
+        c.tls = PgTls::Require;
+        c.tls_ca_file = Some(ca);
+        let err = match Connector::new(&c) {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        assert!(
+            err.contains("empty-ca.pem") && err.contains("no PEM certificate"),
+            "{err}"
+        );
     }
 
     #[test]
