@@ -19,6 +19,7 @@ use crate::inventory;
 use crate::inventory::shard::Shard;
 use crate::model::Proxy;
 use crate::server::{self, AppState, ReloadRequest};
+use crate::sinks::db_writer::ResultWriter;
 use crate::sinks::metrics::Metrics;
 use crate::state::StateStore;
 use crate::sweep::{self, Shutdown, SweepGauges, SweepParams};
@@ -42,7 +43,7 @@ pub enum ExporterError {
     Limits(String),
     /// The PostgreSQL sink could not start (bad spill directory, webhook URL).
     #[error(transparent)]
-    Postgres(#[from] crate::inventory::postgres::PgError),
+    Postgres(#[from] crate::pharox_db::Error),
 }
 
 /// File descriptors kept free for the server, logs, the database and scrapes.
@@ -119,17 +120,6 @@ fn warn_if_undersized(cfg: &Config, n: usize) {
     }
 }
 
-/// Something that consumes results besides metrics and state (e.g. storage).
-pub trait ResultSink: Send + Sync {
-    /// Called on a sweep worker as each check completes; must not block.
-    fn submit(
-        &self,
-        proxy: &Arc<Proxy>,
-        result: &crate::model::CheckResult,
-        transition: crate::state::Transition,
-    );
-}
-
 /// Keep this replica's share of a freshly read inventory and make it the
 /// current one: new proxies appear unchecked, missing ones leave the gauges.
 fn install_inventory(
@@ -169,22 +159,16 @@ pub async fn run(
     config_path: Option<PathBuf>,
     overrides: Overrides,
     shutdown: Shutdown,
-    sinks: Vec<Arc<dyn ResultSink>>,
 ) -> Result<(), ExporterError> {
     let cfg = Arc::new(Config::load(config_path.as_deref(), &overrides)?);
     // pharox's database as inventory and result store. The sink is built
     // once: a reload that changes the database takes effect at restart.
-    let pg_stats = Arc::new(crate::sinks::postgres::PgStats::default());
-    let mut sinks = sinks;
+    let pg_stats = Arc::new(crate::pharox_db::Stats::default());
     let pg_sink = match &cfg.db {
-        Some(p) => {
-            let h = crate::sinks::postgres::PgSink::spawn_with_stats(p.clone(), pg_stats.clone())?;
-            sinks.push(Arc::new(h.clone()));
-            Some(h)
-        }
+        Some(p) => Some(ResultWriter::spawn_with_stats(p.clone(), pg_stats.clone())?),
         None => None,
     };
-    let mut pg_source: Option<(String, inventory::postgres::PgSource)> = None;
+    let mut pg_source: Option<(String, inventory::pharox_db::PharoxDbSource)> = None;
     let fd_limit = ensure_fd_limit(cfg.sweep.concurrency).map_err(ExporterError::Limits)?;
     tracing::debug!(fd_limit, "file descriptor limit");
 
@@ -333,7 +317,7 @@ pub async fn run(
         if let Some(pg) = &cfg.db {
             let key = format!("{pg:?}");
             if pg_source.as_ref().is_none_or(|(k, _)| *k != key) {
-                match inventory::postgres::PgSource::new(pg.clone()) {
+                match inventory::pharox_db::PharoxDbSource::new(pg.clone()) {
                     Ok(src) => pg_source = Some((key, src.with_stats(pg_stats.clone()))),
                     Err(e) => tracing::error!(error = %e, "postgres inventory"),
                 }
@@ -341,7 +325,7 @@ pub async fn run(
             if let Some((_, src)) = &pg_source {
                 let skipped_before = src.rows_skipped_total();
                 match src.before_sweep().await {
-                    Ok(inventory::postgres::SweepPlan::Sweep(list)) => {
+                    Ok(inventory::pharox_db::SweepPlan::Sweep(list)) => {
                         let skipped = src.rows_skipped_total() - skipped_before;
                         if skipped > 0 {
                             metrics.inventory_error("row", skipped);
@@ -352,7 +336,7 @@ pub async fn run(
                         tracing::debug!(proxies = proxies.len(), shard = %shard, "inventory loaded from postgres");
                     }
                     // The database answered: the inventory we hold is real.
-                    Ok(inventory::postgres::SweepPlan::Paused(_)) => {
+                    Ok(inventory::pharox_db::SweepPlan::Paused(_)) => {
                         paused = true;
                         inventory_loaded = true;
                     }
@@ -434,7 +418,7 @@ pub async fn run(
             continue;
         }
         tracing::debug!(due = due.len(), total = proxies.len(), "sweep starting");
-        let (st, mx, sk) = (state.clone(), metrics.clone(), sinks.clone());
+        let (st, mx, db) = (state.clone(), metrics.clone(), pg_sink.clone());
         let outcome = sweep::run(
             due,
             cfg.options.clone(),
@@ -443,10 +427,10 @@ pub async fn run(
             shutdown.clone(),
             s.shutdown_grace,
             move |p, r| {
-                let t = st.record(p, &r, Instant::now());
+                st.record(p, &r, Instant::now());
                 mx.observe(p, &r);
-                for sink in &sk {
-                    sink.submit(p, &r, t);
+                if let Some(db) = &db {
+                    db.submit(p, &r);
                 }
             },
         )

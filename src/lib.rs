@@ -16,11 +16,14 @@ pub mod config;
 pub mod exporter;
 pub mod inventory;
 pub mod model;
+pub mod pharox_db;
 pub mod probe;
 pub mod report;
+pub mod secret;
 pub mod server;
 pub mod sinks;
 pub mod state;
 pub mod sweep;
 #[doc(hidden)]
 pub mod testkit;
+pub mod tls_roots;

@@ -13,11 +13,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use pharox_exporter::config::{self, Attempts, Config, Overrides, StatusCodes, TargetUrl, Timeout};
-use pharox_exporter::inventory::postgres::{PgSource, SweepPlan};
+use pharox_exporter::inventory::pharox_db::{PharoxDbSource, SweepPlan};
 use pharox_exporter::inventory::{self, Loaded};
 use pharox_exporter::model::{CheckResult, Proxy};
 use pharox_exporter::report::{self, ResultLine, Summary};
-use pharox_exporter::sinks::postgres::PgSink;
+use pharox_exporter::sinks::db_writer::ResultWriter;
 use pharox_exporter::sweep::{self, Shutdown, SweepGauges, SweepParams};
 
 #[derive(Parser, Debug)]
@@ -291,7 +291,7 @@ async fn read_inventory(cfg: &Config) -> Result<Loaded> {
         // pharox's database: release expired leases first, as the exporter does
         // before every sweep. A lease burst pauses the exporter's sweeps; a
         // one-shot run was asked for explicitly, so it goes ahead.
-        let src = PgSource::new(pg.clone())?;
+        let src = PharoxDbSource::new(pg.clone())?;
         let proxies = match src.before_sweep().await? {
             SweepPlan::Sweep(list) => list,
             SweepPlan::Paused(b) => {
@@ -344,7 +344,13 @@ async fn cmd_check(urls: Vec<String>, output: Output, common: &CommonArgs) -> Re
         match inventory::parse_proxy_url(u) {
             Ok(p) => proxies.push(Arc::new(p)),
             Err(e) => {
-                eprintln!("warning: argument {:?}: {e}; skipped", inventory::redact(u));
+                eprintln!(
+                    "warning: argument {:?}: {e}; skipped",
+                    pharox_exporter::secret::redact_credentials(
+                        u,
+                        pharox_exporter::secret::Userinfo::KeepUsername
+                    )
+                );
                 bad += 1;
             }
         }
@@ -424,7 +430,7 @@ async fn cmd_sweep(common: &CommonArgs) -> Result<ExitCode> {
     let skipped = loaded.errors.len();
     // With pharox's database, results are written back as they complete.
     let store = match &cfg.db {
-        Some(pg) => Some(PgSink::spawn(pg.clone())?),
+        Some(pg) => Some(ResultWriter::spawn(pg.clone())?),
         None => None,
     };
     let store2 = store.clone();
@@ -515,7 +521,7 @@ async fn cmd_validate(common: &CommonArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| "flags".into());
     if let Some(pg) = &cfg.db {
         // Read only: no lease cleanup, no writes.
-        let src = PgSource::new(pg.clone())?;
+        let src = PharoxDbSource::new(pg.clone())?;
         let proxies = src.load().await?;
         let skipped = src.rows_skipped_total();
         println!(
@@ -556,12 +562,6 @@ async fn cmd_validate(common: &CommonArgs) -> Result<ExitCode> {
 
 async fn cmd_run(common: &CommonArgs, run: &RunArgs) -> Result<ExitCode> {
     let overrides = common.overrides(run)?;
-    pharox_exporter::exporter::run(
-        common.config_file.clone(),
-        overrides,
-        Shutdown::new(),
-        Vec::new(),
-    )
-    .await?;
+    pharox_exporter::exporter::run(common.config_file.clone(), overrides, Shutdown::new()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use common_pg::*;
-use pharox_exporter::inventory::postgres::{PgConfig, PgSource};
+use pharox_exporter::inventory::pharox_db::PharoxDbSource;
 use pharox_exporter::model::{CheckResult, Proxy, ProxyStatus};
-use pharox_exporter::sinks::postgres::PgSink;
+use pharox_exporter::pharox_db;
+use pharox_exporter::sinks::db_writer::ResultWriter;
 use serde_json::{json, Value};
 
 fn seed() -> Value {
@@ -78,8 +79,8 @@ async fn pharox_reads_what_we_write_as_its_own_orchestrator_would() {
     pg.copy_db("ours", "theirs");
 
     // --- load: pools from the URL, banned skipped, fields mapped.
-    let cfg = PgConfig::from_url(&format!("{}?pools=eu", pg.url("ours"))).unwrap();
-    let source = PgSource::connect(cfg).await.unwrap();
+    let cfg = pharox_db::Config::from_url(&format!("{}?pools=eu", pg.url("ours"))).unwrap();
+    let source = PharoxDbSource::connect(cfg).await.unwrap();
     let proxies = source.load().await.unwrap();
     let by_id: BTreeMap<&str, &Proxy> = proxies.iter().map(|p| (p.id.as_str(), p)).collect();
     assert_eq!(
@@ -108,7 +109,11 @@ async fn pharox_reads_what_we_write_as_its_own_orchestrator_would() {
     // statuses filter: only inactive ones.
     let mut only_inactive = config(&pg.url("ours"));
     only_inactive.statuses = vec![ProxyStatus::Inactive];
-    let loaded = PgSource::new(only_inactive).unwrap().load().await.unwrap();
+    let loaded = PharoxDbSource::new(only_inactive)
+        .unwrap()
+        .load()
+        .await
+        .unwrap();
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].id, uuid_for(2, 2));
 
@@ -158,7 +163,7 @@ async fn pharox_reads_what_we_write_as_its_own_orchestrator_would() {
         })
         .collect();
 
-    let sink = PgSink::spawn(config(&pg.url("ours"))).unwrap();
+    let sink = ResultWriter::spawn(config(&pg.url("ours"))).unwrap();
     for (p, r) in proxies.iter().zip(&round1) {
         sink.submit(p, r);
     }
@@ -252,7 +257,7 @@ async fn a_ban_set_while_checking_stands() {
         "db",
         &format!("UPDATE proxy SET status = 'banned' WHERE id = '{id}'"),
     );
-    let sink = PgSink::spawn(config(&pg.url("db"))).unwrap();
+    let sink = ResultWriter::spawn(config(&pg.url("db"))).unwrap();
     sink.submit(&p, &result(&id, ProxyStatus::Active, 10, Utc::now(), None));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     assert_eq!(sink.flush(deadline).await, 0);
@@ -276,11 +281,11 @@ async fn url_file_is_read_again_on_reconnect_and_errors_hide_the_password() {
     let file = dir.path().join("url");
     let wrong = pg.url("db").replace(PASSWORD, "wr0ng-pw");
     std::fs::write(&file, format!("{wrong}?pools=eu\n")).unwrap();
-    let cfg = PgConfig {
+    let cfg = pharox_db::Config {
         url_file: Some(file.clone()),
         ..Default::default()
     };
-    let source = PgSource::new(cfg).unwrap();
+    let source = PharoxDbSource::new(cfg).unwrap();
     assert_eq!(source.config().pools, vec!["eu".to_string()]);
     let err = source.load().await.unwrap_err().to_string();
     assert!(err.contains("password authentication failed"), "{err}");

@@ -76,7 +76,6 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
         Some(config),
         Overrides::default(),
         shutdown.clone(),
-        Vec::new(),
     ));
 
     // Wait for two sweeps' worth of history for every eu proxy.
@@ -244,7 +243,6 @@ async fn sweeps_pause_while_lease_acquisitions_burst() {
         Some(config),
         Overrides::default(),
         shutdown.clone(),
-        Vec::new(),
     ));
     // 20 acquisitions in the last 60 s = 0.33/s > 0.1/s: every sweep pauses.
     tokio::time::sleep(Duration::from_secs(3)).await;

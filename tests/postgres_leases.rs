@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common_pg::*;
-use pharox_exporter::inventory::postgres::{LeaseBurst, PgSource, SweepPlan};
+use pharox_exporter::inventory::pharox_db::{PharoxDbSource, SweepPlan};
 use pharox_exporter::model::{ProxyProtocol, ProxyStatus};
-use pharox_exporter::sinks::postgres::{PgSink, PgStats};
+use pharox_exporter::pharox_db::LeaseBurst;
+use pharox_exporter::pharox_db::Stats;
+use pharox_exporter::sinks::db_writer::ResultWriter;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -60,8 +62,8 @@ async fn expired_lease_cleanup_matches_pharox() {
     );
     pg.copy_db("ours", "theirs");
 
-    let stats = Arc::new(PgStats::default());
-    let source = PgSource::new(config(&pg.url("ours")))
+    let stats = Arc::new(Stats::default());
+    let source = PharoxDbSource::new(config(&pg.url("ours")))
         .unwrap()
         .with_stats(stats.clone());
     assert_eq!(source.cleanup_expired_leases().await.unwrap(), 5);
@@ -116,14 +118,14 @@ async fn exclusively_leased_proxies_are_found_and_skipped() {
     let pg = PgServer::start();
     pharox_db(&pg, "db");
     pharox(&["seed", &pg.sqlalchemy_url("db")], &seed());
-    let source = PgSource::new(config(&pg.url("db"))).unwrap();
+    let source = PharoxDbSource::new(config(&pg.url("db"))).unwrap();
     let leased = source.leased_proxy_ids().await.unwrap();
     assert_eq!(leased.into_iter().collect::<Vec<_>>(), vec![uuid_for(2, 5)]);
     assert_eq!(source.load().await.unwrap().len(), 8, "skip_leased off");
 
     let mut cfg = config(&pg.url("db"));
     cfg.skip_leased = true;
-    let loaded = PgSource::new(cfg).unwrap().load().await.unwrap();
+    let loaded = PharoxDbSource::new(cfg).unwrap().load().await.unwrap();
     let got: Vec<String> = loaded.into_iter().map(|p| p.id).collect();
     let want: Vec<String> = [1, 2, 3, 4, 6, 7, 8]
         .iter()
@@ -151,7 +153,7 @@ async fn acquisition_bursts_are_detected() {
         window_seconds: 60,
         max_acquisitions_per_second: 0.2,
     });
-    let source = PgSource::new(cfg.clone()).unwrap();
+    let source = PharoxDbSource::new(cfg.clone()).unwrap();
     let calm = source.burst_state().await.unwrap().unwrap();
     assert!(!calm.bursting && calm.rate == 0.0, "{calm:?}");
 
@@ -172,7 +174,7 @@ async fn acquisition_bursts_are_detected() {
         window_seconds: 60,
         max_acquisitions_per_second: 5.0,
     });
-    let relaxed = PgSource::new(cfg.clone()).unwrap();
+    let relaxed = PharoxDbSource::new(cfg.clone()).unwrap();
     assert!(!relaxed.burst_state().await.unwrap().unwrap().bursting);
     // What the exporter calls before each sweep: paused, or the proxies.
     assert!(matches!(
@@ -184,7 +186,7 @@ async fn acquisition_bursts_are_detected() {
         other => panic!("{other:?}"),
     }
     cfg.pools = vec!["elsewhere".into()];
-    let other = PgSource::new(cfg).unwrap();
+    let other = PharoxDbSource::new(cfg).unwrap();
     assert_eq!(
         other
             .acquisition_rate(Duration::from_secs(60))
@@ -192,7 +194,7 @@ async fn acquisition_bursts_are_detected() {
             .unwrap(),
         0.0
     );
-    let none = PgSource::new(config(&pg.url("db"))).unwrap();
+    let none = PharoxDbSource::new(config(&pg.url("db"))).unwrap();
     assert!(none.burst_state().await.unwrap().is_none());
 }
 
@@ -242,7 +244,7 @@ async fn leased_proxy_health_changes_raise_events() {
     let (url, got) = webhook_receiver().await;
     let mut cfg = config(&pg.url("db"));
     cfg.leased_event_webhook = Some(url);
-    let sink = PgSink::spawn(cfg).unwrap();
+    let sink = ResultWriter::spawn(cfg).unwrap();
     let now = Utc::now();
     let submit = |n: u32, s: ProxyStatus| {
         let id = uuid_for(2, n);
@@ -289,7 +291,7 @@ async fn leased_proxy_health_changes_raise_events() {
     drop(dead);
     let mut cfg = config(&pg.url("db"));
     cfg.leased_event_webhook = Some(dead_url);
-    let sink = PgSink::spawn(cfg).unwrap();
+    let sink = ResultWriter::spawn(cfg).unwrap();
     let id = uuid_for(2, 5);
     let later = now + chrono::Duration::seconds(10);
     sink.submit(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant as StdInstant};
 use chrono::Utc;
 use common_pg::*;
 use pharox_exporter::model::{Proxy, ProxyProtocol, ProxyStatus};
-use pharox_exporter::sinks::postgres::{PgSink, PgSinkHandle};
+use pharox_exporter::sinks::db_writer::ResultWriter;
 use tokio::time::Instant;
 
 fn status_for(round: u32, i: usize) -> ProxyStatus {
@@ -20,7 +20,7 @@ fn status_for(round: u32, i: usize) -> ProxyStatus {
     }
 }
 
-fn submit_round(sink: &PgSinkHandle, proxies: &[Proxy], round: u32, t0: chrono::DateTime<Utc>) {
+fn submit_round(sink: &ResultWriter, proxies: &[Proxy], round: u32, t0: chrono::DateTime<Utc>) {
     for (i, p) in proxies.iter().enumerate() {
         let at =
             t0 + chrono::Duration::seconds(round as i64) + chrono::Duration::microseconds(i as i64);
@@ -65,7 +65,7 @@ async fn database_killed_mid_write_loses_and_duplicates_nothing() {
     let proxies = proxies(&ids);
     let mut cfg = config(&pg.url("db"));
     cfg.batch_size = 50;
-    let sink = PgSink::spawn(cfg).unwrap();
+    let sink = ResultWriter::spawn(cfg).unwrap();
     let t0 = Utc::now();
 
     for round in 0..6 {
@@ -129,9 +129,9 @@ async fn full_queue_spills_to_disk_and_survives_a_restart_of_the_exporter() {
     cfg.spill_dir = Some(spill.path().to_path_buf());
     let t0 = Utc::now();
     {
-        let sink = PgSink::spawn(cfg.clone()).unwrap();
+        let sink = ResultWriter::spawn(cfg.clone()).unwrap();
         // A second sink on the same directory is refused.
-        assert!(PgSink::spawn(cfg.clone()).is_err());
+        assert!(ResultWriter::spawn(cfg.clone()).is_err());
         for round in 0..10 {
             submit_round(&sink, &proxies, round, t0);
         }
@@ -148,7 +148,7 @@ async fn full_queue_spills_to_disk_and_survives_a_restart_of_the_exporter() {
         assert_eq!(report.unwritten, 1000);
         assert_eq!(report.spilled, 1000);
     }
-    let sink = PgSink::spawn(cfg).unwrap();
+    let sink = ResultWriter::spawn(cfg).unwrap();
     assert_eq!(sink.stats().pending, 1000, "spilled results picked up");
     tokio::task::block_in_place(|| pg.restart());
     assert_eq!(
@@ -184,7 +184,7 @@ async fn full_queue_without_spill_keeps_newest_status_and_counts_dropped_history
     tokio::task::block_in_place(|| pg.kill_now());
     let mut cfg = config(&pg.url("db"));
     cfg.queue_capacity = 10;
-    let sink = PgSink::spawn(cfg).unwrap();
+    let sink = ResultWriter::spawn(cfg).unwrap();
     let t0 = Utc::now();
     // One older result first, and wait until the writer holds it (retrying
     // against the dead server): the queue's 10 slots are then all free, and
@@ -228,8 +228,8 @@ async fn two_replicas_writing_the_same_results_do_not_duplicate_or_roll_back() {
     let proxies = proxies(&ids);
     let mut cfg = config(&pg.url("db"));
     cfg.batch_size = 40;
-    let a = PgSink::spawn(cfg.clone()).unwrap();
-    let b = PgSink::spawn(cfg).unwrap();
+    let a = ResultWriter::spawn(cfg.clone()).unwrap();
+    let b = ResultWriter::spawn(cfg).unwrap();
     let t0 = Utc::now();
     // Both replicas checked every proxy (e.g. during a re-shard), in
     // opposite orders, plus rounds only one of them has.
@@ -273,7 +273,7 @@ async fn write_rate_100k_results() {
     let rounds = 10u32;
     let ids = seed_sql(&pg, "db", n_proxies);
     let proxies = proxies(&ids);
-    let sink = PgSink::spawn(config(&pg.url("db"))).unwrap();
+    let sink = ResultWriter::spawn(config(&pg.url("db"))).unwrap();
     let t0 = Utc::now();
     let start = StdInstant::now();
     for round in 0..rounds {
@@ -314,7 +314,7 @@ async fn a_row_the_server_rejects_is_isolated_and_dropped_not_blocking_the_rest(
     );
     let mut cfg = config(&pg.url("db"));
     cfg.retry_max_backoff_seconds = 0.1;
-    let sink = PgSink::spawn(cfg).unwrap();
+    let sink = ResultWriter::spawn(cfg).unwrap();
     let t0 = Utc::now();
     for (i, p) in proxies.iter().enumerate() {
         let latency = if i == 6 { 500_000 } else { 10 };

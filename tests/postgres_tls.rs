@@ -4,7 +4,8 @@
 mod common_pg;
 
 use common_pg::*;
-use pharox_exporter::inventory::postgres::{PgConfig, PgSource, PgTls};
+use pharox_exporter::inventory::pharox_db::PharoxDbSource;
+use pharox_exporter::pharox_db::{self, PgTls};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
 
 struct Pki {
@@ -42,7 +43,7 @@ async fn tls_require_verifies_the_server() {
     std::fs::write(&ca, &pki.ca_pem).unwrap();
 
     // Plain TCP is refused by pg_hba (hostssl only).
-    let plain = PgSource::new(config(&pg.url("db"))).unwrap();
+    let plain = PharoxDbSource::new(config(&pg.url("db"))).unwrap();
     let err = plain.load().await.unwrap_err().to_string();
     assert!(
         err.contains("no pg_hba.conf entry") || err.contains("connect"),
@@ -54,19 +55,33 @@ async fn tls_require_verifies_the_server() {
     let mut cfg = config(&pg.url("db"));
     cfg.tls = PgTls::Require;
     cfg.tls_ca_file = Some(ca.clone());
-    let loaded = PgSource::connect(cfg).await.unwrap().load().await.unwrap();
+    let loaded = PharoxDbSource::connect(cfg)
+        .await
+        .unwrap()
+        .load()
+        .await
+        .unwrap();
     assert_eq!(loaded.len(), ids.len());
 
     // sslmode=require in the URL selects TLS too.
-    let mut cfg = PgConfig::from_url(&format!("{}?sslmode=require", pg.url("db"))).unwrap();
+    let mut cfg =
+        pharox_db::Config::from_url(&format!("{}?sslmode=require", pg.url("db"))).unwrap();
     cfg.tls_ca_file = Some(ca);
     assert_eq!(cfg.tls, PgTls::Require);
-    assert_eq!(PgSource::new(cfg).unwrap().load().await.unwrap().len(), 3);
+    assert_eq!(
+        PharoxDbSource::new(cfg)
+            .unwrap()
+            .load()
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 
     // TLS without trusting the CA: the certificate is rejected.
     let mut cfg = config(&pg.url("db"));
     cfg.tls = PgTls::Require;
-    let err = PgSource::new(cfg)
+    let err = PharoxDbSource::new(cfg)
         .unwrap()
         .load()
         .await

@@ -288,7 +288,7 @@ pub(super) struct FileConfig {
     pub(super) sharding: ShardSpec,
     /// pharox's PostgreSQL database (see docs/postgres.md).
     #[serde(default)]
-    pub(super) postgres: Option<crate::inventory::postgres::PgConfig>,
+    pub(super) postgres: Option<crate::pharox_db::Config>,
 }
 
 /// Parse YAML text (empty text is the default config).

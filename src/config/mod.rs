@@ -159,7 +159,7 @@ pub struct Config {
     /// Where proxies come from.
     pub inventory: InventoryConfig,
     /// The database, when the inventory is pharox's PostgreSQL.
-    pub db: Option<crate::inventory::postgres::PgConfig>,
+    pub db: Option<crate::pharox_db::Config>,
     /// Resolved check options per (pool, protocol).
     pub options: Arc<OptionsByPool>,
 }
@@ -202,7 +202,7 @@ impl Config {
             // Relative inventory paths are relative to the config file, as users expect.
             let url = inv
                 .to_str()
-                .is_some_and(crate::inventory::postgres::is_postgres_url);
+                .is_some_and(crate::pharox_db::is_postgres_url);
             if inv.is_relative() && !url {
                 if let Some(dir) = src.parent() {
                     file.inventory.path = Some(dir.join(inv));
@@ -257,7 +257,7 @@ impl Config {
             .map_err(|m| invalid("sharding", m))?;
         let options =
             options_by_pool(&file).map_err(|(field, message)| invalid(&field, message))?;
-        let db = crate::inventory::postgres::resolve(
+        let db = crate::pharox_db::resolve(
             file.inventory.path.as_deref(),
             file.postgres.as_ref(),
         )

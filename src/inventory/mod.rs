@@ -4,7 +4,7 @@
 //! malformed entry never aborts a read: it becomes a [`RowError`] naming the
 //! file, line and field, is reported, and the rest is checked. Credentials
 //! never appear in those errors: every echo of a user's line goes through
-//! [`redact`].
+//! [`crate::secret::redact_credentials`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub mod postgres;
+pub mod pharox_db;
 pub mod shard;
 
 use crate::model::{Proxy, ProxyProtocol, DEFAULT_POOL, DEFAULT_PROVIDER};
+use crate::secret::{redact_credentials, Userinfo};
 
 /// File formats of an inventory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -200,28 +201,10 @@ fn sniff(path: &Path, text: &str) -> Format {
     }
 }
 
-/// Replace any password in a proxy URL or `host:port:user:pass` line by `***`,
-/// so that a malformed line can be quoted in an error.
-pub fn redact(s: &str) -> String {
-    if let Some(scheme_end) = s.find("://") {
-        let rest = &s[scheme_end + 3..];
-        if let Some(at) = rest.rfind('@') {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            return format!("{}{}@{}", &s[..scheme_end + 3], masked, &rest[at + 1..]);
-        }
-        return s.to_string();
-    }
-    let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() == 4 {
-        return format!("{}:{}:{}:***", parts[0], parts[1], parts[2]);
-    }
-    s.to_string()
+/// Quote a user's line in an error: the password goes, the username stays so
+/// the line can be found.
+fn redact(s: &str) -> String {
+    redact_credentials(s, Userinfo::KeepUsername)
 }
 
 /// Parse one proxy URL: `scheme://[user[:pass]@]host[:port]`, or the common

@@ -13,6 +13,8 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::tls_roots::CaFileError;
+
 /// Why a TLS client configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
@@ -102,36 +104,18 @@ pub fn default_client_config() -> Result<Arc<rustls::ClientConfig>, TlsConfigErr
 }
 
 fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsConfigError> {
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let native = rustls_native_certs::load_native_certs();
-    // Unparsable system roots are skipped: they must not make the exporter unusable.
-    let _ = roots.add_parsable_certificates(native.certs);
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
-            .collect::<Result<_, _>>()
-            .map_err(|source| TlsConfigError::ParseCa {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        if certs.is_empty() {
-            return Err(TlsConfigError::EmptyCa {
-                path: path.to_path_buf(),
-            });
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|source| TlsConfigError::BadCa {
-                path: path.to_path_buf(),
-                source,
-            })?;
+    crate::tls_roots::root_store(ca_file).map_err(TlsConfigError::from)
+}
+
+impl From<CaFileError> for TlsConfigError {
+    fn from(e: CaFileError) -> Self {
+        match e {
+            CaFileError::Read { path, source } => TlsConfigError::ReadCa { path, source },
+            CaFileError::Parse { path, source } => TlsConfigError::ParseCa { path, source },
+            CaFileError::Empty { path } => TlsConfigError::EmptyCa { path },
+            CaFileError::BadCert { path, source } => TlsConfigError::BadCa { path, source },
         }
     }
-    Ok(roots)
 }
 
 /// The server name to send as SNI and to verify: an IP literal is checked

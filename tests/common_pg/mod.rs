@@ -388,15 +388,15 @@ pub fn result(
 }
 
 /// A sink/source config for `url` with fast retries (tests restart servers).
-pub fn config(url: &str) -> pharox_exporter::inventory::postgres::PgConfig {
-    pharox_exporter::inventory::postgres::PgConfig {
+pub fn config(url: &str) -> pharox_exporter::pharox_db::Config {
+    pharox_exporter::pharox_db::Config {
         url: Some(url.to_string()),
         retry_max_backoff_seconds: 0.5,
         ..Default::default()
     }
 }
 
-/// A minimal proxy value carrying a pharox id (what PgSource::load yields).
+/// A minimal proxy value carrying a pharox id (what PharoxDbSource::load yields).
 pub fn proxy(
     id: &str,
     protocol: pharox_exporter::model::ProxyProtocol,

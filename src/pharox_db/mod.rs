@@ -1,0 +1,452 @@
+//! pharox's PostgreSQL database: everything the inventory source
+//! ([`crate::inventory::pharox_db`]) and the result writer (`db_writer` in
+//! `sinks`) share. Below both of them: it imports only `model`, `secret`
+//! and `tls_roots`.
+//!
+//! The schema is pharox's own (`pharox.storage.postgres.tables`): `proxy_pool`,
+//! `proxy`, `lease`, `consumer`, `proxy_health_record`. We never create or
+//! migrate it; pharox owns it. This module holds the connection settings
+//! ([`Config`], [`resolve`]), connecting ([`Connector`]), errors, the shared
+//! counters ([`Stats`]) and pharox's lease bookkeeping ([`leases`]).
+//!
+//! The connection URL holds a password, so it is never logged: [`Config`]
+//! has a hand-written `Debug`, and every error message passes through
+//! [`crate::secret::redact_credentials`] before it is stored in an [`Error`].
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::model::ProxyStatus;
+
+mod connect;
+mod error;
+pub(crate) mod leases;
+mod stats;
+
+pub(crate) use connect::{Connector, Session};
+pub use error::Error;
+pub use leases::{BurstState, LeaseBurst};
+pub use stats::{Stats, StatsSnapshot};
+
+/// TLS to the database server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PgTls {
+    /// Plain TCP (the default; a sidecar usually talks to a database on a private network).
+    #[default]
+    Disable,
+    /// TLS with certificate and host name verification (libpq's `verify-full`):
+    /// Mozilla's roots, the system's roots, and `tls_ca_file` if given.
+    Require,
+}
+
+/// Configuration of the PostgreSQL inventory and sink (the `postgres:` section).
+///
+/// Exactly one of `url`, `url_file`, `url_env` names the database.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `postgresql://user:password@host:port/db?...`; may carry our own `pools=a,b` parameter.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A file whose (trimmed) content is the URL: keeps the password out of the config.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// An environment variable holding the URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Pool names to sweep; empty means every pool.
+    #[serde(default)]
+    pub pools: Vec<String>,
+    /// Proxy statuses to sweep (default: active, slow, inactive; banned proxies are left alone).
+    #[serde(default = "default_statuses")]
+    pub statuses: Vec<ProxyStatus>,
+    /// TLS to the server.
+    #[serde(default)]
+    pub tls: PgTls,
+    /// Extra PEM CA certificates trusted when `tls: require`.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Results written per transaction.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Results held in memory while the database is slow or down.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Where results go (JSON lines) when the in-memory queue is full, and at
+    /// shutdown when the database is unreachable; picked up again at start.
+    /// One directory per exporter process.
+    #[serde(default)]
+    pub spill_dir: Option<PathBuf>,
+    /// Do not check proxies that are exclusively leased right now (an active,
+    /// unexpired lease and `current_leases >= max_concurrency`).
+    #[serde(default)]
+    pub skip_leased: bool,
+    /// Pause sweeps while lease acquisitions are bursting.
+    #[serde(default)]
+    pub lease_burst: Option<LeaseBurst>,
+    /// POST a JSON event here when a leased proxy's health changes.
+    #[serde(default)]
+    pub leased_event_webhook: Option<String>,
+    /// Upper bound of the exponential backoff between write retries.
+    #[serde(default = "default_max_backoff")]
+    pub retry_max_backoff_seconds: f64,
+}
+
+fn default_statuses() -> Vec<ProxyStatus> {
+    vec![
+        ProxyStatus::Active,
+        ProxyStatus::Slow,
+        ProxyStatus::Inactive,
+    ]
+}
+fn default_batch_size() -> usize {
+    1000
+}
+fn default_queue_capacity() -> usize {
+    100_000
+}
+fn default_max_backoff() -> f64 {
+    30.0
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            url: None,
+            url_file: None,
+            url_env: None,
+            pools: Vec::new(),
+            statuses: default_statuses(),
+            tls: PgTls::Disable,
+            tls_ca_file: None,
+            batch_size: default_batch_size(),
+            queue_capacity: default_queue_capacity(),
+            spill_dir: None,
+            skip_leased: false,
+            lease_burst: None,
+            leased_event_webhook: None,
+            retry_max_backoff_seconds: default_max_backoff(),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.url.as_deref().map(error::redact))
+            .field("url_file", &self.url_file)
+            .field("url_env", &self.url_env)
+            .field("pools", &self.pools)
+            .field("statuses", &self.statuses)
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("batch_size", &self.batch_size)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("spill_dir", &self.spill_dir)
+            .field("skip_leased", &self.skip_leased)
+            .field("lease_burst", &self.lease_burst)
+            .field(
+                "leased_event_webhook",
+                &self.leased_event_webhook.as_deref().map(error::redact),
+            )
+            .field("retry_max_backoff_seconds", &self.retry_max_backoff_seconds)
+            .finish()
+    }
+}
+
+impl Config {
+    /// A config from an inventory URL such as
+    /// `postgresql://USER@HOST:PORT/DB?pools=a,b`: `pools` is ours and is
+    /// removed; `sslmode=require` selects [`PgTls::Require`]; every other
+    /// parameter is passed to the driver.
+    pub fn from_url(raw: &str) -> Result<Config, Error> {
+        let (url, pools, tls) = split_url(raw)?;
+        Ok(Config {
+            url: Some(url),
+            pools,
+            tls,
+            ..Config::default()
+        })
+    }
+
+    /// Check values and that exactly one URL source is given.
+    pub fn validate(&self) -> Result<(), Error> {
+        let sources = [
+            self.url.is_some(),
+            self.url_file.is_some(),
+            self.url_env.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if sources != 1 {
+            return Err(Error::Config(
+                "exactly one of url, url_file, url_env must be set".into(),
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::Config("batch_size must be at least 1".into()));
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::Config("queue_capacity must be at least 1".into()));
+        }
+        if self.statuses.is_empty() {
+            return Err(Error::Config("statuses must not be empty".into()));
+        }
+        if !(self.retry_max_backoff_seconds.is_finite() && self.retry_max_backoff_seconds > 0.0) {
+            return Err(Error::Config(
+                "retry_max_backoff_seconds must be a positive number".into(),
+            ));
+        }
+        if let Some(b) = &self.lease_burst {
+            if b.window_seconds == 0
+                || !(b.max_acquisitions_per_second.is_finite()
+                    && b.max_acquisitions_per_second > 0.0)
+            {
+                return Err(Error::Config(
+                    "lease_burst needs window_seconds >= 1 and max_acquisitions_per_second > 0"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(u) = &self.leased_event_webhook {
+            let u = url::Url::parse(u)
+                .map_err(|e| Error::Config(format!("leased_event_webhook is not a URL: {e}")))?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(Error::Config(
+                    "leased_event_webhook must be an http:// or https:// URL".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The URL from whichever source is configured, with `pools` stripped.
+    pub(crate) fn resolve_url(&self) -> Result<(String, Vec<String>, PgTls), Error> {
+        let raw = if let Some(u) = &self.url {
+            u.clone()
+        } else if let Some(path) = &self.url_file {
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("reading url_file {}: {e}", path.display())))?
+                .trim()
+                .to_string()
+        } else if let Some(var) = &self.url_env {
+            std::env::var(var)
+                .map_err(|_| Error::Config(format!("environment variable {var} is not set")))?
+                .trim()
+                .to_string()
+        } else {
+            return Err(Error::Config(
+                "exactly one of url, url_file, url_env must be set".into(),
+            ));
+        };
+        split_url(&raw)
+    }
+}
+
+/// True for a `postgres://` or `postgresql://` inventory location.
+pub fn is_postgres_url(s: &str) -> bool {
+    let s = s.trim_start();
+    s.starts_with("postgresql://") || s.starts_with("postgres://")
+}
+
+/// The effective database config of a run: an inventory that is a
+/// PostgreSQL URL (`--inventory postgresql://...` or `inventory.path`) names
+/// the database and may set `pools`; every other setting comes from the
+/// `postgres:` section. A section with its own URL and no inventory makes
+/// the database the inventory. `None`: no database in this run.
+pub fn resolve(
+    inventory: Option<&std::path::Path>,
+    section: Option<&Config>,
+) -> Result<Option<Config>, Error> {
+    let inventory_url = inventory
+        .and_then(|p| p.to_str())
+        .filter(|s| is_postgres_url(s));
+    let cfg = match (inventory_url, section) {
+        (None, None) => return Ok(None),
+        (None, Some(sec)) => {
+            if inventory.is_some() {
+                return Err(Error::Config(
+                    "a postgres section needs the database as the inventory (its proxy ids are pharox UUIDs), not a file".into(),
+                ));
+            }
+            sec.clone()
+        }
+        (Some(url), sec) => {
+            let from_url = Config::from_url(url)?;
+            let mut cfg = sec.cloned().unwrap_or_default();
+            cfg.url = from_url.url;
+            cfg.url_file = None;
+            cfg.url_env = None;
+            if !from_url.pools.is_empty() {
+                cfg.pools = from_url.pools;
+            }
+            if from_url.tls == PgTls::Require {
+                cfg.tls = PgTls::Require;
+            }
+            cfg
+        }
+    };
+    cfg.validate()?;
+    Ok(Some(cfg))
+}
+
+/// Split our own `pools` parameter off a URL; map `sslmode`.
+fn split_url(raw: &str) -> Result<(String, Vec<String>, PgTls), Error> {
+    let mut url = url::Url::parse(raw.trim())
+        .map_err(|e| Error::Url(format!("not a URL ({e}): {}", error::redact(raw))))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(Error::Url(format!(
+            "scheme must be postgresql:// (got {}://)",
+            url.scheme()
+        )));
+    }
+    let mut pools = Vec::new();
+    let mut tls = PgTls::Disable;
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "pools" => pools.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            ),
+            "sslmode" => {
+                match v.as_ref() {
+                    "require" | "verify-ca" | "verify-full" => tls = PgTls::Require,
+                    "disable" | "prefer" | "allow" => {}
+                    other => return Err(Error::Url(format!("unsupported sslmode {other:?}"))),
+                }
+                // We do TLS ourselves (always verifying); the driver only needs
+                // to know whether to ask for it.
+                let mode = if tls == PgTls::Require {
+                    "require"
+                } else {
+                    "disable"
+                };
+                kept.push((k.into_owned(), mode.to_string()));
+            }
+            _ => kept.push((k.into_owned(), v.into_owned())),
+        }
+    }
+    if kept.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    Ok((url.to_string(), pools, tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_url_strips_pools_and_keeps_the_rest() {
+        let c = Config::from_url(
+            "postgresql://bob:pw@db.internal:5433/pharox?pools=eu,%20us&connect_timeout=5",
+        )
+        .unwrap();
+        assert_eq!(c.pools, vec!["eu".to_string(), "us".to_string()]);
+        let url = c.url.clone().unwrap();
+        assert!(!url.contains("pools"), "{url}");
+        assert!(url.contains("connect_timeout=5"), "{url}");
+        assert_eq!(c.tls, PgTls::Disable);
+        c.validate().unwrap();
+        // The driver accepts what is left.
+        Connector::new(&c).unwrap();
+    }
+
+    #[test]
+    fn resolve_merges_the_inventory_url_with_the_section() {
+        use std::path::Path;
+        assert!(resolve(Some(Path::new("proxies.txt")), None)
+            .unwrap()
+            .is_none());
+        assert!(resolve(None, None).unwrap().is_none());
+        let section = Config {
+            url_env: Some("DB".into()),
+            batch_size: 10,
+            pools: vec!["x".into()],
+            ..Config::default()
+        };
+        let c = resolve(
+            Some(Path::new("postgresql://u@h/db?pools=eu")),
+            Some(&section),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (c.batch_size, c.pools.clone()),
+            (10, vec!["eu".to_string()])
+        );
+        assert!(c.url_env.is_none() && c.url.is_some());
+        let c = resolve(None, Some(&section)).unwrap().unwrap();
+        assert_eq!(c.url_env.as_deref(), Some("DB"));
+        assert!(resolve(Some(Path::new("proxies.txt")), Some(&section)).is_err());
+        assert!(is_postgres_url("postgres://h/db") && !is_postgres_url("/tmp/postgres.txt"));
+    }
+
+    #[test]
+    fn sslmode_require_selects_tls_and_other_schemes_fail() {
+        let c = Config::from_url("postgres://u@h/db?sslmode=require").unwrap();
+        assert_eq!(c.tls, PgTls::Require);
+        assert!(Config::from_url("mysql://u@h/db").is_err());
+    }
+
+    #[test]
+    fn debug_and_errors_hide_the_password() {
+        let c = Config::from_url("postgresql://bob:hunter2@h:5432/db").unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        let bad = Config {
+            url: Some("postgresql://bob:hunter2@h:notaport/db".into()),
+            ..Config::default()
+        };
+        let err = match Connector::new(&bad) {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_tls_ca_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("empty-ca.pem");
+        std::fs::write(&ca, "").unwrap();
+        let mut c = Config::from_url("postgresql://u@h/db").unwrap();
+        c.tls = PgTls::Require;
+        c.tls_ca_file = Some(ca);
+        let err = match Connector::new(&c) {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        assert!(
+            err.contains("empty-ca.pem") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn exactly_one_url_source_and_unknown_fields_rejected() {
+        let two = Config {
+            url: Some("postgresql://h/db".into()),
+            url_env: Some("X".into()),
+            ..Config::default()
+        };
+        assert!(two.validate().is_err());
+        assert!(Config::default().validate().is_err());
+        let yaml = "url: postgresql://h/db\nbogus: 1\n";
+        assert!(serde_yaml_ng::from_str::<Config>(yaml).is_err());
+        let yaml = "url_env: PHAROX_DB\npools: [a]\nstatuses: [active]\nlease_burst: {window_seconds: 10, max_acquisitions_per_second: 5}\n";
+        let c: Config = serde_yaml_ng::from_str(yaml).unwrap();
+        assert_eq!(c.statuses, vec![ProxyStatus::Active]);
+        assert_eq!(c.batch_size, 1000);
+        c.validate().unwrap();
+    }
+}

@@ -1,0 +1,303 @@
+//! One batch of results in one transaction, the way pharox's
+//! `PostgresStorage.apply_health_check_result` writes one result: a history
+//! row with `status_before`/`status_after`, and the proxy's status moved
+//! forward.
+//!
+//! History row ids are derived from proxy id and `checked_at` (UUID v5) and
+//! inserted with `ON CONFLICT DO NOTHING`, and a proxy's status only moves
+//! forward in `checked_at`, so a retry, a late spill or a second replica can
+//! never duplicate a row or roll a status back.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::events::LeasedHealthEvent;
+use crate::model::{CheckResult, Proxy, ProxyStatus};
+use crate::secret::{redact_credentials, Userinfo};
+
+/// Namespace of the deterministic history record ids (UUID v5).
+const RECORD_NAMESPACE: Uuid = Uuid::from_u128(0x7068_6172_6f78_2d65_7870_6f72_7465_7201);
+
+/// One result waiting to be written; also the spill file line format.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Pending {
+    pub(super) proxy_id: Uuid,
+    pub(super) protocol: String,
+    pub(super) status: ProxyStatus,
+    pub(super) latency_ms: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) reason: Option<String>,
+    pub(super) checked_at: DateTime<Utc>,
+    /// False: a status-only update whose history row was already counted as dropped.
+    #[serde(default = "yes")]
+    pub(super) history: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Pending {
+    /// Deterministic, so a retried insert hits `ON CONFLICT DO NOTHING`.
+    pub(super) fn record_id(&self) -> Uuid {
+        let micros = self.checked_at.timestamp_micros();
+        let mut name = [0u8; 24];
+        name[..16].copy_from_slice(self.proxy_id.as_bytes());
+        name[16..].copy_from_slice(&micros.to_be_bytes());
+        Uuid::new_v5(&RECORD_NAMESPACE, &name)
+    }
+
+    /// PostgreSQL keeps microseconds; round here so the status guard, the
+    /// record id and the stored value all agree.
+    pub(super) fn new(proxy_id: Uuid, proxy: &Proxy, r: &CheckResult) -> Pending {
+        let checked_at = DateTime::<Utc>::from_timestamp_micros(r.checked_at.timestamp_micros())
+            .unwrap_or(r.checked_at);
+        Pending {
+            proxy_id,
+            protocol: proxy.protocol.as_str().to_string(),
+            status: r.status,
+            latency_ms: i32::try_from(r.latency_ms).unwrap_or(i32::MAX),
+            error: r
+                .error
+                .as_deref()
+                .map(|e| redact_credentials(e, Userinfo::Drop)),
+            reason: r.reason.map(|x| x.as_str().to_string()),
+            checked_at,
+            history: true,
+        }
+    }
+}
+
+/// What a committed batch found besides the rows it wrote.
+pub(super) struct WriteOutcome {
+    /// Results for proxies no longer in the database.
+    pub(super) unknown: u64,
+    /// Health changes of leased proxies that this transaction recorded.
+    pub(super) events: Vec<LeasedHealthEvent>,
+}
+
+// Lock the batch's proxies in id order (two replicas writing overlapping
+// batches then wait for each other instead of deadlocking) and read what
+// status_before and the leased-event check need.
+const LOCK_SQL: &str = "
+SELECT p.id, p.status, p.checked_at, p.current_leases, pl.name,
+       EXISTS (SELECT 1 FROM lease l
+               WHERE l.proxy_id = p.id AND l.status = 'active' AND l.expires_at > now()) AS leased
+FROM proxy p JOIN proxy_pool pl ON pl.id = p.pool_id
+WHERE p.id = ANY($1::uuid[])
+ORDER BY p.id
+FOR UPDATE OF p";
+
+const INSERT_SQL: &str = "
+INSERT INTO proxy_health_record
+    (id, proxy_id, checked_at, reachable, latency_ms, protocol, status_before, status_after, error)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bool[], $5::int4[],
+                     $6::text[], $7::text[], $8::text[], $9::text[])
+ON CONFLICT (id) DO NOTHING
+RETURNING id";
+
+const UPDATE_SQL: &str = "
+UPDATE proxy p SET status = v.status, checked_at = v.checked_at
+FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS v(id, status, checked_at)
+WHERE p.id = v.id";
+
+struct RowState {
+    status: String,
+    checked_at: DateTime<Utc>,
+    current_leases: i32,
+    pool: String,
+    leased: bool,
+}
+
+/// One batch in one transaction. The per-proxy logic runs here, not in SQL,
+/// because a batch may hold several results for one proxy (a backlog after
+/// an outage): each gets the previous one's status as `status_before`, and
+/// only the newest moves the proxy row.
+pub(super) async fn write_batch(
+    client: &mut Client,
+    batch: &[Pending],
+    protect_banned: bool,
+) -> Result<WriteOutcome, tokio_postgres::Error> {
+    let mut ids: Vec<Uuid> = batch.iter().map(|p| p.proxy_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+
+    let tx = client.transaction().await?;
+    let rows = tx.query(LOCK_SQL, &[&ids]).await?;
+    let mut state: HashMap<Uuid, RowState> = HashMap::with_capacity(rows.len());
+    for r in rows {
+        state.insert(
+            r.get(0),
+            RowState {
+                status: r.get(1),
+                checked_at: r.get(2),
+                current_leases: r.get(3),
+                pool: r.get(4),
+                leased: r.get(5),
+            },
+        );
+    }
+
+    let mut order: Vec<&Pending> = batch.iter().collect();
+    order.sort_by_key(|p| (p.proxy_id, p.checked_at));
+
+    let n = batch.len();
+    let (mut h_id, mut h_proxy, mut h_at, mut h_reach, mut h_lat) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut h_proto, mut h_before, mut h_after, mut h_err) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut candidates: BTreeMap<Uuid, LeasedHealthEvent> = BTreeMap::new();
+    let mut unknown = 0u64;
+    let mut changed: HashSet<Uuid> = HashSet::new();
+
+    for p in order {
+        let Some(st) = state.get_mut(&p.proxy_id) else {
+            unknown += 1;
+            continue;
+        };
+        let before = st.status.clone();
+        if p.history {
+            let rid = p.record_id();
+            if before != p.status.as_str() && (st.current_leases > 0 || st.leased) {
+                candidates.insert(
+                    rid,
+                    LeasedHealthEvent {
+                        event: "leased_proxy_health_changed".to_string(),
+                        proxy_id: p.proxy_id.to_string(),
+                        pool: st.pool.clone(),
+                        status_before: before.parse().unwrap_or(ProxyStatus::Inactive),
+                        status_after: p.status,
+                        current_leases: st.current_leases,
+                        active_lease: st.leased,
+                        reason: p.reason.clone(),
+                        latency_ms: p.latency_ms,
+                        checked_at: p.checked_at,
+                    },
+                );
+            }
+            h_id.push(rid);
+            h_proxy.push(p.proxy_id);
+            h_at.push(p.checked_at);
+            h_reach.push(p.status.is_up());
+            h_lat.push(p.latency_ms);
+            h_proto.push(p.protocol.as_str());
+            h_before.push(before.clone());
+            h_after.push(p.status.as_str());
+            h_err.push(p.error.as_deref());
+        }
+        // Status only moves forward in time, and an operator's ban stands
+        // unless banned proxies are swept on purpose.
+        let banned = before == ProxyStatus::Banned.as_str();
+        if p.checked_at >= st.checked_at && !(banned && protect_banned) {
+            st.status = p.status.as_str().to_string();
+            st.checked_at = p.checked_at;
+            changed.insert(p.proxy_id);
+        }
+    }
+
+    let (mut u_id, mut u_status, mut u_at) = (Vec::new(), Vec::new(), Vec::new());
+    for id in &changed {
+        if let Some(st) = state.get(id) {
+            u_id.push(*id);
+            u_status.push(st.status.as_str());
+            u_at.push(st.checked_at);
+        }
+    }
+
+    let inserted = if h_id.is_empty() {
+        Vec::new()
+    } else {
+        tx.query(
+            INSERT_SQL,
+            &[
+                &h_id, &h_proxy, &h_at, &h_reach, &h_lat, &h_proto, &h_before, &h_after, &h_err,
+            ],
+        )
+        .await?
+    };
+    if !u_id.is_empty() {
+        tx.execute(UPDATE_SQL, &[&u_id, &u_status, &u_at]).await?;
+    }
+    tx.commit().await?;
+
+    // Only rows this transaction inserted raise events: a retried batch
+    // whose first attempt did commit stays silent.
+    let mut events = Vec::new();
+    for r in inserted {
+        let id: Uuid = r.get(0);
+        if let Some(ev) = candidates.remove(&id) {
+            events.push(ev);
+        }
+    }
+    Ok(WriteOutcome { unknown, events })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_id_is_deterministic_and_per_check() {
+        let id = Uuid::from_u128(42);
+        let proxy = Proxy::new(crate::model::ProxyProtocol::Http, "127.0.0.1", 1);
+        let mut r = CheckResult {
+            proxy_id: id.to_string(),
+            status: ProxyStatus::Active,
+            latency_ms: 5,
+            attempts: 1,
+            status_code: Some(200),
+            reason: None,
+            phase: None,
+            error: None,
+            checked_at: Utc::now(),
+            phases: Default::default(),
+        };
+        let a = Pending::new(id, &proxy, &r);
+        let b = Pending::new(id, &proxy, &r);
+        assert_eq!(a.record_id(), b.record_id());
+        r.checked_at += chrono::Duration::microseconds(1);
+        assert_ne!(a.record_id(), Pending::new(id, &proxy, &r).record_id());
+        let other = Pending::new(Uuid::from_u128(43), &proxy, &r);
+        assert_ne!(other.record_id(), Pending::new(id, &proxy, &r).record_id());
+    }
+
+    #[test]
+    fn spill_line_round_trips() {
+        let id = Uuid::from_u128(7);
+        let proxy = Proxy::new(crate::model::ProxyProtocol::Socks5, "127.0.0.1", 1);
+        let r = CheckResult {
+            proxy_id: id.to_string(),
+            status: ProxyStatus::Inactive,
+            latency_ms: 5000,
+            attempts: 2,
+            status_code: None,
+            reason: Some(crate::model::Reason::Timeout),
+            phase: Some(crate::model::Phase::Connect),
+            error: Some("timeout via socks5://u:pw@h:1".into()),
+            checked_at: Utc::now(),
+            phases: Default::default(),
+        };
+        let p = Pending::new(id, &proxy, &r);
+        assert!(!p.error.as_deref().unwrap_or_default().contains("pw"));
+        let line = serde_json::to_string(&p).unwrap();
+        let back: Pending = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.record_id(), p.record_id());
+        assert_eq!(back.status, ProxyStatus::Inactive);
+        assert!(back.history);
+    }
+}

@@ -1,0 +1,263 @@
+//! `pharox_proxies{status}` and the other current-state gauges, plus the
+//! opt-in per-proxy series: computed from the [`StateStore`] and the sweep's
+//! gauges at scrape time, so proxies that leave the inventory disappear by
+//! themselves and every status is emitted for every pool, at 0 when empty.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
+
+use super::{ExporterGauges, PerProxy};
+use crate::model::ProxyStatus;
+use crate::state::{status_index, StateStore};
+use crate::sweep::SweepGauges;
+
+/// Current-state gauges, computed from our own state at every scrape.
+#[derive(Debug)]
+pub(super) struct StateCollector {
+    state: Arc<StateStore>,
+    gauges: Arc<SweepGauges>,
+    exporter: Arc<ExporterGauges>,
+    per_proxy: Arc<PerProxy>,
+    dropped: AtomicU64,
+}
+
+impl StateCollector {
+    pub(super) fn new(
+        state: Arc<StateStore>,
+        gauges: Arc<SweepGauges>,
+        exporter: Arc<ExporterGauges>,
+        per_proxy: Arc<PerProxy>,
+    ) -> StateCollector {
+        StateCollector {
+            state,
+            gauges,
+            exporter,
+            per_proxy,
+            dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore").finish_non_exhaustive()
+    }
+}
+
+fn gauge<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    m: M,
+) -> std::fmt::Result {
+    let e = enc.encode_descriptor(name, help, unit, m.metric_type())?;
+    m.encode(e)
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.state.counts();
+        {
+            let mut fam = enc.encode_descriptor(
+                "proxies",
+                "Proxies currently in each status (after hysteresis), every status emitted",
+                None,
+                MetricType::Gauge,
+            )?;
+            for ((pool, provider, protocol), row) in &counts {
+                for st in ProxyStatus::ALL {
+                    let labels = [
+                        ("pool", pool.as_str()),
+                        ("provider", provider.as_str()),
+                        ("protocol", protocol.as_str()),
+                        ("status", st.as_str()),
+                    ];
+                    ConstGauge::new(row[status_index(Some(st))] as i64)
+                        .encode(fam.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "proxies_unchecked",
+                "Proxies in the inventory not yet checked",
+                None,
+                MetricType::Gauge,
+            )?;
+            for ((pool, provider, protocol), row) in &counts {
+                let labels = [
+                    ("pool", pool.as_str()),
+                    ("provider", provider.as_str()),
+                    ("protocol", protocol.as_str()),
+                ];
+                ConstGauge::new(row[4] as i64).encode(fam.encode_family(&labels)?)?;
+            }
+        }
+        let in_flight = self.gauges.in_flight.load(Ordering::Relaxed).max(0);
+        gauge(
+            &mut enc,
+            "checks_in_flight",
+            "Checks running now",
+            None,
+            ConstGauge::new(in_flight),
+        )?;
+        let in_sweep = self.gauges.proxies.load(Ordering::Relaxed) as i64;
+        gauge(
+            &mut enc,
+            "sweep_proxies",
+            "Proxies in the current sweep",
+            None,
+            ConstGauge::new(in_sweep),
+        )?;
+        let x = &self.exporter;
+        gauge(
+            &mut enc,
+            "sweep_last_duration",
+            "Wall time of the last completed sweep",
+            Some(&Unit::Seconds),
+            ConstGauge::new(x.last_sweep_duration.get()),
+        )?;
+        gauge(
+            &mut enc,
+            "sweep_interval",
+            "Configured sweep interval",
+            Some(&Unit::Seconds),
+            ConstGauge::new(x.interval.get()),
+        )?;
+        gauge(
+            &mut enc,
+            "sweep_last_completed_timestamp",
+            "Unix time the last sweep completed",
+            Some(&Unit::Seconds),
+            ConstGauge::new(x.last_sweep_ts.get()),
+        )?;
+        gauge(
+            &mut enc,
+            "inventory_proxies",
+            "Proxies in the inventory as last read",
+            None,
+            ConstGauge::new(x.inventory_size.get()),
+        )?;
+        gauge(
+            &mut enc,
+            "exporter_config_last_reload_successful",
+            "1 if the last configuration reload succeeded",
+            None,
+            ConstGauge::new(x.reload_ok.get()),
+        )?;
+        gauge(
+            &mut enc,
+            "exporter_config_last_reload_success_timestamp",
+            "Unix time of the last successful configuration (re)load",
+            Some(&Unit::Seconds),
+            ConstGauge::new(x.reload_ts.get()),
+        )?;
+        {
+            let build = [
+                ("version", env!("CARGO_PKG_VERSION")),
+                (
+                    "revision",
+                    option_env!("PHAROX_GIT_REVISION").unwrap_or("unknown"),
+                ),
+                (
+                    "rustversion",
+                    option_env!("PHAROX_RUSTC_VERSION").unwrap_or("unknown"),
+                ),
+            ];
+            let mut fam = enc.encode_descriptor(
+                "exporter_build_info",
+                "Build information; always 1",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(1).encode(fam.encode_family(&build)?)?;
+        }
+        if self.per_proxy.get().0 {
+            self.encode_per_proxy(&mut enc)?;
+        } else {
+            // Switched off by a reload: no cap applies, so nothing is dropped
+            // (a stale count would keep a "series dropped" alert firing).
+            self.dropped.store(0, Ordering::Relaxed);
+        }
+        gauge(
+            &mut enc,
+            "proxy_series_dropped",
+            "Proxies left out of per-proxy series by the cap at this scrape",
+            None,
+            ConstGauge::new(self.dropped.load(Ordering::Relaxed) as i64),
+        )?;
+        Ok(())
+    }
+}
+
+impl StateCollector {
+    fn encode_per_proxy(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let limit = self.per_proxy.get().1;
+        // (id, pool, provider, protocol, up, latency s, checked_at)
+        type Row = (String, String, String, &'static str, i64, f64, f64);
+        let mut rows: Vec<Row> = Vec::new();
+        self.state.for_each(|s| {
+            if let (Some(rep), Some(last)) = (s.reported, &s.last) {
+                let p = &s.proxy;
+                rows.push((
+                    p.id.clone(),
+                    p.pool.clone(),
+                    p.provider.clone(),
+                    p.protocol.as_str(),
+                    rep.is_up() as i64,
+                    last.latency_ms as f64 / 1000.0,
+                    last.checked_at,
+                ));
+            }
+        });
+        // The cap keeps the lowest ids so the exported set is stable across scrapes.
+        let dropped = rows.len().saturating_sub(limit);
+        if dropped > 0 {
+            rows.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));
+            rows.truncate(limit);
+        }
+        self.dropped.store(dropped as u64, Ordering::Relaxed);
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        type Pick = fn(&Row) -> ConstGauge<f64>;
+        let families: [(&str, &str, Option<Unit>, Pick); 3] = [
+            (
+                "proxy_up",
+                "1 if the proxy is ACTIVE or SLOW (per-proxy, opt-in)",
+                None,
+                |r| ConstGauge::new(r.4 as f64),
+            ),
+            (
+                "proxy_latency",
+                "Latency of the proxy's last check (per-proxy, opt-in)",
+                Some(Unit::Seconds),
+                |r| ConstGauge::new(r.5),
+            ),
+            (
+                "proxy_last_check_timestamp",
+                "Unix time of the proxy's last check (per-proxy, opt-in)",
+                Some(Unit::Seconds),
+                |r| ConstGauge::new(r.6),
+            ),
+        ];
+        for (name, help, unit, pick) in families {
+            let mut fam = enc.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+            for r in &rows {
+                let labels = [
+                    ("proxy_id", r.0.as_str()),
+                    ("pool", r.1.as_str()),
+                    ("provider", r.2.as_str()),
+                    ("protocol", r.3),
+                ];
+                pick(r).encode(fam.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
