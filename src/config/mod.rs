@@ -200,9 +200,7 @@ impl Config {
             .unwrap_or_else(|| "flags".into());
         if let (Some(src), Some(inv)) = (&source, &file.inventory.path) {
             // Relative inventory paths are relative to the config file, as users expect.
-            let url = inv
-                .to_str()
-                .is_some_and(crate::pharox_db::is_postgres_url);
+            let url = inv.to_str().is_some_and(crate::pharox_db::is_postgres_url);
             if inv.is_relative() && !url {
                 if let Some(dir) = src.parent() {
                     file.inventory.path = Some(dir.join(inv));
@@ -257,11 +255,8 @@ impl Config {
             .map_err(|m| invalid("sharding", m))?;
         let options =
             options_by_pool(&file).map_err(|(field, message)| invalid(&field, message))?;
-        let db = crate::pharox_db::resolve(
-            file.inventory.path.as_deref(),
-            file.postgres.as_ref(),
-        )
-        .map_err(|e| invalid("postgres", e.to_string()))?;
+        let db = crate::pharox_db::resolve(file.inventory.path.as_deref(), file.postgres.as_ref())
+            .map_err(|e| invalid("postgres", e.to_string()))?;
         let FileConfig {
             inventory,
             sweep,
