@@ -22,5 +22,3 @@ pub mod server;
 pub mod sinks;
 pub mod state;
 pub mod sweep;
-#[doc(hidden)]
-pub mod testkit;

@@ -76,7 +76,8 @@ macro_rules! delegate_io {
     };
 }
 
-// The testkit's server-side streams delegate the same way.
+// Crate-visible for other two-variant streams; pharox-testkit, a separate
+// crate, implements its server-side stream by hand.
 pub(crate) use delegate_io;
 
 delegate_io!(ProxyStream, Plain, Tls);

@@ -12,7 +12,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{hang, pki, read_head, FakeServer, Io};
-use crate::model::{Proxy, ProxyProtocol};
 
 /// What a fake proxy does wrong.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -172,29 +171,21 @@ impl FakeProxy {
         self.server.addr()
     }
 
-    /// A [`Proxy`] pointing here. `protocol` picks the variant of this kind
-    /// (e.g. `Socks5h` for a SOCKS5 fake); `None` picks the plain one.
-    pub fn proxy(&self, protocol: Option<ProxyProtocol>) -> Proxy {
-        let default = match (self.kind, self.tls) {
-            (Kind::Http, false) => ProxyProtocol::Http,
-            (Kind::Http, true) => ProxyProtocol::Https,
-            (Kind::Socks4, _) => ProxyProtocol::Socks4,
-            (Kind::Socks5, _) => ProxyProtocol::Socks5,
-        };
-        Proxy::new(protocol.unwrap_or(default), "127.0.0.1", self.addr().port())
+    /// The URL scheme of this fake's plain variant: `http`, `https`,
+    /// `socks4` or `socks5`.
+    pub fn scheme(&self) -> &'static str {
+        match (self.kind, self.tls) {
+            (Kind::Http, false) => "http",
+            (Kind::Http, true) => "https",
+            (Kind::Socks4, _) => "socks4",
+            (Kind::Socks5, _) => "socks5",
+        }
     }
 
-    /// Like [`FakeProxy::proxy`], with credentials.
-    pub fn proxy_with_auth(
-        &self,
-        protocol: Option<ProxyProtocol>,
-        user: &str,
-        pass: &str,
-    ) -> Proxy {
-        let mut p = self.proxy(protocol);
-        p.username = Some(user.to_string());
-        p.password = Some(pass.to_string());
-        p
+    /// `scheme://127.0.0.1:port`: `scheme` picks the variant of this kind
+    /// (e.g. `socks5h` for a SOCKS5 fake); see [`FakeProxy::scheme`].
+    pub fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://{}", self.addr())
     }
 
     /// Connections accepted so far.

@@ -269,15 +269,19 @@ async fn serve(mut io: Io, script: Arc<Script>) {
     let _ = write_reply(io, &reply).await;
 }
 
-fn reason(status: u16) -> &'static str {
+/// The reason phrase the fakes send with `status`.
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
         301 => "Moved Permanently",
         302 => "Found",
         307 => "Temporary Redirect",
+        400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Status",
     }

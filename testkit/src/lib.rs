@@ -1,12 +1,21 @@
-//! In-process fakes for tests and benchmarks: HTTP/HTTPS targets and HTTP,
-//! HTTPS, SOCKS4/4a and SOCKS5(h) proxies with fault modes, all listening
-//! on 127.0.0.1 random ports and written with tokio.
+//! In-process fakes for pharox-exporter's tests: HTTP/HTTPS targets and
+//! HTTP, HTTPS, SOCKS4/4a and SOCKS5(h) proxies with fault modes, a
+//! throwaway PKI, and loopback ports that are free or that refuse. Everything
+//! listens on 127.0.0.1 random ports.
+//!
+//! - [`FakeTarget`] and [`FakeProxy`] run in the test's tokio runtime, with
+//!   scripted replies and faults;
+//! - [`ThreadTarget`] runs on its own thread (fixed routes `/`,
+//!   `/status/<code>`, `/ip`), for tests that drive real proxies or child
+//!   processes without a runtime of their own;
+//! - [`pki`]: the shared test CA and fresh ones, as rustls configs and PEM.
 //!
 //! Every fake is a [`FakeServer`] underneath: dropping it aborts its accept
 //! loop, and with it every connection task (they live in the loop's
 //! `JoinSet`), so a test cleans up by letting its fakes go out of scope.
 //!
-//! Not part of the exporter's API: hidden from docs, free to change.
+//! A dev-dependency only, and independent of pharox-exporter: fakes hand out
+//! addresses and URL strings, never the exporter's types.
 
 use std::future::Future;
 use std::io;
@@ -16,16 +25,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 pub mod pki;
 pub mod proxy;
 pub mod target;
+pub mod thread_target;
 
-pub use proxy::{FakeProxy, Fault, ProxyBehavior};
+pub use proxy::{FakeProxy, Fault, ProxyBehavior, SeenTunnel};
 pub use target::{BodyMode, FakeTarget, Reply, SeenRequest};
+pub use thread_target::ThreadTarget;
 
 /// A listening fake; dropping it stops it and every connection it holds.
 pub struct FakeServer {
@@ -103,15 +114,91 @@ impl Io {
     }
 }
 
-crate::probe::dial::delegate_io!(Io, Plain, Tls);
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
 
-/// A port on 127.0.0.1 that refuses connections: bound, then released.
-/// Another process could grab it in between, which is unlikely enough for tests.
-pub fn refused_port() -> u16 {
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1, found by binding port 0 and releasing it,
+/// for servers that must be told their port (child processes, real proxies).
+///
+/// Another process can take the port before the server binds it: starters
+/// that care retry with a fresh port when the server fails to come up.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .unwrap_or(1)
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A port on 127.0.0.1 that refuses connections for as long as this guard
+/// lives: see [`refused_port`].
+pub struct RefusedPort {
+    port: u16,
+    // Bound, never listening: the kernel answers SYNs with RST, and nobody
+    // else can bind the port while we hold it (no SO_REUSEADDR).
+    _socket: TcpSocket,
+}
+
+impl RefusedPort {
+    /// The port number.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// A port on 127.0.0.1 that refuses connections until the guard drops.
+///
+/// Binding and releasing a port (as [`free_port`] does) would leave it free
+/// for any other server to take, and then it accepts: the guard keeps it
+/// bound without listening instead. Needs no runtime.
+pub fn refused_port() -> RefusedPort {
+    let socket = TcpSocket::new_v4()
+        .and_then(|s| {
+            s.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            Ok(s)
+        })
+        .expect("bind a socket on 127.0.0.1:0");
+    let port = socket.local_addr().expect("bound socket address").port();
+    RefusedPort {
+        port,
+        _socket: socket,
+    }
 }
 
 /// Read an HTTP request head (up to `\r\n\r\n`, at most `max` bytes).
