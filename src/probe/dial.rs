@@ -76,10 +76,6 @@ macro_rules! delegate_io {
     };
 }
 
-// Crate-visible for other two-variant streams; pharox-testkit, a separate
-// crate, implements its server-side stream by hand.
-pub(crate) use delegate_io;
-
 delegate_io!(ProxyStream, Plain, Tls);
 delegate_io!(Conn, Plain, Tls);
 

@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Output};
 
-use pharox_exporter::testkit::proxy::{FakeProxy, Fault, ProxyBehavior};
-use pharox_exporter::testkit::refused_port;
-use pharox_exporter::testkit::target::{FakeTarget, Reply};
+use pharox_testkit::{refused_port, FakeProxy, FakeTarget, Fault, ProxyBehavior, Reply};
 
 const SECRET: &str = "hunter2-very-secret";
 
@@ -58,7 +56,7 @@ async fn check_prints_a_table_and_json_and_exits_3_when_a_proxy_is_down() {
     let urls = [
         format!("socks5://{}", good.addr()),
         format!("http://alice:{SECRET}@{}", authed.addr()),
-        format!("http://127.0.0.1:{dead}"),
+        format!("http://127.0.0.1:{}", dead.port()),
     ];
 
     let mut cmd = bin();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pharox_exporter::model::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
 use pharox_exporter::probe::{check, tls, CheckOptions, USER_AGENT};
-use pharox_exporter::testkit::{
+use pharox_testkit::{
     hang, pki, refused_port, BodyMode, FakeProxy, FakeServer, FakeTarget, Fault, ProxyBehavior,
     Reply,
 };
@@ -68,8 +68,29 @@ async fn tls_target() -> FakeTarget {
         .unwrap()
 }
 
-fn dead_proxy(protocol: ProxyProtocol) -> Proxy {
-    Proxy::new(protocol, "127.0.0.1", refused_port())
+/// The exporter's [`Proxy`] for a fake (the testkit knows only URLs):
+/// `protocol` picks the variant of the fake's kind, `None` the plain one.
+trait AsProxy {
+    fn proxy(&self, protocol: Option<ProxyProtocol>) -> Proxy;
+    fn proxy_with_auth(&self, protocol: Option<ProxyProtocol>, user: &str, pass: &str) -> Proxy;
+}
+
+impl AsProxy for FakeProxy {
+    fn proxy(&self, protocol: Option<ProxyProtocol>) -> Proxy {
+        let protocol = protocol.unwrap_or_else(|| {
+            self.scheme()
+                .parse()
+                .expect("a fake's scheme is a proxy protocol")
+        });
+        Proxy::new(protocol, "127.0.0.1", self.addr().port())
+    }
+
+    fn proxy_with_auth(&self, protocol: Option<ProxyProtocol>, user: &str, pass: &str) -> Proxy {
+        let mut p = self.proxy(protocol);
+        p.username = Some(user.to_string());
+        p.password = Some(pass.to_string());
+        p
+    }
 }
 
 // ------------------------------------------------------------ healthy paths
@@ -234,8 +255,10 @@ async fn chunked_and_until_close_bodies_are_decoded() {
 #[tokio::test]
 async fn refused_port_is_connect_refused_for_every_protocol() {
     let target = ok_target().await;
+    let dead = refused_port();
     for protocol in ProxyProtocol::ALL {
-        let r = check(&dead_proxy(protocol), &opts(target.url("/"))).await;
+        let proxy = Proxy::new(protocol, "127.0.0.1", dead.port());
+        let r = check(&proxy, &opts(target.url("/"))).await;
         assert_fail(&r, Reason::ConnectRefused, Phase::Connect);
         assert_eq!(r.latency_ms, OK_TIMEOUT.as_millis() as u64);
     }
@@ -374,7 +397,8 @@ async fn denied_destination_is_proxy_refused() {
 
 #[tokio::test]
 async fn unreachable_destination_is_proxy_refused_with_the_code_meaning() {
-    let url = Url::parse(&format!("https://127.0.0.1:{}/", refused_port())).unwrap();
+    let dead = refused_port();
+    let url = Url::parse(&format!("https://127.0.0.1:{}/", dead.port())).unwrap();
     let http = FakeProxy::http(ProxyBehavior::healthy()).await.unwrap();
     let s4 = FakeProxy::socks4(ProxyBehavior::healthy()).await.unwrap();
     let s5 = FakeProxy::socks5(ProxyBehavior::healthy()).await.unwrap();

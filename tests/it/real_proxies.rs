@@ -13,18 +13,18 @@
 //! - everything else: `pharox_exporter::probe::check` through each server,
 //!   asserting status, reason, phase and that no password leaks.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::pki::client_tls;
-use common::process::require_binary;
-use common::proxies::{self, ProxyServer};
-use common::targets::Target;
 use pharox_exporter::model::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
 use pharox_exporter::probe::{self, CheckOptions};
+use pharox_testkit::pki::client_tls;
+use pharox_testkit::ThreadTarget;
+
+use crate::support;
+use crate::support::process::require_binary;
+use crate::support::proxies::{self, ProxyServer};
 
 const SQUID_USER: &str = "alice";
 const SQUID_PASS: &str = "Sq-pw-4711";
@@ -66,14 +66,14 @@ fn no_tls() -> Arc<rustls::ClientConfig> {
     client_tls(&[])
 }
 
-fn opts_http(target: &Target, path: &str) -> CheckOptions {
-    common::check_options(&target.url(path), no_tls(), no_tls())
+fn opts_http(target: &ThreadTarget, path: &str) -> CheckOptions {
+    support::check_options(&target.url(path), no_tls(), no_tls())
 }
 
-fn opts_https(target: &Target, path: &str) -> CheckOptions {
-    common::check_options(
+fn opts_https(target: &ThreadTarget, path: &str) -> CheckOptions {
+    support::check_options(
         &target.url(path),
-        common::probe_tls(&target.ca_pem()),
+        support::probe_tls(&target.ca_pem()),
         no_tls(),
     )
 }
@@ -184,8 +184,8 @@ fn path_str(p: &Path) -> &str {
 
 #[test]
 fn harness_curl_squid_and_tinyproxy() {
-    let http = Target::http();
-    let https = Target::https();
+    let http = ThreadTarget::http();
+    let https = ThreadTarget::https();
     let ca = https.ca_pem();
     for server in [proxies::squid(None), proxies::tinyproxy()] {
         let px = server.proxy_url();
@@ -200,7 +200,7 @@ fn harness_curl_squid_and_tinyproxy() {
 
 #[test]
 fn harness_curl_squid_auth() {
-    let http = Target::http();
+    let http = ThreadTarget::http();
     let server = proxies::squid(Some((SQUID_USER, SQUID_PASS)));
     let px = server.proxy_url();
     let good = format!("{SQUID_USER}:{SQUID_PASS}");
@@ -212,7 +212,7 @@ fn harness_curl_squid_auth() {
 
 #[test]
 fn harness_curl_socks_servers() {
-    let http = Target::http();
+    let http = ThreadTarget::http();
     let dante = proxies::dante();
     for scheme in ["socks4", "socks5"] {
         curl_ok(&dante, &["-x", &dante.proxy_url_as(scheme), &http.url("/")]);
@@ -244,7 +244,7 @@ fn harness_curl_socks_servers() {
 
 #[test]
 fn harness_curl_socks_auth() {
-    let http = Target::http();
+    let http = ThreadTarget::http();
     let ms = proxies::microsocks(Some((MS_USER, MS_PASS)));
     let good = format!("socks5://{MS_USER}:{MS_PASS}@{}", ms.addr());
     let bad = format!("socks5://{MS_USER}:{WRONG_PASS}@{}", ms.addr());
@@ -263,8 +263,8 @@ fn harness_curl_socks_auth() {
 
 #[test]
 fn harness_curl_stunnel_https_proxy() {
-    let http = Target::http();
-    let https = Target::https();
+    let http = ThreadTarget::http();
+    let https = ThreadTarget::https();
     let server = proxies::stunnel_https_proxy();
     let proxy_ca = server.ca_pem().expect("stunnel CA");
     let px = server.proxy_url();
@@ -299,7 +299,7 @@ fn harness_curl_stunnel_https_proxy() {
 
 #[tokio::test]
 async fn squid_http_target_active() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::squid(None);
     let proxy = server.proxy(ProxyProtocol::Http, None);
     expect(&server, &proxy, &opts_http(&target, "/"), active()).await;
@@ -308,7 +308,7 @@ async fn squid_http_target_active() {
 
 #[tokio::test]
 async fn squid_https_target_via_connect_active() {
-    let target = Target::https();
+    let target = ThreadTarget::https();
     let server = proxies::squid(None);
     let proxy = server.proxy(ProxyProtocol::Http, None);
     let res = expect(&server, &proxy, &opts_https(&target, "/"), active()).await;
@@ -321,7 +321,7 @@ async fn squid_https_target_via_connect_active() {
 
 #[tokio::test]
 async fn squid_target_503_is_unexpected_status() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::squid(None);
     let proxy = server.proxy(ProxyProtocol::Http, None);
     let want = Want {
@@ -333,8 +333,8 @@ async fn squid_target_503_is_unexpected_status() {
 
 #[tokio::test]
 async fn squid_auth_right_credentials_active() {
-    let http = Target::http();
-    let https = Target::https();
+    let http = ThreadTarget::http();
+    let https = ThreadTarget::https();
     let server = proxies::squid(Some((SQUID_USER, SQUID_PASS)));
     let proxy = server.proxy(ProxyProtocol::Http, Some((SQUID_USER, SQUID_PASS)));
     expect(&server, &proxy, &opts_http(&http, "/"), active()).await;
@@ -344,7 +344,7 @@ async fn squid_auth_right_credentials_active() {
 
 #[tokio::test]
 async fn squid_auth_wrong_credentials_fail() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::squid(Some((SQUID_USER, SQUID_PASS)));
     let proxy = server.proxy(ProxyProtocol::Http, Some((SQUID_USER, WRONG_PASS)));
     let want = inactive(Reason::ProxyAuthFailed, &[Phase::Handshake]);
@@ -354,7 +354,7 @@ async fn squid_auth_wrong_credentials_fail() {
 
 #[tokio::test]
 async fn squid_auth_wrong_credentials_fail_on_connect() {
-    let target = Target::https();
+    let target = ThreadTarget::https();
     let server = proxies::squid(Some((SQUID_USER, SQUID_PASS)));
     let proxy = server.proxy(ProxyProtocol::Http, Some((SQUID_USER, WRONG_PASS)));
     let want = inactive(Reason::ProxyAuthFailed, &[Phase::Handshake]);
@@ -363,7 +363,7 @@ async fn squid_auth_wrong_credentials_fail_on_connect() {
 
 #[tokio::test]
 async fn squid_auth_without_credentials_required() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::squid(Some((SQUID_USER, SQUID_PASS)));
     let proxy = server.proxy(ProxyProtocol::Http, None);
     let want = inactive(Reason::ProxyAuthRequired, &[Phase::Handshake]);
@@ -375,8 +375,8 @@ async fn squid_auth_without_credentials_required() {
 
 #[tokio::test]
 async fn tinyproxy_http_and_https_targets_active() {
-    let http = Target::http();
-    let https = Target::https();
+    let http = ThreadTarget::http();
+    let https = ThreadTarget::https();
     let server = proxies::tinyproxy();
     let proxy = server.proxy(ProxyProtocol::Http, None);
     expect(&server, &proxy, &opts_http(&http, "/"), active()).await;
@@ -389,7 +389,7 @@ async fn tinyproxy_http_and_https_targets_active() {
 
 #[tokio::test]
 async fn dante_socks4_active() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::dante();
     let proxy = server.proxy(ProxyProtocol::Socks4, None);
     expect(&server, &proxy, &opts_http(&target, "/"), active()).await;
@@ -397,8 +397,8 @@ async fn dante_socks4_active() {
 
 #[tokio::test]
 async fn dante_socks5_active_http_and_https() {
-    let http = Target::http();
-    let https = Target::https();
+    let http = ThreadTarget::http();
+    let https = ThreadTarget::https();
     let server = proxies::dante();
     let proxy = server.proxy(ProxyProtocol::Socks5, None);
     expect(&server, &proxy, &opts_http(&http, "/"), active()).await;
@@ -407,10 +407,10 @@ async fn dante_socks5_active_http_and_https() {
 
 #[tokio::test]
 async fn dante_socks5h_remote_resolution_active() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::dante();
     let proxy = server.proxy(ProxyProtocol::Socks5h, None);
-    let opts = common::check_options(&target.url_localhost("/"), no_tls(), no_tls());
+    let opts = support::check_options(&target.url_localhost("/"), no_tls(), no_tls());
     expect(&server, &proxy, &opts, active()).await;
 }
 
@@ -418,10 +418,10 @@ async fn dante_socks5h_remote_resolution_active() {
 /// 0.0.0.x placeholder as an address and rejects the request (code 91).
 #[tokio::test]
 async fn dante_socks4a_is_refused_by_the_proxy() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::dante();
     let proxy = server.proxy(ProxyProtocol::Socks4a, None);
-    let opts = common::check_options(&target.url_localhost("/"), no_tls(), no_tls());
+    let opts = support::check_options(&target.url_localhost("/"), no_tls(), no_tls());
     expect(
         &server,
         &proxy,
@@ -433,7 +433,7 @@ async fn dante_socks4a_is_refused_by_the_proxy() {
 
 #[tokio::test]
 async fn dante_username_auth_right_and_wrong() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::dante_auth();
     let (user, pass) = server.credentials().expect("dante creds");
     let good = server.proxy(ProxyProtocol::Socks5, Some((user, pass)));
@@ -452,10 +452,10 @@ async fn dante_username_auth_right_and_wrong() {
 
 #[tokio::test]
 async fn ssh_socks4a_and_socks4_active() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::ssh_socks();
     let p4a = server.proxy(ProxyProtocol::Socks4a, None);
-    let opts = common::check_options(&target.url_localhost("/"), no_tls(), no_tls());
+    let opts = support::check_options(&target.url_localhost("/"), no_tls(), no_tls());
     expect(&server, &p4a, &opts, active()).await;
     let p4 = server.proxy(ProxyProtocol::Socks4, None);
     expect(&server, &p4, &opts_http(&target, "/"), active()).await;
@@ -463,12 +463,12 @@ async fn ssh_socks4a_and_socks4_active() {
 
 #[tokio::test]
 async fn ssh_socks5h_https_target_active() {
-    let target = Target::https();
+    let target = ThreadTarget::https();
     let server = proxies::ssh_socks();
     let proxy = server.proxy(ProxyProtocol::Socks5h, None);
-    let opts = common::check_options(
+    let opts = support::check_options(
         &target.url_localhost("/"),
-        common::probe_tls(&target.ca_pem()),
+        support::probe_tls(&target.ca_pem()),
         no_tls(),
     );
     expect(&server, &proxy, &opts, active()).await;
@@ -479,8 +479,8 @@ async fn ssh_socks5h_https_target_active() {
 
 #[tokio::test]
 async fn microsocks_no_auth_active() {
-    let http = Target::http();
-    let https = Target::https();
+    let http = ThreadTarget::http();
+    let https = ThreadTarget::https();
     let server = proxies::microsocks(None);
     expect(
         &server,
@@ -489,9 +489,9 @@ async fn microsocks_no_auth_active() {
         active(),
     )
     .await;
-    let opts = common::check_options(
+    let opts = support::check_options(
         &https.url_localhost("/"),
-        common::probe_tls(&https.ca_pem()),
+        support::probe_tls(&https.ca_pem()),
         no_tls(),
     );
     expect(
@@ -505,7 +505,7 @@ async fn microsocks_no_auth_active() {
 
 #[tokio::test]
 async fn microsocks_auth_right_credentials_active() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::microsocks(Some((MS_USER, MS_PASS)));
     let proxy = server.proxy(ProxyProtocol::Socks5, Some((MS_USER, MS_PASS)));
     expect(&server, &proxy, &opts_http(&target, "/"), active()).await;
@@ -513,7 +513,7 @@ async fn microsocks_auth_right_credentials_active() {
 
 #[tokio::test]
 async fn microsocks_auth_wrong_credentials_fail() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::microsocks(Some((MS_USER, MS_PASS)));
     let proxy = server.proxy(ProxyProtocol::Socks5, Some((MS_USER, WRONG_PASS)));
     let want = inactive(Reason::ProxyAuthFailed, &[Phase::Handshake]);
@@ -523,7 +523,7 @@ async fn microsocks_auth_wrong_credentials_fail() {
 
 #[tokio::test]
 async fn microsocks_auth_without_credentials_required() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::microsocks(Some((MS_USER, MS_PASS)));
     let proxy = server.proxy(ProxyProtocol::Socks5, None);
     let want = inactive(Reason::ProxyAuthRequired, &[Phase::Handshake]);
@@ -535,23 +535,23 @@ async fn microsocks_auth_without_credentials_required() {
 
 #[tokio::test]
 async fn stunnel_https_proxy_active_for_http_and_https_targets() {
-    let http = Target::http();
-    let https = Target::https();
+    let http = ThreadTarget::http();
+    let https = ThreadTarget::https();
     let server = proxies::stunnel_https_proxy();
     let proxy_ca = server.ca_pem().expect("stunnel CA");
     let proxy = server.proxy(ProxyProtocol::Https, None);
-    let proxy_tls = common::probe_tls(&proxy_ca);
+    let proxy_tls = support::probe_tls(&proxy_ca);
 
-    let opts = common::check_options(&http.url("/"), no_tls(), proxy_tls.clone());
+    let opts = support::check_options(&http.url("/"), no_tls(), proxy_tls.clone());
     let res = expect(&server, &proxy, &opts, active()).await;
     assert!(
         res.phases.proxy_tls_ms.is_some(),
         "no proxy_tls phase: {res:?}"
     );
 
-    let opts = common::check_options(
+    let opts = support::check_options(
         &https.url("/"),
-        common::probe_tls(&https.ca_pem()),
+        support::probe_tls(&https.ca_pem()),
         proxy_tls,
     );
     let res = expect(&server, &proxy, &opts, active()).await;
@@ -564,15 +564,15 @@ async fn stunnel_https_proxy_active_for_http_and_https_targets() {
 
 #[tokio::test]
 async fn stunnel_https_proxy_untrusted_certificate_is_tls_failure() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let server = proxies::stunnel_https_proxy();
     let proxy = server.proxy(ProxyProtocol::Https, None);
     // Trust some other CA, not the proxy's.
-    let other = Target::https();
-    let opts = common::check_options(
+    let other = ThreadTarget::https();
+    let opts = support::check_options(
         &target.url("/"),
         no_tls(),
-        common::probe_tls(&other.ca_pem()),
+        support::probe_tls(&other.ca_pem()),
     );
     expect(
         &server,
@@ -588,7 +588,7 @@ async fn stunnel_https_proxy_untrusted_certificate_is_tls_failure() {
 
 #[tokio::test]
 async fn stopped_proxy_is_connect_refused() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let mut server = proxies::microsocks(None);
     let proxy = server.proxy(ProxyProtocol::Socks5, None);
     expect(&server, &proxy, &opts_http(&target, "/"), active()).await;
@@ -599,7 +599,7 @@ async fn stopped_proxy_is_connect_refused() {
 
 #[tokio::test]
 async fn credentials_never_in_error_text() {
-    let target = Target::http();
+    let target = ThreadTarget::http();
     let squid = proxies::squid(Some((SQUID_USER, SQUID_PASS)));
     let ms = proxies::microsocks(Some((MS_USER, MS_PASS)));
     let cases = [

@@ -6,8 +6,7 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pharox_exporter::testkit::proxy::{FakeProxy, ProxyBehavior};
-use pharox_exporter::testkit::target::{FakeTarget, Reply};
+use pharox_testkit::{free_port, FakeProxy, FakeTarget, ProxyBehavior, Reply};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pharox-exporter"))
@@ -85,14 +84,6 @@ impl Drop for Killer {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn scrape(port: u16) -> Option<String> {

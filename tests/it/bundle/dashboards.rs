@@ -3,11 +3,9 @@
 //! variable on every panel, the panels the issue asks for, and only metric
 //! names that exist in docs/metrics.md (or are recorded by our rules).
 
-mod bundle_support;
-
 use std::collections::BTreeSet;
 
-use bundle_support::*;
+use crate::support::bundle::*;
 use serde_json::Value as Json;
 
 const UIDS: [(&str, &str); 2] = [

@@ -17,18 +17,16 @@
 //! Everything listens on 127.0.0.1 on free ports, every wait is bounded, and
 //! every child process is killed by a guard when the test ends.
 
-mod bundle_support;
-
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::future::Future;
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bundle_support::*;
+use crate::support::bundle::*;
+use pharox_testkit::free_port;
 use regex::Regex;
 use serde_json::Value as Json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,14 +87,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// Poll `f` every 250 ms until it returns `Some`, for at most `limit`.

@@ -3,12 +3,10 @@
 //! what the generator script produces, the compose file wires every service
 //! to files that exist, and the Dockerfile builds a small non-root image.
 
-mod bundle_support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use bundle_support::*;
+use crate::support::bundle::*;
 use serde_yaml_ng::Value as Yaml;
 
 const K8S_DIR: &str = "deploy/kubernetes";

@@ -4,12 +4,10 @@
 //! and `amtool config routes test`. Mutation tests prove that the unit tests
 //! catch a wrong comparison or a per-instance aggregation.
 
-mod bundle_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-use bundle_support::*;
+use crate::support::bundle::*;
 use serde_yaml_ng::Value as Yaml;
 
 const PROMTOOL: &str = "/usr/bin/promtool";

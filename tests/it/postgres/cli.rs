@@ -2,12 +2,10 @@
 //! pharox's database (one pool), writes the results back, and pharox reads
 //! them through its own API. Also `validate` on the same URL.
 
-mod common_pg;
-
 use std::process::Command;
 
-use common_pg::*;
-use pharox_exporter::testkit::{FakeProxy, FakeTarget, ProxyBehavior, Reply};
+use crate::support::pg::*;
+use pharox_testkit::{FakeProxy, FakeTarget, ProxyBehavior, Reply};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,11 +16,11 @@ async fn sweep_once_on_a_pharox_database_writes_results_pharox_reads() {
     let authed = FakeProxy::socks5(ProxyBehavior::healthy().with_auth("alice", "s3cret-pw"))
         .await
         .unwrap();
-    let dead = pharox_exporter::testkit::refused_port();
+    let dead = pharox_testkit::refused_port();
     let (eu, us) = (uuid_for(1, 1), uuid_for(1, 2));
     let mut proxies = vec![
         json!({"id": uuid_for(2, 1), "pool_id": eu, "host": "127.0.0.1", "port": authed.addr().port(), "protocol": "socks5", "status": "inactive", "source": "acme"}),
-        json!({"id": uuid_for(2, 2), "pool_id": eu, "host": "127.0.0.1", "port": dead, "protocol": "http", "status": "active"}),
+        json!({"id": uuid_for(2, 2), "pool_id": eu, "host": "127.0.0.1", "port": dead.port(), "protocol": "http", "status": "active"}),
         json!({"id": uuid_for(2, 3), "pool_id": us, "host": "127.0.0.1", "port": authed.addr().port(), "protocol": "socks5", "status": "inactive"}),
     ];
     proxies[0]["credentials"] = json!({"user": "alice", "password": "s3cret-pw"});

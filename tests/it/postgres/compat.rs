@@ -2,13 +2,11 @@
 //! we load and write, pharox reads back, and the result must equal what
 //! pharox's own HealthCheckOrchestrator writes for the same results.
 
-mod common_pg;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::pg::*;
 use chrono::{SecondsFormat, Utc};
-use common_pg::*;
 use pharox_exporter::inventory::postgres::{PgConfig, PgSource};
 use pharox_exporter::model::{CheckResult, Proxy, ProxyStatus};
 use pharox_exporter::sinks::postgres::PgSink;

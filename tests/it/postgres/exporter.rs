@@ -1,14 +1,12 @@
 //! End to end: the exporter with pharox's database as inventory, real checks
 //! through in-process fake proxies, results read back through pharox.
 
-mod common_pg;
-
 use std::time::Duration;
 
-use common_pg::*;
+use crate::support::pg::*;
 use pharox_exporter::config::Overrides;
 use pharox_exporter::sweep::Shutdown;
-use pharox_exporter::testkit::{FakeProxy, FakeTarget, Fault, ProxyBehavior, Reply};
+use pharox_testkit::{free_port, refused_port, FakeProxy, FakeTarget, Fault, ProxyBehavior, Reply};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,9 +21,8 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
     let denied = FakeProxy::http(ProxyBehavior::fault(Fault::DenyDestination))
         .await
         .unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed = refused_port();
+    let closed_port = closed.port();
 
     let eu = uuid_for(1, 1);
     let us = uuid_for(1, 2);
@@ -51,10 +48,7 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
     // pharox's own checker gets an identical copy, for comparison.
     pg.copy_db("db", "theirs");
 
-    let web_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let web_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pharox.yaml");
     std::fs::write(
@@ -220,10 +214,7 @@ async fn sweeps_pause_while_lease_acquisitions_burst() {
     );
     assert_eq!(got["acquired"], 20);
 
-    let web_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let web_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pharox.yaml");
     std::fs::write(

@@ -2,13 +2,11 @@
 //! pharox's, acquisition-burst detection, skipping exclusively leased
 //! proxies, and events (log + webhook) when a leased proxy's health changes.
 
-mod common_pg;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::pg::*;
 use chrono::Utc;
-use common_pg::*;
 use pharox_exporter::inventory::postgres::{LeaseBurst, PgSource, SweepPlan};
 use pharox_exporter::model::{ProxyProtocol, ProxyStatus};
 use pharox_exporter::sinks::postgres::{PgSink, PgStats};
@@ -284,9 +282,8 @@ async fn leased_proxy_health_changes_raise_events() {
     sink.close(deadline).await;
 
     // A webhook that is down costs a counter, never a write.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_url = format!("http://127.0.0.1:{}/", dead.local_addr().unwrap().port());
-    drop(dead);
+    let dead = pharox_testkit::refused_port();
+    let dead_url = format!("http://127.0.0.1:{}/", dead.port());
     let mut cfg = config(&pg.url("db"));
     cfg.leased_event_webhook = Some(dead_url);
     let sink = PgSink::spawn(cfg).unwrap();

@@ -2,12 +2,10 @@
 //! without a spill directory, two replicas on one database, and the batched
 //! write rate.
 
-mod common_pg;
-
 use std::time::{Duration, Instant as StdInstant};
 
+use crate::support::pg::*;
 use chrono::Utc;
-use common_pg::*;
 use pharox_exporter::model::{Proxy, ProxyProtocol, ProxyStatus};
 use pharox_exporter::sinks::postgres::{PgSink, PgSinkHandle};
 use tokio::time::Instant;

@@ -1,41 +1,16 @@
 //! `tls: require` against a server that only accepts TLS, verified against
 //! a CA given in `tls_ca_file`; an untrusted server certificate is refused.
 
-mod common_pg;
-
-use common_pg::*;
+use crate::support::pg::*;
 use pharox_exporter::inventory::postgres::{PgConfig, PgSource, PgTls};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
-
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.subject_alt_names
-        .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &ca, &ca_key).unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
+use pharox_testkit::pki::TestPki;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_require_verifies_the_server() {
     let mut pg = PgServer::start();
     pharox_db(&pg, "db");
     let ids = seed_sql(&pg, "db", 3);
-    let pki = pki();
+    let pki = TestPki::generate();
     tokio::task::block_in_place(|| pg.enable_tls(&pki.cert_pem, &pki.key_pem));
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");

@@ -3,8 +3,6 @@
 //! `docs/metrics.md`, metric-name extraction from PromQL, walking Grafana
 //! dashboards, and locating the Debian tools the tests drive.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,28 +12,28 @@ use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
 /// The repository root (where Cargo.toml is).
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A path relative to the repository root.
-pub fn path(rel: &str) -> PathBuf {
+pub(crate) fn path(rel: &str) -> PathBuf {
     root().join(rel)
 }
 
 /// Read a file relative to the repository root, panicking with its name.
-pub fn read(rel: &str) -> String {
+pub(crate) fn read(rel: &str) -> String {
     let p = path(rel);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
 
 /// Parse one YAML document.
-pub fn yaml(rel: &str) -> Yaml {
+pub(crate) fn yaml(rel: &str) -> Yaml {
     serde_yaml_ng::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: invalid YAML: {e}"))
 }
 
 /// Parse every document of a multi-document YAML file (empty ones skipped).
-pub fn yaml_docs(rel: &str) -> Vec<Yaml> {
+pub(crate) fn yaml_docs(rel: &str) -> Vec<Yaml> {
     use serde::Deserialize;
     let text = read(rel);
     let mut out = Vec::new();
@@ -49,13 +47,13 @@ pub fn yaml_docs(rel: &str) -> Vec<Yaml> {
 }
 
 /// The two rule files, recording first.
-pub const RULE_FILES: [&str; 2] = [
+pub(crate) const RULE_FILES: [&str; 2] = [
     "deploy/prometheus/rules/pharox-recording.rules.yml",
     "deploy/prometheus/rules/pharox-alerts.rules.yml",
 ];
 
 /// The Grafana dashboards.
-pub fn dashboard_files() -> Vec<PathBuf> {
+pub(crate) fn dashboard_files() -> Vec<PathBuf> {
     let dir = path("grafana/dashboards");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
@@ -67,7 +65,7 @@ pub fn dashboard_files() -> Vec<PathBuf> {
 }
 
 /// Metric families of `docs/metrics.md`: name -> type.
-pub fn contract() -> BTreeMap<String, String> {
+pub(crate) fn contract() -> BTreeMap<String, String> {
     let re = Regex::new(r"^\|\s*`([a-z_:][a-z0-9_:]*)`\s*\|\s*([a-z]+)\s*\|").expect("regex");
     let mut out = BTreeMap::new();
     for line in read("docs/metrics.md").lines() {
@@ -85,7 +83,7 @@ pub fn contract() -> BTreeMap<String, String> {
 
 /// Every series name the contract allows: histograms expand to their
 /// `_bucket`, `_sum` and `_count` series.
-pub fn contract_series() -> BTreeSet<String> {
+pub(crate) fn contract_series() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for (name, kind) in contract() {
         if kind == "histogram" {
@@ -100,7 +98,7 @@ pub fn contract_series() -> BTreeSet<String> {
 }
 
 /// All rules of a rule file, flattened over its groups.
-pub fn rules_of(rel: &str) -> Vec<Yaml> {
+pub(crate) fn rules_of(rel: &str) -> Vec<Yaml> {
     let doc = yaml(rel);
     let mut out = Vec::new();
     for g in doc["groups"]
@@ -118,7 +116,7 @@ pub fn rules_of(rel: &str) -> Vec<Yaml> {
 }
 
 /// Names recorded by our recording rules (both files).
-pub fn recorded_names() -> BTreeSet<String> {
+pub(crate) fn recorded_names() -> BTreeSet<String> {
     RULE_FILES
         .iter()
         .flat_map(|f| rules_of(f))
@@ -128,7 +126,7 @@ pub fn recorded_names() -> BTreeSet<String> {
 
 /// Series names PromQL may use: the contract, our recorded series, and
 /// Prometheus' own `up`.
-pub fn known_series() -> BTreeSet<String> {
+pub(crate) fn known_series() -> BTreeSet<String> {
     let mut s = contract_series();
     s.extend(recorded_names());
     s.insert("up".into());
@@ -155,7 +153,7 @@ const KEYWORDS: &[&str] = &[
 
 /// Metric names referenced by a PromQL expression (after Grafana variables
 /// are substituted or not: `$x` tokens are ignored).
-pub fn metric_names(expr: &str) -> BTreeSet<String> {
+pub(crate) fn metric_names(expr: &str) -> BTreeSet<String> {
     let strings = Regex::new(r#""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`"#).expect("regex");
     let braces = Regex::new(r"\{[^}]*\}").expect("regex");
     let brackets = Regex::new(r"\[[^\]]*\]").expect("regex");
@@ -188,7 +186,7 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
 }
 
 /// Every panel of a dashboard, rows' nested panels included.
-pub fn panels(dash: &Json) -> Vec<&Json> {
+pub(crate) fn panels(dash: &Json) -> Vec<&Json> {
     fn walk<'a>(list: &'a Json, out: &mut Vec<&'a Json>) {
         if let Some(arr) = list.as_array() {
             for p in arr {
@@ -203,7 +201,7 @@ pub fn panels(dash: &Json) -> Vec<&Json> {
 }
 
 /// The PromQL of every panel target of a dashboard: (panel title, expr).
-pub fn panel_exprs(dash: &Json) -> Vec<(String, String)> {
+pub(crate) fn panel_exprs(dash: &Json) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in panels(dash) {
         for t in p["targets"].as_array().into_iter().flatten() {
@@ -219,7 +217,7 @@ pub fn panel_exprs(dash: &Json) -> Vec<(String, String)> {
 }
 
 /// The query of a template variable (string or `{query: ...}` form).
-pub fn variable_query(var: &Json) -> Option<String> {
+pub(crate) fn variable_query(var: &Json) -> Option<String> {
     match &var["query"] {
         Json::String(s) => Some(s.clone()),
         Json::Object(o) => o.get("query").and_then(|q| q.as_str()).map(str::to_string),
@@ -228,21 +226,21 @@ pub fn variable_query(var: &Json) -> Option<String> {
 }
 
 /// The series selector inside `label_values(selector, label)`.
-pub fn label_values_selector(q: &str) -> Option<(String, String)> {
+pub(crate) fn label_values_selector(q: &str) -> Option<(String, String)> {
     let re = Regex::new(r"^\s*label_values\(\s*(.+?)\s*,\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)\s*$")
         .expect("regex");
     re.captures(q).map(|c| (c[1].to_string(), c[2].to_string()))
 }
 
 /// Parse a dashboard.
-pub fn dashboard(p: &Path) -> Json {
+pub(crate) fn dashboard(p: &Path) -> Json {
     let text =
         std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: invalid JSON: {e}", p.display()))
 }
 
 /// A Debian-packaged tool, or a panic that names the package to install.
-pub fn tool(path: &str, package: &str) -> PathBuf {
+pub(crate) fn tool(path: &str, package: &str) -> PathBuf {
     let p = PathBuf::from(path);
     assert!(
         p.is_file(),
@@ -252,7 +250,7 @@ pub fn tool(path: &str, package: &str) -> PathBuf {
 }
 
 /// Run a command, returning (success, stdout + stderr).
-pub fn run(cmd: &mut Command) -> (bool, String) {
+pub(crate) fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -262,7 +260,7 @@ pub fn run(cmd: &mut Command) -> (bool, String) {
 }
 
 /// GitHub's anchor for a Markdown heading.
-pub fn anchor(heading: &str) -> String {
+pub(crate) fn anchor(heading: &str) -> String {
     heading
         .trim()
         .to_lowercase()
@@ -276,7 +274,7 @@ pub fn anchor(heading: &str) -> String {
 }
 
 /// Anchors of every heading of a Markdown file.
-pub fn anchors(rel: &str) -> BTreeSet<String> {
+pub(crate) fn anchors(rel: &str) -> BTreeSet<String> {
     read(rel)
         .lines()
         .filter(|l| l.starts_with('#'))

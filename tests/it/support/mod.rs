@@ -1,20 +1,25 @@
-//! Shared helpers for integration tests: `mod common;` in a test file.
+//! Helpers only the integration tests need; the in-process fakes are in
+//! `pharox-testkit`.
 //!
-//! - [`process`]: free loopback ports, per-server temp dirs, [`process::ChildGuard`]
-//!   (kills the process group on Drop), bounded waits, log tails.
-//! - [`pki`]: a throwaway CA + `localhost` leaf (rcgen), rustls configs.
-//! - [`targets`]: in-process HTTP / HTTPS targets (`/`, `/status/<code>`, `/ip`).
+//! - [`process`]: per-server temp dirs, [`process::ChildGuard`] (kills the
+//!   process group on Drop), bounded waits, log tails.
 //! - [`proxies`]: real proxies from Debian packages (squid, tinyproxy, dante,
 //!   microsocks, stunnel, ssh -D) on 127.0.0.1:<free port>.
+//! - [`exporter`]: the `pharox-exporter` binary as a process, and the
+//!   inventories and flags tests start it with.
+//! - [`exposition`]: the text exposition format, parsed.
+//! - [`pg`]: a throwaway PostgreSQL server, and pharox in a venv.
+//! - [`bundle`]: paths and contracts of the monitoring bundle.
 //!
 //! Every server listens on loopback only and dies with its guard, so tests
-//! stay parallel-safe. Not every test binary uses every helper.
-#![allow(dead_code)]
+//! stay parallel-safe.
 
-pub mod pki;
-pub mod process;
-pub mod proxies;
-pub mod targets;
+pub(crate) mod bundle;
+pub(crate) mod exporter;
+pub(crate) mod exposition;
+pub(crate) mod pg;
+pub(crate) mod process;
+pub(crate) mod proxies;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +32,7 @@ use pharox_exporter::probe::CheckOptions;
 ///
 /// The timeout is generous and the slow threshold equals it, so a loaded CI
 /// machine never turns ACTIVE into SLOW: tests assert behaviour, not speed.
-pub fn check_options(
+pub(crate) fn check_options(
     target_url: &str,
     target_tls: Arc<rustls::ClientConfig>,
     proxy_tls: Arc<rustls::ClientConfig>,
@@ -43,6 +48,6 @@ pub fn check_options(
 
 /// The probe's own TLS client config trusting `ca_pem` (plus its default
 /// roots), as an operator would configure it with `--ca-file`.
-pub fn probe_tls(ca_pem: &std::path::Path) -> Arc<rustls::ClientConfig> {
+pub(crate) fn probe_tls(ca_pem: &std::path::Path) -> Arc<rustls::ClientConfig> {
     pharox_exporter::probe::tls::client_config(Some(ca_pem), false).expect("probe TLS config")
 }

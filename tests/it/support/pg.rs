@@ -7,25 +7,24 @@
 //! the tests run as root (PostgreSQL refuses root), and is stopped by PID
 //! when the guard drops.
 
-#![allow(dead_code)]
-
 use std::fs::File;
-use std::net::TcpListener;
 use std::os::unix::fs::chown;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pharox_testkit::free_port;
+
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// Password of the `postgres` role in every test server: the tests connect
 /// with password authentication like production does.
-pub const PASSWORD: &str = "t3st-Pw-not-secret";
+pub(crate) const PASSWORD: &str = "t3st-Pw-not-secret";
 
-pub struct PgServer {
+pub(crate) struct PgServer {
     dir: tempfile::TempDir,
-    pub port: u16,
+    pub(crate) port: u16,
     child: Option<Child>,
     run_as: Option<(u32, u32)>,
 }
@@ -44,14 +43,6 @@ fn postgres_ids() -> Option<(u32, u32)> {
     ))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn chown_tree(path: &Path, uid: u32, gid: u32) {
     chown(path, Some(uid), Some(gid)).unwrap();
     if path.is_dir() {
@@ -63,7 +54,7 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) {
 
 impl PgServer {
     /// initdb + start; waits until the server accepts connections.
-    pub fn start() -> PgServer {
+    pub(crate) fn start() -> PgServer {
         let dir = tempfile::Builder::new()
             .prefix("pharox-pg-")
             .tempdir()
@@ -172,7 +163,7 @@ impl PgServer {
 
     /// Immediate shutdown (SIGQUIT): like a crash, connections are cut and
     /// the next start runs crash recovery.
-    pub fn kill_now(&mut self) {
+    pub(crate) fn kill_now(&mut self) {
         self.signal("-QUIT");
         if let Some(mut c) = self.child.take() {
             let start = Instant::now();
@@ -198,7 +189,7 @@ impl PgServer {
     }
 
     /// Start again on the same port and data.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let port = self.port;
         let log = self.dir.path().join(format!("log-{port}"));
         let _ = std::fs::rename(
@@ -210,7 +201,7 @@ impl PgServer {
 
     /// Serve TLS with this certificate and key, and refuse plain TCP
     /// (`hostssl` only), then restart.
-    pub fn enable_tls(&mut self, cert_pem: &str, key_pem: &str) {
+    pub(crate) fn enable_tls(&mut self, cert_pem: &str, key_pem: &str) {
         let data = self.dir.path().join("data");
         std::fs::write(data.join("server.crt"), cert_pem).unwrap();
         std::fs::write(data.join("server.key"), key_pem).unwrap();
@@ -236,7 +227,7 @@ impl PgServer {
     }
 
     /// A URL for database `db` with the password.
-    pub fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         format!(
             "postgresql://postgres:{PASSWORD}@127.0.0.1:{}/{db}",
             self.port
@@ -244,7 +235,7 @@ impl PgServer {
     }
 
     /// The SQLAlchemy URL for pharox (psycopg 3 driver).
-    pub fn sqlalchemy_url(&self, db: &str) -> String {
+    pub(crate) fn sqlalchemy_url(&self, db: &str) -> String {
         format!(
             "postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:{}/{db}",
             self.port
@@ -252,7 +243,7 @@ impl PgServer {
     }
 
     /// Run SQL with psql; returns stdout (unaligned, tuples only).
-    pub fn psql(&self, db: &str, sql: &str) -> String {
+    pub(crate) fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(format!("{BIN}/psql"))
             .args([
                 "-h",
@@ -276,17 +267,13 @@ impl PgServer {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    pub fn create_db(&self, name: &str) {
+    pub(crate) fn create_db(&self, name: &str) {
         self.psql("postgres", &format!("CREATE DATABASE {name}"));
     }
 
     /// A copy of `src` (no one may be connected to it).
-    pub fn copy_db(&self, src: &str, dst: &str) {
+    pub(crate) fn copy_db(&self, src: &str, dst: &str) {
         self.psql("postgres", &format!("CREATE DATABASE {dst} TEMPLATE {src}"));
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 
@@ -298,7 +285,7 @@ impl Drop for PgServer {
 
 /// The venv with `pharox[postgres]`, built once per target dir (the script
 /// serialises concurrent test binaries with flock; later runs reuse it).
-pub fn pharox_python() -> PathBuf {
+pub(crate) fn pharox_python() -> PathBuf {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&base).unwrap();
     let venv = base.join("pharox-venv");
@@ -319,11 +306,11 @@ pub fn pharox_python() -> PathBuf {
     venv.join("bin/python")
 }
 
-/// Run tests/pharox/pharox_helper.py with `args`, `stdin` as input; parse stdout as JSON.
-pub fn pharox(args: &[&str], stdin: &serde_json::Value) -> serde_json::Value {
+/// Run tests/it/postgres/pharox_helper.py with `args`, `stdin` as input; parse stdout as JSON.
+pub(crate) fn pharox(args: &[&str], stdin: &serde_json::Value) -> serde_json::Value {
     use std::io::Write;
     let py = pharox_python();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pharox/pharox_helper.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/postgres/pharox_helper.py");
     let mut child = Command::new(py)
         .arg(script)
         .args(args)
@@ -353,18 +340,18 @@ pub fn pharox(args: &[&str], stdin: &serde_json::Value) -> serde_json::Value {
 }
 
 /// A fresh database `db` with pharox's schema, created by pharox.
-pub fn pharox_db(pg: &PgServer, db: &str) {
+pub(crate) fn pharox_db(pg: &PgServer, db: &str) {
     pg.create_db(db);
     pharox(&["schema", &pg.sqlalchemy_url(db)], &serde_json::json!({}));
 }
 
 /// A deterministic UUID string for test object `n` of `kind`.
-pub fn uuid_for(kind: u8, n: u32) -> String {
+pub(crate) fn uuid_for(kind: u8, n: u32) -> String {
     format!("{:08x}-0000-4000-8000-{:012x}", n, kind as u64)
 }
 
 /// A check result as the probe would produce it.
-pub fn result(
+pub(crate) fn result(
     proxy_id: &str,
     status: pharox_exporter::model::ProxyStatus,
     latency_ms: u64,
@@ -388,7 +375,7 @@ pub fn result(
 }
 
 /// A sink/source config for `url` with fast retries (tests restart servers).
-pub fn config(url: &str) -> pharox_exporter::inventory::postgres::PgConfig {
+pub(crate) fn config(url: &str) -> pharox_exporter::inventory::postgres::PgConfig {
     pharox_exporter::inventory::postgres::PgConfig {
         url: Some(url.to_string()),
         retry_max_backoff_seconds: 0.5,
@@ -397,7 +384,7 @@ pub fn config(url: &str) -> pharox_exporter::inventory::postgres::PgConfig {
 }
 
 /// A minimal proxy value carrying a pharox id (what PgSource::load yields).
-pub fn proxy(
+pub(crate) fn proxy(
     id: &str,
     protocol: pharox_exporter::model::ProxyProtocol,
 ) -> pharox_exporter::model::Proxy {
@@ -409,7 +396,7 @@ pub fn proxy(
 /// Seed `n` proxies (ids `uuid_for(2, 1..=n)`, status inactive) in pool
 /// `bench` with plain SQL: fast enough for 10k rows, and the columns pharox
 /// leaves to server defaults get them.
-pub fn seed_sql(pg: &PgServer, db: &str, n: u32) -> Vec<String> {
+pub(crate) fn seed_sql(pg: &PgServer, db: &str, n: u32) -> Vec<String> {
     let pool = uuid_for(1, 1);
     pg.psql(
         db,

@@ -1,10 +1,10 @@
-//! Running external servers safely: free loopback ports, a temp dir per
-//! server, a guard that kills the whole process group on Drop, and a bounded
-//! wait for a port to accept.
+//! Running external servers safely: a temp dir per server, a guard that
+//! kills the whole process group on Drop, and a bounded wait for a port to
+//! accept. Free ports come from `pharox_testkit::free_port`.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -12,20 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long a server gets to accept on its port before the test fails.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A free TCP port on 127.0.0.1, found by binding port 0 and releasing it.
-///
-/// Another process can grab the port before our server binds it; the
-/// starters in `proxies` retry with a fresh port when the server dies early.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// True when the tests run as root (needed for squid's user switch and the
 /// throwaway system user of dante's username method).
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -33,7 +24,7 @@ pub fn is_root() -> bool {
 /// The absolute path of a server binary, or a test failure naming the Debian
 /// package to install. Missing servers never skip a test: CI installs them
 /// with `scripts/install-test-deps.sh`.
-pub fn require_binary(candidates: &[&str], package: &str) -> PathBuf {
+pub(crate) fn require_binary(candidates: &[&str], package: &str) -> PathBuf {
     for c in candidates {
         let p = Path::new(c);
         if p.is_absolute() {
@@ -57,13 +48,13 @@ pub fn require_binary(candidates: &[&str], package: &str) -> PathBuf {
 
 /// A private directory for one server's config, keys, pid file and logs.
 /// World-traversable so daemons that drop privileges can still reach it.
-pub struct ServerDir {
+pub(crate) struct ServerDir {
     dir: tempfile::TempDir,
 }
 
 impl ServerDir {
     /// A fresh directory named after the server.
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix(&format!("pxr-{name}-"))
             .tempdir()
@@ -73,17 +64,17 @@ impl ServerDir {
     }
 
     /// The directory.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// A path inside the directory.
-    pub fn join(&self, name: &str) -> PathBuf {
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Write a file inside the directory and return its path.
-    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let p = self.join(name);
         fs::write(&p, contents).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
         p
@@ -91,7 +82,7 @@ impl ServerDir {
 
     /// Hand the directory and everything in it to a system user (squid
     /// refuses to keep running as root and must write its logs here).
-    pub fn chown_to_user(&self, user: &str) {
+    pub(crate) fn chown_to_user(&self, user: &str) {
         let (uid, gid) = lookup_user(user).unwrap_or_else(|| {
             panic!("system user `{user}` does not exist (is its package installed?)")
         });
@@ -99,7 +90,7 @@ impl ServerDir {
     }
 
     /// The last `max` bytes of every `*.log` / `*.out` file, for diagnostics.
-    pub fn logs(&self, max: usize) -> String {
+    pub(crate) fn logs(&self, max: usize) -> String {
         let mut out = String::new();
         let mut entries: Vec<_> = match fs::read_dir(self.path()) {
             Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
@@ -120,7 +111,7 @@ impl ServerDir {
 }
 
 /// The last `max` bytes of a file, lossily decoded.
-pub fn tail(path: &Path, max: usize) -> String {
+pub(crate) fn tail(path: &Path, max: usize) -> String {
     let Ok(mut f) = File::open(path) else {
         return String::from("(missing)");
     };
@@ -156,7 +147,7 @@ fn chown_recursive(path: &Path, uid: u32, gid: u32) {
 
 /// Owns a child process started in its own process group; on Drop, kills
 /// the whole group (daemons fork workers and helpers) and reaps the leader.
-pub struct ChildGuard {
+pub(crate) struct ChildGuard {
     name: String,
     child: Option<Child>,
 }
@@ -164,7 +155,7 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Start `cmd` in a new process group, stdin closed, stdout and stderr
     /// appended to `log`.
-    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Self {
+    pub(crate) fn spawn(name: &str, mut cmd: Command, log: &Path) -> Self {
         let out = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
         let err = out.try_clone().expect("dup log fd");
         cmd.stdin(Stdio::null())
@@ -181,19 +172,19 @@ impl ChildGuard {
     }
 
     /// The leader's PID (also the process group id).
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
     /// `Some(status)` once the leader has exited.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Kill the process group and reap the leader. Idempotent.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pgid = child.id() as libc::pid_t;
             // SAFETY: kill(2) with a negative pid signals the group we created
@@ -207,7 +198,7 @@ impl ChildGuard {
     }
 
     /// The name given at spawn.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 }
@@ -220,7 +211,7 @@ impl Drop for ChildGuard {
 
 /// Why a server did not come up.
 #[derive(Debug)]
-pub enum StartError {
+pub(crate) enum StartError {
     /// The process exited before the port accepted (bind race, bad config).
     Exited(String),
     /// The port never accepted within the timeout.
@@ -229,7 +220,7 @@ pub enum StartError {
 
 /// Wait until `addr` accepts TCP connections while `child` is alive, at most
 /// `timeout`. A child that exits first is reported, never waited out.
-pub fn wait_port(
+pub(crate) fn wait_port(
     addr: SocketAddr,
     child: &mut ChildGuard,
     timeout: Duration,
@@ -262,7 +253,7 @@ pub fn wait_port(
 }
 
 /// Run a short command to completion, returning (success, combined output).
-pub fn run(cmd: &mut Command) -> (bool, String) {
+pub(crate) fn run(cmd: &mut Command) -> (bool, String) {
     match cmd.stdin(Stdio::null()).output() {
         Ok(o) => {
             let mut s = String::from_utf8_lossy(&o.stdout).into_owned();

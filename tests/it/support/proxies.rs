@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use pharox_exporter::model::{Proxy, ProxyProtocol};
+use pharox_testkit::free_port;
+use pharox_testkit::pki::{PemFiles, TestPki};
 
-use super::pki::TestPki;
 use super::process::{
-    free_port, is_root, require_binary, run, wait_port, ChildGuard, ServerDir, StartError,
-    STARTUP_TIMEOUT,
+    is_root, require_binary, run, wait_port, ChildGuard, ServerDir, StartError, STARTUP_TIMEOUT,
 };
 
 /// How many bytes of each log a failure message shows.
@@ -35,71 +35,66 @@ const LOG_TAIL: usize = 6000;
 /// The throwaway system user dante's `socksmethod: username` checks against
 /// (dante authenticates SOCKS5 user/pass with the system password database).
 /// Created on first use by [`ensure_socks_user`]; it has no home and no shell.
-pub const SOCKS_SYSTEM_USER: &str = "pxrsocks";
+pub(crate) const SOCKS_SYSTEM_USER: &str = "pxrsocks";
 /// Its password (test-only, on a loopback-only proxy).
-pub const SOCKS_SYSTEM_PASSWORD: &str = "Pxr-s0cks-pw";
+pub(crate) const SOCKS_SYSTEM_PASSWORD: &str = "Pxr-s0cks-pw";
 
 static INSTANCE: AtomicUsize = AtomicUsize::new(0);
 
 /// A running proxy server (plus, for stunnel, the HTTP proxy behind it).
-pub struct ProxyServer {
+pub(crate) struct ProxyServer {
     name: &'static str,
     scheme: &'static str,
     addr: SocketAddr,
     credentials: Option<(String, String)>,
     children: Vec<ChildGuard>,
     backend: Option<Box<ProxyServer>>,
-    pki: Option<TestPki>,
+    pki: Option<PemFiles>,
     shm_prefix: Option<String>,
     dir: ServerDir,
 }
 
 impl ProxyServer {
     /// The listening address (always 127.0.0.1).
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The listening port.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.addr.port()
     }
 
     /// Which server this is (`squid`, `dante`, ...).
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         self.name
     }
 
     /// `scheme://127.0.0.1:port`, without credentials. The scheme is the
     /// server's main protocol (`http`, `https`, `socks5`).
-    pub fn proxy_url(&self) -> String {
+    pub(crate) fn proxy_url(&self) -> String {
         format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The same URL with another scheme (e.g. `socks4` for dante).
-    pub fn proxy_url_as(&self, scheme: &str) -> String {
+    pub(crate) fn proxy_url_as(&self, scheme: &str) -> String {
         format!("{scheme}://{}", self.addr)
     }
 
     /// The credentials the server was configured to accept, if any.
-    pub fn credentials(&self) -> Option<(&str, &str)> {
+    pub(crate) fn credentials(&self) -> Option<(&str, &str)> {
         self.credentials
             .as_ref()
             .map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
     /// For TLS-fronted proxies: the CA that signed the proxy's certificate.
-    pub fn ca_pem(&self) -> Option<PathBuf> {
-        self.pki.as_ref().map(|p| p.ca_pem.clone())
-    }
-
-    /// The server's temp dir (config, logs).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    pub(crate) fn ca_pem(&self) -> Option<PathBuf> {
+        self.pki.as_ref().map(|p| p.ca.clone())
     }
 
     /// Tails of every log of this server (and its backend), for failure messages.
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut s = format!(
             "===== logs of {} at {} =====\n{}",
             self.name,
@@ -113,7 +108,7 @@ impl ProxyServer {
     }
 
     /// A pharox [`Proxy`] pointing at this server, with optional credentials.
-    pub fn proxy(&self, protocol: ProxyProtocol, creds: Option<(&str, &str)>) -> Proxy {
+    pub(crate) fn proxy(&self, protocol: ProxyProtocol, creds: Option<(&str, &str)>) -> Proxy {
         let mut p = Proxy::new(protocol, "127.0.0.1", self.port());
         if let Some((u, pw)) = creds {
             p.username = Some(u.to_string());
@@ -124,7 +119,7 @@ impl ProxyServer {
     }
 
     /// Kill the server (and its backend) now; its port then refuses.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         // Front first, so nothing is left forwarding to a dead backend.
         for c in self.children.iter_mut().rev() {
             c.kill();
@@ -212,7 +207,7 @@ fn htpasswd_line(user: &str, pass: &str) -> String {
 
 /// Squid as a plain HTTP proxy; with `auth`, Basic auth against an htpasswd
 /// file (407 for missing or wrong credentials).
-pub fn squid(auth: Option<(&str, &str)>) -> ProxyServer {
+pub(crate) fn squid(auth: Option<(&str, &str)>) -> ProxyServer {
     let bin = require_binary(&["/usr/sbin/squid", "squid"], "squid");
     let dir = ServerDir::new("squid");
     // The service name keys squid's shared memory: unique per instance so
@@ -296,7 +291,7 @@ pub fn squid(auth: Option<(&str, &str)>) -> ProxyServer {
 }
 
 /// Tinyproxy as a plain HTTP proxy (no ConnectPort lines: CONNECT to any port).
-pub fn tinyproxy() -> ProxyServer {
+pub(crate) fn tinyproxy() -> ProxyServer {
     let bin = require_binary(&["/usr/bin/tinyproxy", "tinyproxy"], "tinyproxy");
     let dir = ServerDir::new("tinyproxy");
     let (addr, child) = start_on_free_port("tinyproxy", &dir, |port| {
@@ -390,14 +385,14 @@ fn start_dante(username_method: bool) -> ProxyServer {
 
 /// Dante without authentication: SOCKS4 and SOCKS5 (SOCKS5h too: dante
 /// resolves names it is given). Dante does not implement SOCKS4a.
-pub fn dante() -> ProxyServer {
+pub(crate) fn dante() -> ProxyServer {
     start_dante(false)
 }
 
 /// Dante with `socksmethod: username` (SOCKS5 only), accepting
 /// [`SOCKS_SYSTEM_USER`] / [`SOCKS_SYSTEM_PASSWORD`]. Needs root: creates
 /// that system user (no home, no shell) if it is absent.
-pub fn dante_auth() -> ProxyServer {
+pub(crate) fn dante_auth() -> ProxyServer {
     ensure_socks_user();
     start_dante(true)
 }
@@ -405,7 +400,7 @@ pub fn dante_auth() -> ProxyServer {
 /// Create [`SOCKS_SYSTEM_USER`] if absent and (re)set its password, once per
 /// test process. Dante checks SOCKS5 credentials against the system password
 /// database, so this is the only way to test its username method.
-pub fn ensure_socks_user() {
+pub(crate) fn ensure_socks_user() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         assert!(
@@ -455,7 +450,7 @@ pub fn ensure_socks_user() {
 }
 
 /// microsocks (SOCKS5); with `auth`, RFC 1929 username/password only.
-pub fn microsocks(auth: Option<(&str, &str)>) -> ProxyServer {
+pub(crate) fn microsocks(auth: Option<(&str, &str)>) -> ProxyServer {
     let bin = require_binary(&["/usr/bin/microsocks", "microsocks"], "microsocks");
     let name = if auth.is_some() {
         "microsocks-auth"
@@ -489,11 +484,11 @@ pub fn microsocks(auth: Option<(&str, &str)>) -> ProxyServer {
 
 /// An HTTPS proxy: stunnel terminating TLS (certificate from a fresh test CA,
 /// see [`ProxyServer::ca_pem`]) in front of a tinyproxy.
-pub fn stunnel_https_proxy() -> ProxyServer {
+pub(crate) fn stunnel_https_proxy() -> ProxyServer {
     let bin = require_binary(&["/usr/bin/stunnel4", "stunnel4", "stunnel"], "stunnel4");
     let backend = tinyproxy();
     let dir = ServerDir::new("stunnel");
-    let pki = TestPki::generate(dir.path());
+    let pki = TestPki::generate().write_pem(dir.path());
     let (addr, child) = start_on_free_port("stunnel", &dir, |port| {
         let d = dir.path().display();
         let conf = format!(
@@ -507,8 +502,8 @@ pub fn stunnel_https_proxy() -> ProxyServer {
              cert = {}\n\
              key = {}\n",
             backend.addr(),
-            pki.cert_pem.display(),
-            pki.key_pem.display()
+            pki.cert.display(),
+            pki.key.display()
         );
         let conf_path = dir.write("stunnel.conf", conf);
         let mut cmd = Command::new(&bin);
@@ -545,7 +540,7 @@ fn current_user_name() -> String {
 /// loopback with a throwaway host key and an authorized client key, and an
 /// `ssh -N -D` to it. The one Debian SOCKS server that speaks SOCKS4a.
 /// sshd needs its privilege-separation dir /run/sshd, created if absent.
-pub fn ssh_socks() -> ProxyServer {
+pub(crate) fn ssh_socks() -> ProxyServer {
     let sshd = require_binary(&["/usr/sbin/sshd"], "openssh-server");
     let ssh = require_binary(&["/usr/bin/ssh", "ssh"], "openssh-client");
     let keygen = require_binary(&["/usr/bin/ssh-keygen", "ssh-keygen"], "openssh-client");
