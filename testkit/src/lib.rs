@@ -20,11 +20,9 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
@@ -65,14 +63,14 @@ impl FakeServer {
                 while conns.try_join_next().is_some() {}
                 match &tls {
                     None => {
-                        conns.spawn(handler(Io::Plain(tcp)));
+                        conns.spawn(handler(Box::new(tcp)));
                     }
                     Some(acceptor) => {
                         let acceptor = acceptor.clone();
                         let handler = handler.clone();
                         conns.spawn(async move {
                             if let Ok(s) = acceptor.accept(tcp).await {
-                                handler(Io::Tls(Box::new(s))).await;
+                                handler(Box::new(s)).await;
                             }
                         });
                     }
@@ -94,63 +92,30 @@ impl Drop for FakeServer {
     }
 }
 
-/// A server-side connection: plain TCP or TLS over TCP.
-pub enum Io {
-    /// Plain TCP.
-    Plain(TcpStream),
-    /// TLS (HTTPS targets and HTTPS proxies).
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
+/// A server-side connection, plain TCP or TLS over TCP: one type, so every
+/// fake serves both with the same code.
+pub type Io = Box<dyn Conn>;
 
-impl Io {
+/// What a fake needs of a connection besides reading and writing.
+pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP socket underneath.
+    fn tcp(&self) -> &TcpStream;
+
     /// Close with a TCP RST instead of a FIN, so the peer sees ECONNRESET.
-    pub fn reset(self) {
-        let tcp = match &self {
-            Io::Plain(s) => s,
-            Io::Tls(s) => s.get_ref().0,
-        };
-        let _ = tcp.set_zero_linger();
-        drop(self);
+    fn reset(self: Box<Self>) {
+        let _ = self.tcp().set_zero_linger();
     }
 }
 
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
     }
 }
 
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
+impl Conn for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
     }
 }
 

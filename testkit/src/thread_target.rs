@@ -150,10 +150,7 @@ async fn serve(mut io: Io, counter: &AtomicUsize) {
     let Ok(Some((head, _))) = head else {
         return;
     };
-    let peer = match &io {
-        Io::Plain(s) => s.peer_addr(),
-        Io::Tls(s) => s.get_ref().0.peer_addr(),
-    };
+    let peer = io.tcp().peer_addr();
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     let (code, body) = match (req.parse(&head), peer) {
