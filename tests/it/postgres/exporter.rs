@@ -102,6 +102,7 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
         .status();
     shutdown.trigger();
     run.await.unwrap().unwrap();
+    crate::support::restore_default_signals();
     assert_eq!(
         ready.as_u16(),
         200,
@@ -245,6 +246,7 @@ async fn sweeps_pause_while_lease_acquisitions_burst() {
         .status();
     shutdown.trigger();
     run.await.unwrap().unwrap();
+    crate::support::restore_default_signals();
     assert_eq!(ready.as_u16(), 200);
     assert_eq!(
         pg.psql("db", "SELECT count(*) FROM proxy_health_record"),

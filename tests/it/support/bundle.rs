@@ -1,4 +1,4 @@
-//! Helpers shared by the observability-bundle tests (`tests/bundle_*.rs`):
+//! Helpers shared by the observability-bundle tests (`tests/it/bundle/`):
 //! paths into the repository, the metric names contract of
 //! `docs/metrics.md`, metric-name extraction from PromQL, walking Grafana
 //! dashboards, and locating the Debian tools the tests drive.

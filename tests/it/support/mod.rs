@@ -51,3 +51,18 @@ pub(crate) fn check_options(
 pub(crate) fn probe_tls(ca_pem: &std::path::Path) -> Arc<rustls::ClientConfig> {
     pharox_exporter::probe::tls::client_config(Some(ca_pem), false).expect("probe TLS config")
 }
+
+/// Give SIGTERM, SIGINT and SIGHUP back their default action in this test
+/// process. An exporter run in-process installs handlers for them that
+/// outlive it; in the one test binary that would leave the rest of the suite
+/// deaf to Ctrl-C and to a CI timeout's SIGTERM. (It does not lower the
+/// file-descriptor limit the run raised: only children started later see it.)
+pub(crate) fn restore_default_signals() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: SIG_DFL is always a valid disposition; no handler code of
+        // ours runs, and tokio's registry only stops receiving these signals.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
