@@ -7,7 +7,7 @@
 #
 # Nothing listens beyond 127.0.0.1, and the proxies only relay to loopback.
 # DEMO_SECONDS=N stops the demo after N seconds, and DEMO_BIN=PATH runs that
-# binary instead of building a release one (both used by tests/demo.rs).
+# binary instead of building a release one (both used by tests/it/demo.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)

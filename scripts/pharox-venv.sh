@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A venv with pharox and its PostgreSQL extra, for the compatibility tests
-# (tests/common_pg builds it on demand under target/tmp and reuses it).
+# (tests/it/support/pg.rs builds it on demand under target/tmp and reuses it).
 # Usage: scripts/pharox-venv.sh DIR
 # Needs python3 with the venv module (Debian: python3-venv) and access to PyPI.
 # Concurrent callers are serialised with flock; a finished venv is reused.

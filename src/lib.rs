@@ -24,6 +24,4 @@ pub mod server;
 pub mod sinks;
 pub mod state;
 pub mod sweep;
-#[doc(hidden)]
-pub mod testkit;
 pub mod tls_roots;

@@ -6,7 +6,7 @@
 #   deploy/kubernetes/generate-prometheusrule.sh [OUTPUT]
 #
 # OUTPUT defaults to prometheusrule.yaml next to this script. The test
-# tests/bundle_manifests.rs regenerates it and fails if the committed file
+# tests/it/bundle/manifests.rs regenerates it and fails if the committed file
 # differs, so the two never drift.
 #
 # The rule files are embedded verbatim under `spec:` (indented by two

@@ -76,9 +76,6 @@ macro_rules! delegate_io {
     };
 }
 
-// The testkit's server-side streams delegate the same way.
-pub(crate) use delegate_io;
-
 delegate_io!(ProxyStream, Plain, Tls);
 delegate_io!(Conn, Plain, Tls);
 

@@ -1,0 +1,22 @@
+//! pharox-exporter's integration tests: one binary, one module per area.
+//!
+//! In-process fakes (proxies, targets, the test PKI, free and refused ports)
+//! come from the `pharox-testkit` crate; what only these tests need (the
+//! exporter as a process, real proxies, PostgreSQL and pharox, the
+//! exposition parser, the monitoring bundle's files) is in [`support`].
+//!
+//! Tests run in parallel threads of this one process: each starts its own
+//! servers on free loopback ports in its own temp dirs, and changes no
+//! process-wide state (environment, working directory, signal handlers
+//! beyond what an in-process exporter installs).
+
+mod support;
+
+mod bundle;
+mod cli;
+mod demo;
+mod e2e;
+mod postgres;
+mod probe_faults;
+mod real_proxies;
+mod sharding;
