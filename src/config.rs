@@ -779,6 +779,11 @@ impl OptionsResolver {
         &self.by_protocol[&protocol]
     }
 
+    /// Every resolved option set (each protocol, each pool).
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<CheckOptions>> {
+        self.by_protocol.values().chain(self.by_pool.values())
+    }
+
     fn build(file: &FileConfig, flags: &OptionsSpec) -> Result<Self, (String, String)> {
         let mut tls_cache: HashMap<(Option<PathBuf>, bool), Arc<rustls::ClientConfig>> =
             HashMap::new();

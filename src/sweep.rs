@@ -9,59 +9,30 @@
 //! one core. `concurrency` workers run on every core, allocate nothing per
 //! check beyond the check itself, and bound memory by concurrency, not by N.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::sync::Notify;
 
 use crate::config::OptionsResolver;
 use crate::model::{CheckResult, Proxy};
 use crate::probe;
+use crate::shutdown::Shutdown;
 
-/// A stop signal shared by the sweep loop, its workers and the server.
-/// Cloning shares the signal.
-#[derive(Clone, Default)]
-pub struct Shutdown {
-    inner: Arc<(AtomicBool, Notify)>,
-}
-
-impl Shutdown {
-    /// A signal not yet triggered.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Ask everything holding this signal to stop starting work.
-    pub fn trigger(&self) {
-        self.inner.0.store(true, Ordering::SeqCst);
-        self.inner.1.notify_waiters();
-    }
-
-    /// True once triggered.
-    pub fn is_triggered(&self) -> bool {
-        self.inner.0.load(Ordering::SeqCst)
-    }
-
-    /// Resolves when triggered (at once if already).
-    pub async fn wait(&self) {
-        loop {
-            let notified = self.inner.1.notified();
-            if self.is_triggered() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// How one sweep is paced.
-#[derive(Debug, Clone, Copy)]
+/// How one sweep runs: its pace, how it stops, and where it reports
+/// progress. [`SweepParams::new`] suits a one-shot run (never stopped, its
+/// own gauges); the exporter adds its stop token, grace and shared gauges.
+#[derive(Debug, Clone)]
 pub struct SweepParams {
     /// Checks running at once.
     pub concurrency: usize,
     /// Minimum gap between check starts (from a rate limit or spreading); `None` = as fast as possible.
     pub pace: Option<Duration>,
+    /// When `shutdown` triggers, how long checks in flight may still run.
+    pub grace: Duration,
+    /// Stops the sweep: no check starts once triggered.
+    pub shutdown: Shutdown,
+    /// Live counters, readable by scrapes while the sweep runs.
+    pub gauges: Arc<SweepGauges>,
 }
 
 impl SweepParams {
@@ -78,7 +49,23 @@ impl SweepParams {
         SweepParams {
             concurrency: concurrency.max(1),
             pace,
+            grace: Duration::ZERO,
+            shutdown: Shutdown::new(),
+            gauges: Arc::default(),
         }
+    }
+
+    /// Stop on `shutdown`, letting checks in flight run for `grace`.
+    pub fn stop_on(mut self, shutdown: Shutdown, grace: Duration) -> Self {
+        self.shutdown = shutdown;
+        self.grace = grace;
+        self
+    }
+
+    /// Report progress in `gauges` (shared with the scrape).
+    pub fn gauges(mut self, gauges: Arc<SweepGauges>) -> Self {
+        self.gauges = gauges;
+        self
     }
 }
 
@@ -128,33 +115,37 @@ impl Pacer {
 
 /// Check every proxy once. `on_result` runs on the worker that completed the
 /// check, as soon as it completes; it must not block for long (hand heavy
-/// work to a channel). When `shutdown` triggers, no new check starts; checks
-/// in flight get `grace` to finish, then are abandoned and counted.
+/// work to a channel). When `params.shutdown` triggers, no new check starts;
+/// checks in flight get `params.grace` to finish, then are abandoned and counted.
 pub async fn run<F>(
     proxies: Arc<[Arc<Proxy>]>,
     options: Arc<OptionsResolver>,
     params: SweepParams,
-    gauges: Arc<SweepGauges>,
-    shutdown: Shutdown,
-    grace: Duration,
     on_result: F,
 ) -> SweepOutcome
 where
     F: Fn(&Arc<Proxy>, CheckResult) + Send + Sync + 'static,
 {
+    let SweepParams {
+        concurrency,
+        pace,
+        grace,
+        shutdown,
+        gauges,
+    } = params;
     let started = Instant::now();
     let total = proxies.len();
     gauges.proxies.store(total, Ordering::Relaxed);
     gauges.completed.store(0, Ordering::Relaxed);
     let cursor = Arc::new(AtomicUsize::new(0));
-    let pacer = params.pace.map(|pace| {
+    let pacer = pace.map(|pace| {
         Arc::new(Pacer {
             pace,
             next: Mutex::new(Instant::now()),
         })
     });
     let on_result = Arc::new(on_result);
-    let workers = params.concurrency.min(total);
+    let workers = concurrency.min(total);
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..workers {
         let (proxies, options, cursor, pacer, gauges, shutdown, on_result) = (

@@ -6,8 +6,9 @@ mod common_pg;
 use std::time::Duration;
 
 use common_pg::*;
+use pharox_exporter::app::App;
 use pharox_exporter::config::Overrides;
-use pharox_exporter::sweep::Shutdown;
+use pharox_exporter::shutdown::Shutdown;
 use pharox_exporter::testkit::{FakeProxy, FakeTarget, Fault, ProxyBehavior, Reply};
 use serde_json::{json, Value};
 
@@ -72,12 +73,10 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
     .unwrap();
 
     let shutdown = Shutdown::new();
-    let run = tokio::spawn(pharox_exporter::exporter::run(
-        Some(config),
-        Overrides::default(),
-        shutdown.clone(),
-        Vec::new(),
-    ));
+    let app = App::build(Some(config), Overrides::default())
+        .await
+        .expect("exporter starts");
+    let run = tokio::spawn(app.run(shutdown.clone()));
 
     // Wait for two sweeps' worth of history for every eu proxy.
     let ids = json!({"proxy_ids": (1..=5).map(|n| uuid_for(2, n)).collect::<Vec<_>>()});
@@ -107,7 +106,7 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
         .unwrap()
         .status();
     shutdown.trigger();
-    run.await.unwrap().unwrap();
+    run.await.unwrap();
     assert_eq!(
         ready.as_u16(),
         200,
@@ -240,12 +239,10 @@ async fn sweeps_pause_while_lease_acquisitions_burst() {
     )
     .unwrap();
     let shutdown = Shutdown::new();
-    let run = tokio::spawn(pharox_exporter::exporter::run(
-        Some(config),
-        Overrides::default(),
-        shutdown.clone(),
-        Vec::new(),
-    ));
+    let app = App::build(Some(config), Overrides::default())
+        .await
+        .expect("exporter starts");
+    let run = tokio::spawn(app.run(shutdown.clone()));
     // 20 acquisitions in the last 60 s = 0.33/s > 0.1/s: every sweep pauses.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ready = reqwest::get(format!("http://127.0.0.1:{web_port}/-/ready"))
@@ -253,7 +250,7 @@ async fn sweeps_pause_while_lease_acquisitions_burst() {
         .unwrap()
         .status();
     shutdown.trigger();
-    run.await.unwrap().unwrap();
+    run.await.unwrap();
     assert_eq!(ready.as_u16(), 200);
     assert_eq!(
         pg.psql("db", "SELECT count(*) FROM proxy_health_record"),

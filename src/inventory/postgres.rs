@@ -97,7 +97,9 @@ pub struct LeaseBurst {
 /// Configuration of the PostgreSQL inventory and sink (the `postgres:` section).
 ///
 /// Exactly one of `url`, `url_file`, `url_env` names the database.
-#[derive(Clone, Deserialize)]
+// PartialEq: the exporter rebuilds its database source when the config
+// changes by value (the redacted Debug output hides a changed password).
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PgConfig {
     /// `postgresql://user:password@host:port/db?...`; may carry our own `pools=a,b` parameter.

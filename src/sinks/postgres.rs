@@ -553,19 +553,6 @@ impl PgSinkHandle {
     }
 }
 
-impl crate::exporter::ResultSink for PgSinkHandle {
-    /// The raw check result goes to the database, as pharox's orchestrator
-    /// would write it; hysteresis only shapes what the exporter reports.
-    fn submit(
-        &self,
-        proxy: &Arc<Proxy>,
-        result: &CheckResult,
-        _transition: crate::state::Transition,
-    ) {
-        PgSinkHandle::submit(self, proxy, result);
-    }
-}
-
 /// Where the batch being written came from: a spill file is deleted only
 /// once all of its lines are committed.
 struct SpillSegment {
