@@ -137,79 +137,24 @@ where
     let total = proxies.len();
     gauges.proxies.store(total, Ordering::Relaxed);
     gauges.completed.store(0, Ordering::Relaxed);
-    let cursor = Arc::new(AtomicUsize::new(0));
-    let pacer = pace.map(|pace| {
-        Arc::new(Pacer {
-            pace,
-            next: Mutex::new(Instant::now()),
-        })
+    let pacer = pace.map(|pace| Pacer {
+        pace,
+        next: Mutex::new(Instant::now()),
     });
-    let on_result = Arc::new(on_result);
-    let workers = concurrency.min(total);
+    let worker = Arc::new(Worker {
+        proxies,
+        options,
+        cursor: AtomicUsize::new(0),
+        pacer,
+        gauges: gauges.clone(),
+        shutdown: shutdown.clone(),
+        on_result,
+    });
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        let (proxies, options, cursor, pacer, gauges, shutdown, on_result) = (
-            proxies.clone(),
-            options.clone(),
-            cursor.clone(),
-            pacer.clone(),
-            gauges.clone(),
-            shutdown.clone(),
-            on_result.clone(),
-        );
-        set.spawn(async move {
-            loop {
-                if shutdown.is_triggered() {
-                    return;
-                }
-                let i = cursor.fetch_add(1, Ordering::Relaxed);
-                let Some(proxy) = proxies.get(i) else { return };
-                if let Some(p) = &pacer {
-                    let at = p.reserve();
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at.into()) => {}
-                        _ = shutdown.wait() => {
-                            // Not started: give the slot back to the count of unstarted work.
-                            return;
-                        }
-                    }
-                }
-                gauges.in_flight.fetch_add(1, Ordering::Relaxed);
-                let opts = options.for_proxy(proxy);
-                let result = probe::check(proxy, opts).await;
-                gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
-                gauges.completed.fetch_add(1, Ordering::Relaxed);
-                on_result(proxy, result);
-            }
-        });
+    for _ in 0..concurrency.min(total) {
+        set.spawn(worker.clone().run());
     }
-    let mut abandoned = 0;
-    loop {
-        tokio::select! {
-            joined = set.join_next() => {
-                if joined.is_none() {
-                    break;
-                }
-            }
-            _ = shutdown.wait() => {
-                let deadline = tokio::time::Instant::now() + grace;
-                while !set.is_empty() {
-                    match tokio::time::timeout_at(deadline, set.join_next()).await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
-                        Err(_) => {
-                            abandoned = gauges.in_flight.load(Ordering::Relaxed).max(0) as usize;
-                            set.abort_all();
-                            while set.join_next().await.is_some() {}
-                            gauges.in_flight.store(0, Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                }
-                break;
-            }
-        }
-    }
+    let abandoned = finish(set, &shutdown, grace, &gauges).await;
     let completed = gauges.completed.load(Ordering::Relaxed);
     SweepOutcome {
         total,
@@ -218,6 +163,85 @@ where
         abandoned,
         elapsed: started.elapsed(),
     }
+}
+
+/// What every worker of one sweep shares: they pull proxies from one cursor.
+struct Worker<F> {
+    proxies: Arc<[Arc<Proxy>]>,
+    options: Arc<OptionsResolver>,
+    cursor: AtomicUsize,
+    pacer: Option<Pacer>,
+    gauges: Arc<SweepGauges>,
+    shutdown: Shutdown,
+    on_result: F,
+}
+
+impl<F> Worker<F>
+where
+    F: Fn(&Arc<Proxy>, CheckResult) + Send + Sync + 'static,
+{
+    /// Check the next proxy until none is left or shutdown.
+    async fn run(self: Arc<Self>) {
+        loop {
+            if self.shutdown.is_triggered() {
+                return;
+            }
+            let i = self.cursor.fetch_add(1, Ordering::Relaxed);
+            let Some(proxy) = self.proxies.get(i) else {
+                return;
+            };
+            if let Some(p) = &self.pacer {
+                let at = p.reserve();
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    // Not started: it counts as unstarted work.
+                    _ = self.shutdown.wait() => return,
+                }
+            }
+            let gauges = &self.gauges;
+            gauges.in_flight.fetch_add(1, Ordering::Relaxed);
+            let opts = self.options.for_proxy(proxy);
+            let result = probe::check(proxy, opts).await;
+            gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
+            gauges.completed.fetch_add(1, Ordering::Relaxed);
+            (self.on_result)(proxy, result);
+        }
+    }
+}
+
+/// Wait for every worker; on shutdown, give checks in flight `grace`, then
+/// abort them. Returns how many were abandoned in flight.
+async fn finish(
+    mut set: tokio::task::JoinSet<()>,
+    shutdown: &Shutdown,
+    grace: Duration,
+    gauges: &SweepGauges,
+) -> usize {
+    loop {
+        tokio::select! {
+            joined = set.join_next() => {
+                if joined.is_none() {
+                    return 0;
+                }
+            }
+            _ = shutdown.wait() => break,
+        }
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while !set.is_empty() {
+        match tokio::time::timeout_at(deadline, set.join_next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                let abandoned = gauges.in_flight.load(Ordering::Relaxed).max(0) as usize;
+                set.abort_all();
+                while set.join_next().await.is_some() {}
+                gauges.in_flight.store(0, Ordering::Relaxed);
+                return abandoned;
+            }
+        }
+    }
+    0
 }
 
 #[cfg(test)]
