@@ -14,6 +14,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Seconds since the Unix epoch, with milliseconds: how timestamps appear in
+/// metrics and the status page.
+pub fn unix_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// The current time as [`unix_seconds`].
+pub fn unix_now() -> f64 {
+    unix_seconds(Utc::now())
+}
+
 /// How the prober talks to a proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

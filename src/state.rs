@@ -351,7 +351,7 @@ impl StateStore {
         s.last = Some(LastCheck {
             status: r.status,
             latency_ms: r.latency_ms,
-            checked_at: r.checked_at.timestamp_millis() as f64 / 1000.0,
+            checked_at: crate::model::unix_seconds(r.checked_at),
             reason: r.reason,
             phase: r.phase,
             status_code: r.status_code,

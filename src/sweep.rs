@@ -9,58 +9,29 @@
 //! one core. `concurrency` workers run on every core, allocate nothing per
 //! check beyond the check itself, and bound memory by concurrency, not by N.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-
 use crate::model::{CheckResult, Proxy};
 use crate::probe::{self, OptionsByPool};
+use crate::shutdown::Shutdown;
 
-/// A stop signal shared by the sweep loop, its workers and the server.
-/// Cloning shares the signal.
-#[derive(Clone, Default)]
-pub struct Shutdown {
-    inner: Arc<(AtomicBool, Notify)>,
-}
-
-impl Shutdown {
-    /// A signal not yet triggered.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Ask everything holding this signal to stop starting work.
-    pub fn trigger(&self) {
-        self.inner.0.store(true, Ordering::SeqCst);
-        self.inner.1.notify_waiters();
-    }
-
-    /// True once triggered.
-    pub fn is_triggered(&self) -> bool {
-        self.inner.0.load(Ordering::SeqCst)
-    }
-
-    /// Resolves when triggered (at once if already).
-    pub async fn wait(&self) {
-        loop {
-            let notified = self.inner.1.notified();
-            if self.is_triggered() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// How one sweep is paced.
-#[derive(Debug, Clone, Copy)]
+/// How one sweep runs: its pace, how it stops, and where it reports
+/// progress. [`SweepParams::new`] suits a one-shot run (never stopped, its
+/// own gauges); the exporter adds its stop token, grace and shared gauges.
+#[derive(Debug, Clone)]
 pub struct SweepParams {
     /// Checks running at once.
     pub concurrency: usize,
     /// Minimum gap between check starts (from a rate limit or spreading); `None` = as fast as possible.
     pub pace: Option<Duration>,
+    /// When `shutdown` triggers, how long checks in flight may still run.
+    pub grace: Duration,
+    /// Stops the sweep: no check starts once triggered.
+    pub shutdown: Shutdown,
+    /// Live counters, readable by scrapes while the sweep runs.
+    pub gauges: Arc<SweepGauges>,
 }
 
 impl SweepParams {
@@ -77,7 +48,23 @@ impl SweepParams {
         SweepParams {
             concurrency: concurrency.max(1),
             pace,
+            grace: Duration::ZERO,
+            shutdown: Shutdown::new(),
+            gauges: Arc::default(),
         }
+    }
+
+    /// Stop on `shutdown`, letting checks in flight run for `grace`.
+    pub fn stop_on(mut self, shutdown: Shutdown, grace: Duration) -> Self {
+        self.shutdown = shutdown;
+        self.grace = grace;
+        self
+    }
+
+    /// Report progress in `gauges` (shared with the scrape).
+    pub fn gauges(mut self, gauges: Arc<SweepGauges>) -> Self {
+        self.gauges = gauges;
+        self
     }
 }
 
@@ -127,97 +114,46 @@ impl Pacer {
 
 /// Check every proxy once. `on_result` runs on the worker that completed the
 /// check, as soon as it completes; it must not block for long (hand heavy
-/// work to a channel). When `shutdown` triggers, no new check starts; checks
-/// in flight get `grace` to finish, then are abandoned and counted.
+/// work to a channel). When `params.shutdown` triggers, no new check starts;
+/// checks in flight get `params.grace` to finish, then are abandoned and counted.
 pub async fn run<F>(
     proxies: Arc<[Arc<Proxy>]>,
     options: Arc<OptionsByPool>,
     params: SweepParams,
-    gauges: Arc<SweepGauges>,
-    shutdown: Shutdown,
-    grace: Duration,
     on_result: F,
 ) -> SweepOutcome
 where
     F: Fn(&Arc<Proxy>, CheckResult) + Send + Sync + 'static,
 {
+    let SweepParams {
+        concurrency,
+        pace,
+        grace,
+        shutdown,
+        gauges,
+    } = params;
     let started = Instant::now();
     let total = proxies.len();
     gauges.proxies.store(total, Ordering::Relaxed);
     gauges.completed.store(0, Ordering::Relaxed);
-    let cursor = Arc::new(AtomicUsize::new(0));
-    let pacer = params.pace.map(|pace| {
-        Arc::new(Pacer {
-            pace,
-            next: Mutex::new(Instant::now()),
-        })
+    let pacer = pace.map(|pace| Pacer {
+        pace,
+        next: Mutex::new(Instant::now()),
     });
-    let on_result = Arc::new(on_result);
-    let workers = params.concurrency.min(total);
+    let worker = Arc::new(Worker {
+        proxies,
+        options,
+        cursor: AtomicUsize::new(0),
+        pacer,
+        gauges: gauges.clone(),
+        shutdown: shutdown.clone(),
+        on_result,
+    });
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        let (proxies, options, cursor, pacer, gauges, shutdown, on_result) = (
-            proxies.clone(),
-            options.clone(),
-            cursor.clone(),
-            pacer.clone(),
-            gauges.clone(),
-            shutdown.clone(),
-            on_result.clone(),
-        );
-        set.spawn(async move {
-            loop {
-                if shutdown.is_triggered() {
-                    return;
-                }
-                let i = cursor.fetch_add(1, Ordering::Relaxed);
-                let Some(proxy) = proxies.get(i) else { return };
-                if let Some(p) = &pacer {
-                    let at = p.reserve();
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at.into()) => {}
-                        _ = shutdown.wait() => {
-                            // Not started: give the slot back to the count of unstarted work.
-                            return;
-                        }
-                    }
-                }
-                gauges.in_flight.fetch_add(1, Ordering::Relaxed);
-                let opts = options.for_proxy(proxy);
-                let result = probe::check(proxy, opts).await;
-                gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
-                gauges.completed.fetch_add(1, Ordering::Relaxed);
-                on_result(proxy, result);
-            }
-        });
+    for _ in 0..concurrency.min(total) {
+        set.spawn(worker.clone().run());
     }
-    let mut abandoned = 0;
-    loop {
-        tokio::select! {
-            joined = set.join_next() => {
-                if joined.is_none() {
-                    break;
-                }
-            }
-            _ = shutdown.wait() => {
-                let deadline = tokio::time::Instant::now() + grace;
-                while !set.is_empty() {
-                    match tokio::time::timeout_at(deadline, set.join_next()).await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
-                        Err(_) => {
-                            abandoned = gauges.in_flight.load(Ordering::Relaxed).max(0) as usize;
-                            set.abort_all();
-                            while set.join_next().await.is_some() {}
-                            gauges.in_flight.store(0, Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                }
-                break;
-            }
-        }
-    }
+    let abandoned = finish(set, &shutdown, grace, &gauges).await;
     let completed = gauges.completed.load(Ordering::Relaxed);
     SweepOutcome {
         total,
@@ -226,6 +162,85 @@ where
         abandoned,
         elapsed: started.elapsed(),
     }
+}
+
+/// What every worker of one sweep shares: they pull proxies from one cursor.
+struct Worker<F> {
+    proxies: Arc<[Arc<Proxy>]>,
+    options: Arc<OptionsByPool>,
+    cursor: AtomicUsize,
+    pacer: Option<Pacer>,
+    gauges: Arc<SweepGauges>,
+    shutdown: Shutdown,
+    on_result: F,
+}
+
+impl<F> Worker<F>
+where
+    F: Fn(&Arc<Proxy>, CheckResult) + Send + Sync + 'static,
+{
+    /// Check the next proxy until none is left or shutdown.
+    async fn run(self: Arc<Self>) {
+        loop {
+            if self.shutdown.is_triggered() {
+                return;
+            }
+            let i = self.cursor.fetch_add(1, Ordering::Relaxed);
+            let Some(proxy) = self.proxies.get(i) else {
+                return;
+            };
+            if let Some(p) = &self.pacer {
+                let at = p.reserve();
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    // Not started: it counts as unstarted work.
+                    _ = self.shutdown.wait() => return,
+                }
+            }
+            let gauges = &self.gauges;
+            gauges.in_flight.fetch_add(1, Ordering::Relaxed);
+            let opts = self.options.for_proxy(proxy);
+            let result = probe::check(proxy, opts).await;
+            gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
+            gauges.completed.fetch_add(1, Ordering::Relaxed);
+            (self.on_result)(proxy, result);
+        }
+    }
+}
+
+/// Wait for every worker; on shutdown, give checks in flight `grace`, then
+/// abort them. Returns how many were abandoned in flight.
+async fn finish(
+    mut set: tokio::task::JoinSet<()>,
+    shutdown: &Shutdown,
+    grace: Duration,
+    gauges: &SweepGauges,
+) -> usize {
+    loop {
+        tokio::select! {
+            joined = set.join_next() => {
+                if joined.is_none() {
+                    return 0;
+                }
+            }
+            _ = shutdown.wait() => break,
+        }
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while !set.is_empty() {
+        match tokio::time::timeout_at(deadline, set.join_next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                let abandoned = gauges.in_flight.load(Ordering::Relaxed).max(0) as usize;
+                set.abort_all();
+                while set.join_next().await.is_some() {}
+                gauges.in_flight.store(0, Ordering::Relaxed);
+                return abandoned;
+            }
+        }
+    }
+    0
 }
 
 #[cfg(test)]

@@ -14,6 +14,10 @@ use serde::Deserialize;
 
 pub mod pharox_db;
 pub mod shard;
+mod source;
+
+pub use shard::Shard;
+pub use source::{FileStamp, InventoryRead, ReadMode, Source, SourceError, SourceSpec};
 
 use crate::model::{Proxy, ProxyProtocol, DEFAULT_POOL, DEFAULT_PROVIDER};
 use crate::secret::{redact_credentials, Userinfo};
@@ -95,18 +99,10 @@ pub struct Loaded {
     pub duplicates: usize,
     /// Valid entries left to other replicas by sharding.
     pub other_shards: usize,
-    shard: shard::Shard,
+    shard: Shard,
 }
 
 impl Loaded {
-    /// Proxies read from elsewhere (e.g. a database), nothing skipped.
-    pub fn from_proxies(proxies: Vec<Proxy>) -> Self {
-        Loaded {
-            proxies,
-            ..Loaded::default()
-        }
-    }
-
     /// Keep a parsed entry, or record why it was skipped.
     fn push(&mut self, path: &Path, line: usize, entry: Result<Proxy, (String, String)>) {
         match entry {
@@ -124,34 +120,23 @@ impl Loaded {
     }
 }
 
-/// Read an inventory file.
-pub fn load_file(path: &Path, format: Format) -> Result<Loaded, InventoryError> {
-    load_file_shard(path, format, shard::Shard::default())
-}
-
-/// Read an inventory file, keeping only the entries `shard` owns.
-pub fn load_file_shard(
-    path: &Path,
-    format: Format,
-    shard: shard::Shard,
-) -> Result<Loaded, InventoryError> {
+/// Read an inventory file, keeping only the entries `shard` owns
+/// ([`Shard::default`] owns every entry).
+pub fn load_file(path: &Path, format: Format, shard: Shard) -> Result<Loaded, InventoryError> {
     let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
         file: path.to_path_buf(),
         source,
     })?;
-    parse_shard(path, &text, format, shard)
+    parse(path, &text, format, shard)
 }
 
-/// Parse inventory text (the path only names it in errors and picks the format).
-pub fn parse(path: &Path, text: &str, format: Format) -> Result<Loaded, InventoryError> {
-    parse_shard(path, text, format, shard::Shard::default())
-}
-
-fn parse_shard(
+/// Parse inventory text (the path only names it in errors and picks the
+/// format), keeping only the entries `shard` owns.
+pub fn parse(
     path: &Path,
     text: &str,
     format: Format,
-    shard: shard::Shard,
+    shard: Shard,
 ) -> Result<Loaded, InventoryError> {
     let format = match format {
         Format::Auto => sniff(path, text),
@@ -166,11 +151,16 @@ fn parse_shard(
         Format::Csv => parse_csv(path, text, &mut out)?,
         Format::Json | Format::Yaml => parse_list(path, text, format, &mut out)?,
     }
-    let mut seen = std::collections::HashSet::with_capacity(out.proxies.len());
-    let before = out.proxies.len();
-    out.proxies.retain(|p| seen.insert(p.id.clone()));
-    out.duplicates = before - out.proxies.len();
+    out.duplicates = dedup(&mut out.proxies);
     Ok(out)
+}
+
+/// Drop entries whose id was already seen (the first one wins); returns how many.
+fn dedup(proxies: &mut Vec<Proxy>) -> usize {
+    let mut seen = std::collections::HashSet::with_capacity(proxies.len());
+    let before = proxies.len();
+    proxies.retain(|p| seen.insert(p.id.clone()));
+    before - proxies.len()
 }
 
 fn sniff(path: &Path, text: &str) -> Format {
@@ -605,7 +595,7 @@ mod tests {
     use super::*;
 
     fn load(name: &str, text: &str) -> Loaded {
-        parse(Path::new(name), text, Format::Auto).unwrap()
+        parse(Path::new(name), text, Format::Auto, Shard::default()).unwrap()
     }
 
     #[test]
@@ -687,7 +677,7 @@ mod tests {
         let mut total = 0;
         for index in 0..3 {
             let shard = shard::Shard::new(index, 3).unwrap();
-            let l = parse_shard(Path::new("p.txt"), &text, Format::Auto, shard).unwrap();
+            let l = parse(Path::new("p.txt"), &text, Format::Auto, shard).unwrap();
             assert!(l.proxies.iter().all(|p| shard.owns(&p.id)));
             assert_eq!(l.proxies.len() + l.other_shards, 300);
             total += l.proxies.len();
@@ -717,6 +707,12 @@ mod tests {
         assert_eq!(l.proxies.len(), 2);
         assert_eq!(l.proxies[1].id, "7");
         assert_eq!((l.errors[0].line, l.errors[0].field.as_str()), (3, "url"));
-        assert!(parse(Path::new("x.json"), "{\"a\":1}", Format::Auto).is_err());
+        assert!(parse(
+            Path::new("x.json"),
+            "{\"a\":1}",
+            Format::Auto,
+            Shard::default()
+        )
+        .is_err());
     }
 }

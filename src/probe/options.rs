@@ -154,6 +154,11 @@ impl OptionsByPool {
         self.by_pool.insert((pool, protocol), options);
     }
 
+    /// Every resolved option set (each protocol, each pool).
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<CheckOptions>> {
+        self.by_protocol.values().chain(self.by_pool.values())
+    }
+
     /// The options for one proxy.
     pub fn for_proxy(&self, proxy: &Proxy) -> &Arc<CheckOptions> {
         if !self.by_pool.is_empty() {

@@ -1,6 +1,49 @@
 //! Sinks consume check results as each check completes: [`metrics`] keeps
 //! the Prometheus registry, [`db_writer`] writes results back to pharox's
-//! database. Sinks know nothing of sockets or scheduling.
+//! database, and [`Sinks`] fans one result out to all of them. Sinks know
+//! nothing of sockets or scheduling.
 
 pub mod db_writer;
 pub mod metrics;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::model::{CheckResult, Proxy};
+use crate::state::StateStore;
+
+use self::db_writer::{CloseReport, ResultWriter};
+use self::metrics::Metrics;
+
+/// Where every result of the exporter's sweeps goes: per-proxy state
+/// (hysteresis), the metrics, and pharox's database when configured.
+pub struct Sinks {
+    /// Per-proxy state.
+    pub state: Arc<StateStore>,
+    /// The registry.
+    pub metrics: Arc<Metrics>,
+    /// The database writer, with pharox's database as inventory.
+    pub db: Option<ResultWriter>,
+}
+
+impl Sinks {
+    /// Record one result; called on a sweep worker, never blocks. The
+    /// database gets the raw result, as pharox's own checker would write it;
+    /// hysteresis only shapes what the exporter reports.
+    pub fn record(&self, proxy: &Arc<Proxy>, result: &CheckResult) {
+        self.state.record(proxy, result, Instant::now());
+        self.metrics.observe(proxy, result);
+        if let Some(db) = &self.db {
+            db.submit(proxy, result);
+        }
+    }
+
+    /// Flush what is still queued (the database writer) until `deadline`,
+    /// then stop it. `None` when there is nothing to flush.
+    pub async fn close(&self, deadline: tokio::time::Instant) -> Option<CloseReport> {
+        match &self.db {
+            Some(db) => Some(db.close(deadline).await),
+            None => None,
+        }
+    }
+}

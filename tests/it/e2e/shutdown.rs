@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use pharox_testkit::{FakeProxy, Fault, ProxyBehavior, ThreadTarget};
 
 use crate::support::exporter::*;
+use crate::support::exposition::Scrape;
 use crate::support::process::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,5 +141,93 @@ async fn sigterm_lets_checks_finish_within_the_grace() {
             && log.contains("completed=2")
             && log.contains("abandoned=0"),
         "checks in flight finish within the grace:\n{log}"
+    );
+}
+
+/// `/metrics` keeps answering while in-flight checks drain: the server is the
+/// last thing to stop, so the final scrapes see the shutdown happen. Each
+/// scrape uses a fresh connection (no keep-alive), as a new scrape would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_keeps_metrics_answering_through_the_grace() {
+    let mut hanging = Vec::new();
+    for _ in 0..2 {
+        hanging.push(
+            FakeProxy::http(ProxyBehavior::fault(Fault::Hang))
+                .await
+                .expect("hanging fake"),
+        );
+    }
+    let target = ThreadTarget::http();
+    let dir = ServerDir::new("exporter-sigterm-scrape");
+    let entries: Vec<Entry> = hanging
+        .iter()
+        .map(|p| entry(format!("http://{}", p.addr()), "hang", "alpha"))
+        .collect();
+    let inv = dir.write("inventory.yaml", inventory_yaml(&entries));
+    let grace = Duration::from_secs(4);
+    let cfg = dir.write(
+        "config.yaml",
+        format!(
+            "defaults:\n  target_url: \"{}\"\n  timeout: 60\n\
+             sweep:\n  interval: 1s\n  shutdown_grace: {}s\n",
+            target.url("/"),
+            grace.as_secs()
+        ),
+    );
+    let mut ex = Exporter::start(
+        dir.path(),
+        &[
+            s("--config.file"),
+            cfg.display().to_string(),
+            s("--inventory"),
+            inv.display().to_string(),
+        ],
+    )
+    .await;
+    ex.wait_for("2 checks in flight", |m| {
+        m.value("pharox_checks_in_flight") == 2.0
+    })
+    .await;
+
+    let signalled = Instant::now();
+    ex.signal(libc::SIGTERM);
+    // Scrape on new connections for the first half of the grace: every one
+    // answers, and shows the checks still draining.
+    let mut scrapes = 0;
+    while signalled.elapsed() < grace / 2 {
+        let fresh = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("reqwest client");
+        let r = fresh
+            .get(ex.url("/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "GET /metrics {:?} after SIGTERM, within the {grace:?} grace: {e}\n{}",
+                    signalled.elapsed(),
+                    ex.log_tail()
+                )
+            });
+        assert_eq!(r.status().as_u16(), 200);
+        let m = Scrape::parse(r.text().await.expect("body"));
+        assert_eq!(m.value("pharox_checks_in_flight"), 2.0, "{}", m.text);
+        scrapes += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(scrapes >= 3, "only {scrapes} scrapes during the grace");
+
+    let margin = Duration::from_secs(15);
+    let status = ex.wait_exit(grace + margin).await;
+    let log = ex.log_text();
+    let status = status
+        .unwrap_or_else(|| panic!("no exit within {:?} after SIGTERM:\n{log}", grace + margin));
+    assert_eq!(status.code(), Some(0), "exit status {status}\n{log}");
+    assert!(
+        log.contains("abandoned=2") && log.contains("stopped"),
+        "{log}"
     );
 }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use crate::support::pg::*;
+use pharox_exporter::app::App;
 use pharox_exporter::config::Overrides;
-use pharox_exporter::sweep::Shutdown;
+use pharox_exporter::shutdown::Shutdown;
 use pharox_testkit::{free_port, refused_port, FakeProxy, FakeTarget, Fault, ProxyBehavior, Reply};
 use serde_json::{json, Value};
 
@@ -66,11 +67,10 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
     .unwrap();
 
     let shutdown = Shutdown::new();
-    let run = tokio::spawn(pharox_exporter::exporter::run(
-        Some(config),
-        Overrides::default(),
-        shutdown.clone(),
-    ));
+    let app = App::build(Some(config), Overrides::default())
+        .await
+        .expect("exporter starts");
+    let run = tokio::spawn(app.run(shutdown.clone()));
 
     // Wait for two sweeps' worth of history for every eu proxy.
     let ids = json!({"proxy_ids": (1..=5).map(|n| uuid_for(2, n)).collect::<Vec<_>>()});
@@ -100,7 +100,7 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
         .unwrap()
         .status();
     shutdown.trigger();
-    run.await.unwrap().unwrap();
+    run.await.unwrap();
     crate::support::restore_default_signals();
     assert_eq!(
         ready.as_u16(),
@@ -231,11 +231,10 @@ async fn sweeps_pause_while_lease_acquisitions_burst() {
     )
     .unwrap();
     let shutdown = Shutdown::new();
-    let run = tokio::spawn(pharox_exporter::exporter::run(
-        Some(config),
-        Overrides::default(),
-        shutdown.clone(),
-    ));
+    let app = App::build(Some(config), Overrides::default())
+        .await
+        .expect("exporter starts");
+    let run = tokio::spawn(app.run(shutdown.clone()));
     // 20 acquisitions in the last 60 s = 0.33/s > 0.1/s: every sweep pauses.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ready = reqwest::get(format!("http://127.0.0.1:{web_port}/-/ready"))
@@ -243,7 +242,7 @@ async fn sweeps_pause_while_lease_acquisitions_burst() {
         .unwrap()
         .status();
     shutdown.trigger();
-    run.await.unwrap().unwrap();
+    run.await.unwrap();
     crate::support::restore_default_signals();
     assert_eq!(ready.as_u16(), 200);
     assert_eq!(

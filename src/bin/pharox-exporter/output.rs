@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus};
+use pharox_exporter::model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus};
 
 /// One result as `sweep --once` and `check --output json` print it.
 #[derive(Debug, Serialize)]

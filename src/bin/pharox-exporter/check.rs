@@ -1,0 +1,97 @@
+//! `check URL... [--inventory FILE]`: check proxies now and print a table or
+//! JSON lines; exit 3 when any is down.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Result};
+
+use pharox_exporter::inventory;
+use pharox_exporter::model::{CheckResult, Proxy};
+use pharox_exporter::secret;
+use pharox_exporter::sweep::{self, SweepParams};
+
+use crate::cli::{CommonArgs, Output, RunArgs};
+use crate::output::{self, ResultLine};
+
+pub(crate) async fn run(
+    urls: Vec<String>,
+    output: Output,
+    common: &CommonArgs,
+) -> Result<ExitCode> {
+    let cfg = common.load(&RunArgs::default())?;
+    let mut proxies: Vec<Arc<Proxy>> = Vec::new();
+    let mut bad = 0;
+    for u in &urls {
+        match inventory::parse_proxy_url(u) {
+            Ok(p) => proxies.push(Arc::new(p)),
+            Err(e) => {
+                eprintln!(
+                    "warning: argument {:?}: {e}; skipped",
+                    secret::redact_credentials(u, secret::Userinfo::KeepUsername)
+                );
+                bad += 1;
+            }
+        }
+    }
+    if cfg.inventory.path.is_some() || cfg.db.is_some() {
+        let read = crate::inventory::read(&cfg).await?;
+        proxies.extend(read.proxies.into_iter().map(Arc::new));
+    }
+    if proxies.is_empty() {
+        bail!(
+            "nothing to check: give proxy URLs or --inventory FILE{}",
+            if bad > 0 {
+                " (all arguments were invalid)"
+            } else {
+                ""
+            }
+        );
+    }
+    // Arguments first, then the inventory, each in the order given.
+    let order: HashMap<String, usize> = proxies
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, p)| (p.id.clone(), i))
+        .collect();
+    let results = Arc::new(Mutex::new(Vec::with_capacity(proxies.len())));
+    let sink = results.clone();
+    let params = SweepParams::new(cfg.sweep.concurrency, 0.0, None);
+    sweep::run(proxies.into(), cfg.options.clone(), params, move |p, r| {
+        sink.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((p.clone(), r));
+    })
+    .await;
+    let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
+    // Results arrive in completion order; print them in the order asked.
+    results.sort_by_key(|(p, _)| order.get(p.id.as_str()).copied());
+    print(&results, output)?;
+    let any_down = results.iter().any(|(_, r)| !r.is_up());
+    Ok(if any_down {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print(results: &[(Arc<Proxy>, CheckResult)], output: Output) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => {
+            for (p, r) in results {
+                writeln!(out, "{}", ResultLine::new(p, r).to_json())?;
+            }
+        }
+        Output::Table => {
+            let rows: Vec<(&Proxy, &CheckResult)> =
+                results.iter().map(|(p, r)| (p.as_ref(), r)).collect();
+            write!(out, "{}", output::table(&rows))?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! `/probe?target=<proxy-url>`: blackbox_exporter-style multi-target probe.
+//! One check, answered with its own registry. Only proxies in the inventory
+//! are probed unless the config allows arbitrary targets, so the exporter
+//! cannot be turned into an open prober of the world.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::http::request::Parts;
+use hyper::StatusCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::routes::{encode, query_param, respond, wants_openmetrics, Resp, PLAIN};
+use super::AppState;
+use crate::model::{CheckResult, Phase, Proxy, ProxyStatus};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+    phase: String,
+}
+
+type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Handle `GET /probe`.
+pub(super) async fn probe(req: &Parts, app: &Arc<AppState>) -> Resp {
+    let proxy = match target(req, app).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let cfg = app.current_config();
+    let opts = cfg.options.for_proxy(&proxy).clone();
+    let started = Instant::now();
+    let r = crate::probe::check(&proxy, &opts).await;
+    let reg = registry(&r, started.elapsed());
+    let om = wants_openmetrics(req);
+    encode(&reg, om)
+}
+
+/// The proxy to check: the inventory's own entry (its credentials, labels
+/// and options), or the URL as given when arbitrary targets are allowed.
+async fn target(req: &Parts, app: &Arc<AppState>) -> Result<Arc<Proxy>, Resp> {
+    let Some(target) = query_param(req, "target") else {
+        return Err(respond(
+            StatusCode::BAD_REQUEST,
+            PLAIN,
+            "missing ?target=<proxy-url>\n",
+        ));
+    };
+    let asked = crate::inventory::parse_proxy_url(&target)
+        .map_err(|e| respond(StatusCode::BAD_REQUEST, PLAIN, format!("bad target: {e}\n")))?;
+    // A scan, not an index: /probe is rare and ad hoc, while an index would
+    // cost ~100 bytes per proxy, every proxy, all the time.
+    let known = {
+        let (app, asked) = (app.clone(), asked.clone());
+        tokio::task::spawn_blocking(move || {
+            app.state.find(|p| {
+                p.protocol == asked.protocol
+                    && p.port == asked.port
+                    && p.host.eq_ignore_ascii_case(&asked.host)
+                    && (asked.username.is_none() || p.username == asked.username)
+            })
+        })
+        .await
+        .ok()
+        .flatten()
+    };
+    match known {
+        Some(p) => Ok(p),
+        None if app.current_config().web.allow_arbitrary_probe_targets => Ok(Arc::new(asked)),
+        None => Err(respond(
+            StatusCode::FORBIDDEN,
+            PLAIN,
+            format!(
+                "target {} is not in the inventory; set web.allow_arbitrary_probe_targets: true to probe any proxy\n",
+                asked.redacted_url()
+            ),
+        )),
+    }
+}
+
+/// The one-shot registry of a probe.
+fn registry(r: &CheckResult, elapsed: Duration) -> Registry {
+    let mut reg = Registry::default();
+    let success = Gauge::<i64>::default();
+    success.set(r.is_up() as i64);
+    reg.register("probe_success", "1 if the proxy is ACTIVE or SLOW", success);
+    let dur = F64Gauge::default();
+    dur.set(elapsed.as_secs_f64());
+    reg.register_with_unit(
+        "probe_duration",
+        "Wall time of the probe",
+        Unit::Seconds,
+        dur,
+    );
+    let lat = F64Gauge::default();
+    lat.set(r.latency_ms as f64 / 1000.0);
+    reg.register_with_unit(
+        "probe_proxy_latency",
+        "Latency of the check as classified (timeout when INACTIVE)",
+        Unit::Seconds,
+        lat,
+    );
+    let status = Family::<StatusLabel, Gauge>::default();
+    for s in [
+        ProxyStatus::Active,
+        ProxyStatus::Slow,
+        ProxyStatus::Inactive,
+    ] {
+        status
+            .get_or_create(&StatusLabel {
+                status: s.as_str().into(),
+            })
+            .set((r.status == s) as i64);
+    }
+    reg.register(
+        "probe_proxy_status",
+        "1 for the status of the check",
+        status,
+    );
+    let attempts = Gauge::<i64>::default();
+    attempts.set(r.attempts as i64);
+    reg.register("probe_attempts", "Attempts the check used", attempts);
+    let code = Gauge::<i64>::default();
+    code.set(r.status_code.map(i64::from).unwrap_or(0));
+    reg.register(
+        "probe_http_status_code",
+        "HTTP status of the last response (0 if none)",
+        code,
+    );
+    register_phases_and_reason(&mut reg, r);
+    reg
+}
+
+fn register_phases_and_reason(reg: &mut Registry, r: &CheckResult) {
+    let phases = Family::<PhaseLabel, F64Gauge>::default();
+    for ph in Phase::ALL {
+        if let Some(ms) = r.phases.get(ph) {
+            phases
+                .get_or_create(&PhaseLabel {
+                    phase: ph.as_str().into(),
+                })
+                .set(ms / 1000.0);
+        }
+    }
+    reg.register_with_unit(
+        "probe_phase_duration",
+        "Time spent in each phase",
+        Unit::Seconds,
+        phases,
+    );
+    if let Some(reason) = r.reason {
+        let fam = Family::<ReasonLabel, Gauge>::default();
+        fam.get_or_create(&ReasonLabel {
+            reason: reason.as_str().into(),
+            phase: r.phase.map(Phase::as_str).unwrap_or("").into(),
+        })
+        .set(1);
+        reg.register(
+            "probe_failure",
+            "1 with the failure reason and phase of the last attempt",
+            fam,
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! One HTTP request in, one response out. [`route`] is generic over the
+//! request body (no handler reads one), so every endpoint can be tested in
+//! process, without a socket.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
+
+use super::status::{status_json, status_page};
+use super::AppState;
+
+/// A response with its whole body in memory.
+pub type Resp = Response<Full<Bytes>>;
+
+pub(super) const PLAIN: &str = "text/plain; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub(super) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// OpenMetrics only when the scraper asks for it (Prometheus does); curl,
+/// browsers and promtool get the classic text format.
+pub(super) fn wants_openmetrics(req: &Parts) -> bool {
+    req.headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+/// Encode a one-shot registry in the negotiated format.
+pub(super) fn encode(reg: &Registry, openmetrics: bool) -> Resp {
+    let mut out = String::new();
+    let _ = if openmetrics {
+        prometheus_client::encoding::text::encode(&mut out, reg)
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(&mut out, reg)
+    };
+    respond(
+        StatusCode::OK,
+        if openmetrics { OPENMETRICS } else { TEXT_004 },
+        out,
+    )
+}
+
+pub(super) fn query_param(req: &Parts, key: &str) -> Option<String> {
+    let q = req.uri.query()?;
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Answer one request. The body is dropped unread, which is why any body
+/// type will do (and why the future does not hold it).
+pub fn route<B>(req: Request<B>, app: Arc<AppState>) -> impl Future<Output = Resp> + Send {
+    let (parts, _body) = req.into_parts();
+    handle(parts, app)
+}
+
+async fn handle(req: Parts, app: Arc<AppState>) -> Resp {
+    // Read per request: web.telemetry_path is reloadable, unlike the listen address.
+    let telemetry = app.current_config().web.telemetry_path.clone();
+    let path = req.uri.path().to_string();
+    match (&req.method, path.as_str()) {
+        (&Method::GET, p) if p == telemetry => metrics(&req, &app).await,
+        (&Method::GET, "/-/healthy") => respond(StatusCode::OK, PLAIN, "Healthy.\n"),
+        (&Method::GET, "/-/ready") => {
+            if app.ready.load(Ordering::Relaxed) {
+                respond(StatusCode::OK, PLAIN, "Ready.\n")
+            } else {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    PLAIN,
+                    "Not ready: inventory not loaded or no sweep started yet.\n",
+                )
+            }
+        }
+        (&Method::POST, "/-/reload") | (&Method::PUT, "/-/reload") => reload(&app).await,
+        (_, "/-/reload") => respond(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "use POST\n"),
+        (&Method::GET, "/probe") => super::probe::probe(&req, &app).await,
+        (&Method::GET, "/api/status") => {
+            let app2 = app.clone();
+            let body = tokio::task::spawn_blocking(move || status_json(&app2))
+                .await
+                .unwrap_or_default();
+            respond(StatusCode::OK, "application/json", body)
+        }
+        (&Method::GET, "/") | (&Method::GET, "/status") => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            status_page(&telemetry),
+        ),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "Not found. See / for the endpoints.\n",
+        ),
+    }
+}
+
+async fn metrics(req: &Parts, app: &Arc<AppState>) -> Resp {
+    let om = wants_openmetrics(req);
+    let metrics = app.metrics.clone();
+    // Rendering walks every proxy's state; keep it off the async workers.
+    let body = tokio::task::spawn_blocking(move || metrics.render(om))
+        .await
+        .unwrap_or_default();
+    respond(
+        StatusCode::OK,
+        if om { OPENMETRICS } else { TEXT_004 },
+        body,
+    )
+}
+
+async fn reload(app: &AppState) -> Resp {
+    let (tx, rx) = oneshot::channel();
+    if app.reload.send(tx).await.is_err() {
+        return respond(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "shutting down\n");
+    }
+    match rx.await {
+        Ok(Ok(())) => respond(StatusCode::OK, PLAIN, "Reloaded.\n"),
+        Ok(Err(e)) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            PLAIN,
+            format!("failed to reload config: {e}\n"),
+        ),
+        Err(_) => respond(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "shutting down\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::RwLock;
+    use std::time::Instant;
+
+    use http_body_util::BodyExt;
+
+    use crate::config::{Config, Overrides};
+    use crate::sinks::metrics::Metrics;
+    use crate::state::StateStore;
+    use crate::sweep::SweepGauges;
+
+    fn app() -> Arc<AppState> {
+        let cfg = Config::load(None, &Overrides::default()).expect("default config");
+        let state = Arc::new(StateStore::new());
+        let gauges = Arc::new(SweepGauges::default());
+        let metrics = Arc::new(Metrics::new(
+            &cfg.metrics.latency_buckets,
+            state.clone(),
+            gauges.clone(),
+            Vec::new(),
+        ));
+        // No reloader listens: POST /-/reload answers "shutting down".
+        let (reload, _) = tokio::sync::mpsc::channel(1);
+        Arc::new(AppState {
+            metrics,
+            state,
+            gauges,
+            config: Arc::new(RwLock::new(Arc::new(cfg))),
+            ready: false.into(),
+            reload,
+            started: Instant::now(),
+        })
+    }
+
+    async fn get(method: Method, path: &str, accept: Option<&str>) -> (StatusCode, String, String) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(a) = accept {
+            req = req.header(ACCEPT, a);
+        }
+        let resp = route(req.body(()).expect("request"), app()).await;
+        let ct = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, ct, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn healthy_ready_and_unknown_paths() {
+        let (s, ct, body) = get(Method::GET, "/-/healthy", None).await;
+        assert_eq!(
+            (s, ct.as_str(), body.as_str()),
+            (StatusCode::OK, PLAIN, "Healthy.\n")
+        );
+        let (s, _, _) = get(Method::GET, "/-/ready", None).await;
+        assert_eq!(
+            s,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no inventory loaded yet"
+        );
+        let (s, _, body) = get(Method::GET, "/nope", None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert!(body.starts_with("Not found."), "{body}");
+    }
+
+    #[tokio::test]
+    async fn reload_wants_post() {
+        let (s, _, body) = get(Method::GET, "/-/reload", None).await;
+        assert_eq!(
+            (s, body.as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
+        );
+        let (s, _, _) = get(Method::POST, "/-/reload", None).await;
+        assert_eq!(
+            s,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "nobody reloads: shutting down"
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_negotiate_the_exposition_format() {
+        let (s, ct, body) = get(Method::GET, "/metrics", None).await;
+        assert_eq!((s, ct.as_str()), (StatusCode::OK, TEXT_004));
+        assert!(body.contains("pharox_"), "{body}");
+        assert!(!body.contains("# EOF"), "classic text has no EOF line");
+        let (s, ct, body) = get(
+            Method::GET,
+            "/metrics",
+            Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5"),
+        )
+        .await;
+        assert_eq!((s, ct.as_str()), (StatusCode::OK, OPENMETRICS));
+        assert!(body.ends_with("# EOF\n"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn status_page_and_probe_guard() {
+        let (s, ct, body) = get(Method::GET, "/", None).await;
+        assert_eq!(
+            (s, ct.as_str()),
+            (StatusCode::OK, "text/html; charset=utf-8")
+        );
+        assert!(body.contains("/metrics"));
+        let (s, _, _) = get(Method::GET, "/probe", None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _, body) = get(Method::GET, "/probe?target=socks5://u:pw@127.0.0.1:1", None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "not in the inventory");
+        assert!(!body.contains("pw@"), "{body}");
+    }
+}
