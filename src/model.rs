@@ -16,12 +16,12 @@ use serde::{Deserialize, Serialize};
 
 /// Seconds since the Unix epoch, with milliseconds: how timestamps appear in
 /// metrics and the status page.
-pub fn unix_seconds(t: DateTime<Utc>) -> f64 {
+pub(crate) fn unix_seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
 
 /// The current time as [`unix_seconds`].
-pub fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     unix_seconds(Utc::now())
 }
 
@@ -320,9 +320,9 @@ pub struct Proxy {
 }
 
 /// Pool label used when the inventory gives none.
-pub const DEFAULT_POOL: &str = "default";
+pub(crate) const DEFAULT_POOL: &str = "default";
 /// Provider label used when the inventory gives none.
-pub const DEFAULT_PROVIDER: &str = "unknown";
+pub(crate) const DEFAULT_PROVIDER: &str = "unknown";
 
 impl Proxy {
     /// A proxy with default pool/provider and an id derived from its address.

@@ -59,7 +59,7 @@ impl Shutdown {
 /// Counts live tasks so their owner can wait until all have finished.
 /// Each task holds a [`TrackGuard`] for as long as it runs.
 #[derive(Clone, Default)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     inner: Arc<TrackerInner>,
 }
 
@@ -79,7 +79,7 @@ impl fmt::Debug for Tracker {
 
 /// Held by one tracked task; dropping it marks the task finished.
 #[must_use = "the task counts as finished when the guard is dropped"]
-pub struct TrackGuard {
+pub(crate) struct TrackGuard {
     inner: Arc<TrackerInner>,
 }
 
@@ -93,12 +93,12 @@ impl Drop for TrackGuard {
 
 impl Tracker {
     /// An empty tracker.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Count one more live task until the guard is dropped.
-    pub fn track(&self) -> TrackGuard {
+    pub(crate) fn track(&self) -> TrackGuard {
         self.inner.live.fetch_add(1, Ordering::SeqCst);
         TrackGuard {
             inner: self.inner.clone(),
@@ -106,12 +106,12 @@ impl Tracker {
     }
 
     /// Tasks live now.
-    pub fn live(&self) -> usize {
+    pub(crate) fn live(&self) -> usize {
         self.inner.live.load(Ordering::SeqCst)
     }
 
     /// Resolves once no tracked task is live (at once if none is).
-    pub async fn idle(&self) {
+    pub(crate) async fn idle(&self) {
         loop {
             let notified = self.inner.idle.notified();
             if self.live() == 0 {

@@ -77,9 +77,7 @@ impl Default for Policy {
 
 /// The last check of a proxy, kept small: 1M of these must fit in memory.
 #[derive(Debug, Clone)]
-pub struct LastCheck {
-    /// Raw status of the check (before hysteresis).
-    pub status: ProxyStatus,
+pub(crate) struct LastCheck {
     /// Latency, ms.
     pub latency_ms: u64,
     /// Unix time of the check, seconds.
@@ -88,15 +86,13 @@ pub struct LastCheck {
     pub reason: Option<Reason>,
     /// Failure phase.
     pub phase: Option<Phase>,
-    /// HTTP status seen.
-    pub status_code: Option<u16>,
     /// Human error (failures only).
     pub error: Option<Box<str>>,
 }
 
 /// Everything known about one proxy.
 #[derive(Debug, Clone)]
-pub struct ProxyState {
+pub(crate) struct ProxyState {
     /// The proxy as last read from the inventory.
     pub proxy: Arc<Proxy>,
     /// Status reported to users (after hysteresis); `None` until first checked.
@@ -116,7 +112,7 @@ pub struct ProxyState {
 
 /// A change of reported status caused by one result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
+pub(crate) struct Transition {
     /// Reported status before the result (`None`: never checked).
     pub before: Option<ProxyStatus>,
     /// Reported status after it.
@@ -124,10 +120,10 @@ pub struct Transition {
 }
 
 /// Counts of proxies per label set, for gauges and the status page.
-pub type StatusCounts = BTreeMap<(String, String, ProxyProtocol), [u64; 5]>;
+pub(crate) type StatusCounts = BTreeMap<(String, String, ProxyProtocol), [u64; 5]>;
 
 /// Index into a [`StatusCounts`] row: the four statuses, then "unchecked".
-pub fn status_index(s: Option<ProxyStatus>) -> usize {
+pub(crate) fn status_index(s: Option<ProxyStatus>) -> usize {
     match s {
         Some(ProxyStatus::Active) => 0,
         Some(ProxyStatus::Slow) => 1,
@@ -170,7 +166,7 @@ impl Tally {
     }
 }
 
-pub struct StateStore {
+pub(crate) struct StateStore {
     shards: Vec<Mutex<HashMap<String, ProxyState>>>,
     tally: Mutex<Tally>,
     policy: Mutex<Policy>,
@@ -196,7 +192,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl StateStore {
     /// An empty store.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -207,14 +203,14 @@ impl StateStore {
     }
 
     /// Set hysteresis and back-off (from the current config).
-    pub fn set_policy(&self, policy: Policy) {
+    pub(crate) fn set_policy(&self, policy: Policy) {
         *lock(&self.policy) = policy;
     }
 
     /// Make the store hold exactly these proxies: new ones are added
     /// unchecked, known ones keep their state, missing ones are forgotten so
     /// they disappear from gauges and per-proxy series.
-    pub fn sync(&self, proxies: &[Arc<Proxy>]) {
+    pub(crate) fn sync(&self, proxies: &[Arc<Proxy>]) {
         let gen = {
             let mut g = lock(&self.generation);
             *g += 1;
@@ -273,7 +269,7 @@ impl StateStore {
     }
 
     /// Proxies due for a check at `now`, in the order given.
-    pub fn due(&self, proxies: &[Arc<Proxy>], now: Instant) -> Vec<Arc<Proxy>> {
+    pub(crate) fn due(&self, proxies: &[Arc<Proxy>], now: Instant) -> Vec<Arc<Proxy>> {
         proxies
             .iter()
             .filter(|p| {
@@ -290,7 +286,7 @@ impl StateStore {
 
     /// Apply one result: hysteresis on the reported status, back-off on the
     /// next due time. Returns the reported transition.
-    pub fn record(&self, proxy: &Arc<Proxy>, r: &CheckResult, now: Instant) -> Transition {
+    pub(crate) fn record(&self, proxy: &Arc<Proxy>, r: &CheckResult, now: Instant) -> Transition {
         let Policy {
             hysteresis: hyst,
             backoff,
@@ -349,29 +345,23 @@ impl StateStore {
             None
         };
         s.last = Some(LastCheck {
-            status: r.status,
             latency_ms: r.latency_ms,
             checked_at: crate::model::unix_seconds(r.checked_at),
             reason: r.reason,
             phase: r.phase,
-            status_code: r.status_code,
             error: r.error.as_deref().map(Box::from),
         });
         Transition { before, after }
     }
 
     /// Number of proxies held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
-    /// True when no proxy is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Proxies per (pool, provider, protocol) and reported status.
-    pub fn counts(&self) -> StatusCounts {
+    pub(crate) fn counts(&self) -> StatusCounts {
         let t = lock(&self.tally);
         t.labels
             .iter()
@@ -399,7 +389,7 @@ impl StateStore {
     }
 
     /// The first proxy matching `pred` (a scan; for rare lookups such as `/probe`).
-    pub fn find(&self, mut pred: impl FnMut(&Proxy) -> bool) -> Option<Arc<Proxy>> {
+    pub(crate) fn find(&self, mut pred: impl FnMut(&Proxy) -> bool) -> Option<Arc<Proxy>> {
         self.shards.iter().find_map(|shard| {
             lock(shard)
                 .values()
@@ -409,7 +399,7 @@ impl StateStore {
     }
 
     /// Visit every proxy's state (one shard locked at a time, briefly).
-    pub fn for_each(&self, mut f: impl FnMut(&ProxyState)) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&ProxyState)) {
         for shard in &self.shards {
             for s in lock(shard).values() {
                 f(s);
@@ -418,7 +408,7 @@ impl StateStore {
     }
 
     /// The state of one proxy.
-    pub fn get(&self, id: &str) -> Option<ProxyState> {
+    pub(crate) fn get(&self, id: &str) -> Option<ProxyState> {
         lock(self.shard(id)).get(id).cloned()
     }
 }

@@ -50,7 +50,7 @@ pub enum CaFileError {
 }
 
 /// Webpki roots + system roots + every certificate of `ca_file`.
-pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, CaFileError> {
+pub(crate) fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, CaFileError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };

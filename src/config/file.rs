@@ -172,7 +172,7 @@ pub(super) struct SweepSpec {
 }
 
 /// Default number of checks running at once.
-pub const DEFAULT_CONCURRENCY: usize = 256;
+pub(crate) const DEFAULT_CONCURRENCY: usize = 256;
 
 impl Default for SweepSpec {
     fn default() -> Self {
@@ -201,7 +201,7 @@ pub(super) struct WebSpec {
 }
 
 /// Default listen port; see README ("Why port 10187").
-pub const DEFAULT_PORT: u16 = 10187;
+pub(crate) const DEFAULT_PORT: u16 = 10187;
 
 impl Default for WebSpec {
     fn default() -> Self {

@@ -32,7 +32,6 @@ mod flags;
 mod values;
 
 use file::{parse_file, FileConfig, OptionsSpec};
-pub use file::{DEFAULT_CONCURRENCY, DEFAULT_PORT};
 pub use flags::Overrides;
 pub use values::{parse_duration, Attempts, StatusCodes, TargetUrl, Timeout};
 
@@ -388,6 +387,7 @@ fn resolve_options(spec: &OptionsSpec, tls_cache: &mut TlsCache) -> Result<Check
 
 #[cfg(test)]
 mod tests {
+    use super::file::{DEFAULT_CONCURRENCY, DEFAULT_PORT};
     use super::*;
     use crate::model::Proxy;
 

@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub mod pharox_db;
-pub mod shard;
+pub(crate) mod pharox_db;
+pub(crate) mod shard;
 mod source;
 
 pub use shard::Shard;
-pub use source::{FileStamp, InventoryRead, ReadMode, Source, SourceError, SourceSpec};
+pub(crate) use source::FileStamp;
+pub use source::{InventoryRead, ReadMode, Source, SourceError, SourceSpec};
 
 use crate::model::{Proxy, ProxyProtocol, DEFAULT_POOL, DEFAULT_PROVIDER};
 use crate::secret::{redact_credentials, Userinfo};
@@ -90,7 +91,7 @@ impl fmt::Display for RowError {
 
 /// What a read produced: the good proxies and the skipped entries.
 #[derive(Debug, Default)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// Valid proxies, duplicates (same id) removed, first one kept.
     pub proxies: Vec<Proxy>,
     /// Malformed entries, skipped.
@@ -122,7 +123,11 @@ impl Loaded {
 
 /// Read an inventory file, keeping only the entries `shard` owns
 /// ([`Shard::default`] owns every entry).
-pub fn load_file(path: &Path, format: Format, shard: Shard) -> Result<Loaded, InventoryError> {
+pub(crate) fn load_file(
+    path: &Path,
+    format: Format,
+    shard: Shard,
+) -> Result<Loaded, InventoryError> {
     let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
         file: path.to_path_buf(),
         source,
@@ -132,7 +137,7 @@ pub fn load_file(path: &Path, format: Format, shard: Shard) -> Result<Loaded, In
 
 /// Parse inventory text (the path only names it in errors and picks the
 /// format), keeping only the entries `shard` owns.
-pub fn parse(
+pub(crate) fn parse(
     path: &Path,
     text: &str,
     format: Format,

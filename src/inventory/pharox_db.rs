@@ -16,15 +16,6 @@ use serde::Deserialize;
 use crate::model::{Proxy, ProxyProtocol, DEFAULT_PROVIDER};
 use crate::pharox_db::{leases, BurstState, Config, Connector, Error, Session, Stats};
 
-/// What to do at the start of a sweep, from [`PharoxDbSource::before_sweep`].
-#[derive(Debug)]
-pub enum SweepPlan {
-    /// Sweep these proxies.
-    Sweep(Vec<Proxy>),
-    /// Lease acquisitions are bursting: skip this sweep.
-    Paused(BurstState),
-}
-
 /// Reads proxies and leases from pharox's database. One connection, opened
 /// lazily and reopened after a failure; calls are serialised on it, which is
 /// plenty for a few queries per sweep.
@@ -117,28 +108,6 @@ impl PharoxDbSource {
             }
         }
         Ok(out)
-    }
-
-    /// Everything the exporter does against the database before a sweep:
-    /// release expired leases (as pharox's `ProxyManager` does before each
-    /// acquisition; a failure is logged, not fatal), check for a lease
-    /// burst, then load the proxies.
-    pub async fn before_sweep(&self) -> Result<SweepPlan, Error> {
-        if let Err(e) = self.cleanup_expired_leases().await {
-            tracing::warn!(error = %e, "expired-lease cleanup failed");
-        }
-        match self.burst_state().await {
-            Ok(Some(b)) if b.bursting => {
-                tracing::info!(
-                    rate = b.rate,
-                    "lease acquisitions are bursting; sweep paused"
-                );
-                return Ok(SweepPlan::Paused(b));
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "lease burst check failed; sweeping anyway"),
-        }
-        Ok(SweepPlan::Sweep(self.load().await?))
     }
 
     /// pharox's `cleanup_expired_leases`: release every active lease whose

@@ -75,7 +75,7 @@ fn key_hash(id: &str) -> u64 {
 }
 
 /// Jump consistent hash: the bucket in `0..buckets` owning `id`.
-pub fn owner(id: &str, buckets: u32) -> u32 {
+pub(crate) fn owner(id: &str, buckets: u32) -> u32 {
     let mut key = key_hash(id);
     let (mut b, mut j): (i64, i64) = (-1, 0);
     while j < i64::from(buckets) {

@@ -27,8 +27,10 @@ mod stats;
 
 pub(crate) use connect::{Connector, Session};
 pub use error::Error;
-pub use leases::{BurstState, LeaseBurst};
-pub use stats::{Stats, StatsSnapshot};
+pub(crate) use leases::BurstState;
+pub use leases::LeaseBurst;
+pub use stats::Stats;
+pub(crate) use stats::StatsSnapshot;
 
 /// TLS to the database server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -248,7 +250,7 @@ impl Config {
 }
 
 /// True for a `postgres://` or `postgresql://` inventory location.
-pub fn is_postgres_url(s: &str) -> bool {
+pub(crate) fn is_postgres_url(s: &str) -> bool {
     let s = s.trim_start();
     s.starts_with("postgresql://") || s.starts_with("postgres://")
 }
@@ -258,7 +260,7 @@ pub fn is_postgres_url(s: &str) -> bool {
 /// the database and may set `pools`; every other setting comes from the
 /// `postgres:` section. A section with its own URL and no inventory makes
 /// the database the inventory. `None`: no database in this run.
-pub fn resolve(
+pub(crate) fn resolve(
     inventory: Option<&std::path::Path>,
     section: Option<&Config>,
 ) -> Result<Option<Config>, Error> {

@@ -22,14 +22,15 @@ mod options;
 pub(crate) mod request;
 pub(crate) mod socks4;
 pub(crate) mod socks5;
-pub mod tls;
+pub(crate) mod tls;
 
 use dial::{Conn, ProxyStream};
-pub use options::{CheckOptions, OptionsByPool, OptionsError, PHAROX_DEFAULT_TARGET};
+pub use options::CheckOptions;
+pub(crate) use options::{OptionsByPool, PHAROX_DEFAULT_TARGET};
 pub use tls::{client_config, TlsConfigError};
 
 /// Redirect hops followed at most when `allow_redirects` is on.
-pub const MAX_REDIRECTS: usize = 5;
+pub(crate) const MAX_REDIRECTS: usize = 5;
 
 /// The `User-Agent` of every request and CONNECT (unless headers override it).
 pub const USER_AGENT: &str = concat!("pharox-exporter/", env!("CARGO_PKG_VERSION"));

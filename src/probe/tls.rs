@@ -93,7 +93,7 @@ pub fn client_config(
 
 /// `client_config(None, false)`, built once per process: loading the system
 /// roots reads files, so callers that just want defaults share one.
-pub fn default_client_config() -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
+pub(crate) fn default_client_config() -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
     static DEFAULT: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     if let Some(c) = DEFAULT.get() {
         return Ok(c.clone());

@@ -23,21 +23,20 @@ use crate::state::StateStore;
 use crate::sweep::SweepGauges;
 
 mod probe;
-pub mod routes;
+pub(crate) mod routes;
 mod status;
 
-pub use routes::route;
-pub use status::{status_view, LatencyView, PoolView, StatusView, SweepView, WorstView};
+pub(crate) use routes::route;
 
 /// A reload request: the reply says whether the new file was accepted.
-pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+pub(crate) type ReloadRequest = oneshot::Sender<Result<(), String>>;
 
 /// How long open connections get to finish their request once the server
 /// stops; keep-alive connections idle at that moment close at once.
-pub const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+pub(crate) const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
 
 /// Everything the handlers read.
-pub struct AppState {
+pub(crate) struct AppState {
     /// The registry.
     pub metrics: Arc<Metrics>,
     /// Per-proxy state.
@@ -65,7 +64,7 @@ impl AppState {
 
 /// Serve until `stop` triggers; then stop accepting, let open connections
 /// finish their request (at most [`CONNECTION_DRAIN`]) and return.
-pub async fn serve(listener: TcpListener, app: Arc<AppState>, stop: Shutdown) {
+pub(crate) async fn serve(listener: TcpListener, app: Arc<AppState>, stop: Shutdown) {
     let connections = Tracker::new();
     loop {
         let (stream, _) = tokio::select! {
@@ -126,7 +125,7 @@ async fn serve_connection(
 
 /// Bind the listen address (`:9199` means every interface, as Prometheus
 /// exporters spell it).
-pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     let addr = if addr.starts_with(':') {
         format!("0.0.0.0{addr}")
     } else {

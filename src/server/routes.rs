@@ -16,13 +16,12 @@ use tokio::sync::oneshot;
 
 use super::status::{status_json, status_page};
 use super::AppState;
+use crate::sinks::metrics::exposition;
 
 /// A response with its whole body in memory.
-pub type Resp = Response<Full<Bytes>>;
+pub(crate) type Resp = Response<Full<Bytes>>;
 
 pub(super) const PLAIN: &str = "text/plain; charset=utf-8";
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(super) fn respond(
     status: StatusCode,
@@ -41,25 +40,20 @@ pub(super) fn respond(
 /// OpenMetrics only when the scraper asks for it (Prometheus does); curl,
 /// browsers and promtool get the classic text format.
 pub(super) fn wants_openmetrics(req: &Parts) -> bool {
-    req.headers
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"))
+    exposition::wants_openmetrics(
+        req.headers
+            .get_all(ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
 }
 
 /// Encode a one-shot registry in the negotiated format.
 pub(super) fn encode(reg: &Registry, openmetrics: bool) -> Resp {
-    let mut out = String::new();
-    let _ = if openmetrics {
-        prometheus_client::encoding::text::encode(&mut out, reg)
-    } else {
-        prometheus_client::encoding::prometheus_text::encode(&mut out, reg)
-    };
     respond(
         StatusCode::OK,
-        if openmetrics { OPENMETRICS } else { TEXT_004 },
-        out,
+        exposition::content_type(openmetrics),
+        exposition::encode(reg, openmetrics, 0),
     )
 }
 
@@ -72,7 +66,7 @@ pub(super) fn query_param(req: &Parts, key: &str) -> Option<String> {
 
 /// Answer one request. The body is dropped unread, which is why any body
 /// type will do (and why the future does not hold it).
-pub fn route<B>(req: Request<B>, app: Arc<AppState>) -> impl Future<Output = Resp> + Send {
+pub(crate) fn route<B>(req: Request<B>, app: Arc<AppState>) -> impl Future<Output = Resp> + Send {
     let (parts, _body) = req.into_parts();
     handle(parts, app)
 }
@@ -125,11 +119,7 @@ async fn metrics(req: &Parts, app: &Arc<AppState>) -> Resp {
     let body = tokio::task::spawn_blocking(move || metrics.render(om))
         .await
         .unwrap_or_default();
-    respond(
-        StatusCode::OK,
-        if om { OPENMETRICS } else { TEXT_004 },
-        body,
-    )
+    respond(StatusCode::OK, exposition::content_type(om), body)
 }
 
 async fn reload(app: &AppState) -> Resp {
@@ -151,6 +141,7 @@ async fn reload(app: &AppState) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::metrics::exposition::{OPENMETRICS, TEXT_004};
     use std::sync::RwLock;
     use std::time::Instant;
 

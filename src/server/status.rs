@@ -12,7 +12,7 @@ use crate::state::{status_index, StateStore};
 
 /// The status page's data.
 #[derive(Debug, Serialize)]
-pub struct StatusView {
+pub(crate) struct StatusView {
     /// Unix time of this view.
     pub generated_at: f64,
     /// Seconds since start.
@@ -33,7 +33,7 @@ pub struct StatusView {
 
 /// Sweep progress.
 #[derive(Debug, Serialize)]
-pub struct SweepView {
+pub(crate) struct SweepView {
     /// Configured interval.
     pub interval_seconds: f64,
     /// Unix time of the last completed sweep (0 if none).
@@ -50,7 +50,7 @@ pub struct SweepView {
 
 /// Counts for one pool.
 #[derive(Debug, Serialize, Default)]
-pub struct PoolView {
+pub(crate) struct PoolView {
     /// Pool name.
     pub pool: String,
     /// ACTIVE.
@@ -69,7 +69,7 @@ pub struct PoolView {
 
 /// One bad proxy.
 #[derive(Debug, Serialize)]
-pub struct WorstView {
+pub(crate) struct WorstView {
     /// Proxy id.
     pub id: String,
     /// Redacted URL.
@@ -94,7 +94,7 @@ pub struct WorstView {
 
 /// A histogram of last latencies.
 #[derive(Debug, Serialize)]
-pub struct LatencyView {
+pub(crate) struct LatencyView {
     /// Upper bounds, ms (the last bucket is open-ended).
     pub bounds_ms: Vec<u64>,
     /// Proxies per bucket.
@@ -118,7 +118,7 @@ const LATENCY_BOUNDS_MS: [u64; 12] = [
 const WORST_LIMIT: usize = 50;
 
 /// Build the status view (walks every proxy once).
-pub fn status_view(app: &AppState) -> StatusView {
+pub(crate) fn status_view(app: &AppState) -> StatusView {
     let cfg = app.current_config();
     let x = &app.metrics.exporter;
     let (pools, totals) = pool_views(&app.state);

@@ -3,8 +3,8 @@
 //! database, and [`Sinks`] fans one result out to all of them. Sinks know
 //! nothing of sockets or scheduling.
 
-pub mod db_writer;
-pub mod metrics;
+pub(crate) mod db_writer;
+pub(crate) mod metrics;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +17,7 @@ use self::metrics::Metrics;
 
 /// Where every result of the exporter's sweeps goes: per-proxy state
 /// (hysteresis), the metrics, and pharox's database when configured.
-pub struct Sinks {
+pub(crate) struct Sinks {
     /// Per-proxy state.
     pub state: Arc<StateStore>,
     /// The registry.
@@ -30,7 +30,7 @@ impl Sinks {
     /// Record one result; called on a sweep worker, never blocks. The
     /// database gets the raw result, as pharox's own checker would write it;
     /// hysteresis only shapes what the exporter reports.
-    pub fn record(&self, proxy: &Arc<Proxy>, result: &CheckResult) {
+    pub(crate) fn record(&self, proxy: &Arc<Proxy>, result: &CheckResult) {
         self.state.record(proxy, result, Instant::now());
         self.metrics.observe(proxy, result);
         if let Some(db) = &self.db {
@@ -40,7 +40,7 @@ impl Sinks {
 
     /// Flush what is still queued (the database writer) until `deadline`,
     /// then stop it. `None` when there is nothing to flush.
-    pub async fn close(&self, deadline: tokio::time::Instant) -> Option<CloseReport> {
+    pub(crate) async fn close(&self, deadline: tokio::time::Instant) -> Option<CloseReport> {
         match &self.db {
             Some(db) => Some(db.close(deadline).await),
             None => None,

@@ -10,6 +10,10 @@
 //! process-wide state (environment, working directory, signal handlers
 //! beyond what an in-process exporter installs).
 
+// The crate denies unsafe code; these tests signal and kill the process
+// groups of the servers they start, and read their own uid (libc calls).
+#![allow(unsafe_code)]
+
 mod support;
 
 mod bundle;

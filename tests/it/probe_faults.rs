@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use pharox_exporter::model::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
-use pharox_exporter::probe::{check, tls, CheckOptions, USER_AGENT};
+use pharox_exporter::{check, client_config, CheckOptions, TlsConfigError, USER_AGENT};
+use pharox_exporter::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
 use pharox_testkit::{
     hang, pki, refused_port, BodyMode, FakeProxy, FakeServer, FakeTarget, Fault, ProxyBehavior,
     Reply,
@@ -520,7 +520,7 @@ async fn untrusted_target_certificate_is_tls() {
     let target = tls_target().await;
     let proxy = FakeProxy::socks5(ProxyBehavior::healthy()).await.unwrap();
     let mut o = opts(target.url("/"));
-    o.target_tls = tls::client_config(None, false).unwrap();
+    o.target_tls = client_config(None, false).unwrap();
     let r = check(&proxy.proxy(None), &o).await;
     assert_fail(&r, Reason::Tls, Phase::Tls);
 }
@@ -535,7 +535,7 @@ async fn untrusted_proxy_certificate_is_tls_in_proxy_tls() {
     .await
     .unwrap();
     let mut o = opts(target.url("/"));
-    o.proxy_tls = tls::client_config(None, false).unwrap();
+    o.proxy_tls = client_config(None, false).unwrap();
     let r = check(&proxy.proxy(None), &o).await;
     assert_fail(&r, Reason::Tls, Phase::ProxyTls);
 }
@@ -571,21 +571,21 @@ async fn ca_file_and_insecure_configs() {
     std::fs::write(&ca, &pki::pki().ca_pem).unwrap();
 
     let mut o = opts(target.url("/"));
-    o.target_tls = tls::client_config(Some(&ca), false).unwrap();
+    o.target_tls = client_config(Some(&ca), false).unwrap();
     assert_up(&check(&proxy.proxy(None), &o).await);
 
-    o.target_tls = tls::client_config(None, true).unwrap();
+    o.target_tls = client_config(None, true).unwrap();
     assert_up(&check(&proxy.proxy(None), &o).await);
 
     let empty = dir.path().join("empty.pem");
     std::fs::write(&empty, "not a certificate\n").unwrap();
     assert!(matches!(
-        tls::client_config(Some(&empty), false),
-        Err(tls::TlsConfigError::EmptyCa { .. })
+        client_config(Some(&empty), false),
+        Err(TlsConfigError::EmptyCa { .. })
     ));
     assert!(matches!(
-        tls::client_config(Some(&dir.path().join("missing.pem")), false),
-        Err(tls::TlsConfigError::ReadCa { .. })
+        client_config(Some(&dir.path().join("missing.pem")), false),
+        Err(TlsConfigError::ReadCa { .. })
     ));
 }
 

@@ -10,15 +10,15 @@
 //! Two kinds of tests:
 //! - `harness_*`: curl through each server, so a broken harness is told
 //!   apart from a broken probe.
-//! - everything else: `pharox_exporter::probe::check` through each server,
+//! - everything else: `pharox_exporter::check` through each server,
 //!   asserting status, reason, phase and that no password leaks.
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use pharox_exporter::model::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
-use pharox_exporter::probe::{self, CheckOptions};
+use pharox_exporter::{check, CheckOptions};
+use pharox_exporter::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
 use pharox_testkit::pki::client_tls;
 use pharox_testkit::ThreadTarget;
 
@@ -86,7 +86,7 @@ async fn expect(
     opts: &CheckOptions,
     want: Want,
 ) -> CheckResult {
-    let res = probe::check(proxy, opts).await;
+    let res = check(proxy, opts).await;
     let ctx = || {
         format!(
             "proxy {} ({}) -> {}\nresult: {res:#?}\n{}",
@@ -607,7 +607,7 @@ async fn credentials_never_in_error_text() {
         ms.proxy(ProxyProtocol::Socks5, Some((MS_USER, WRONG_PASS))),
     ];
     for (server, proxy) in [&squid, &ms].into_iter().zip(cases.iter()) {
-        let res = probe::check(proxy, &opts_http(&target, "/")).await;
+        let res = check(proxy, &opts_http(&target, "/")).await;
         assert_eq!(
             res.status,
             ProxyStatus::Inactive,
@@ -624,7 +624,7 @@ async fn credentials_never_in_error_text() {
     }
     // A correct password must not leak either, even when the target fails.
     let proxy = squid.proxy(ProxyProtocol::Http, Some((SQUID_USER, SQUID_PASS)));
-    let res = probe::check(&proxy, &opts_http(&target, "/status/503")).await;
+    let res = check(&proxy, &opts_http(&target, "/status/503")).await;
     assert_eq!(res.reason, Some(Reason::UnexpectedStatus), "{res:?}");
     assert_no_password(&proxy, &res);
 }

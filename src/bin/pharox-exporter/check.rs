@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 
-use pharox_exporter::inventory;
-use pharox_exporter::model::{CheckResult, Proxy};
-use pharox_exporter::secret;
-use pharox_exporter::sweep::{self, SweepParams};
+use pharox_exporter::{redact_credentials, Userinfo};
+use pharox_exporter::{run_sweep, SweepParams};
+use pharox_exporter::{CheckResult, Proxy};
 
 use crate::cli::{CommonArgs, Output, RunArgs};
 use crate::output::{self, ResultLine};
@@ -25,12 +24,12 @@ pub(crate) async fn run(
     let mut proxies: Vec<Arc<Proxy>> = Vec::new();
     let mut bad = 0;
     for u in &urls {
-        match inventory::parse_proxy_url(u) {
+        match pharox_exporter::parse_proxy_url(u) {
             Ok(p) => proxies.push(Arc::new(p)),
             Err(e) => {
                 eprintln!(
                     "warning: argument {:?}: {e}; skipped",
-                    secret::redact_credentials(u, secret::Userinfo::KeepUsername)
+                    redact_credentials(u, Userinfo::KeepUsername)
                 );
                 bad += 1;
             }
@@ -60,7 +59,7 @@ pub(crate) async fn run(
     let results = Arc::new(Mutex::new(Vec::with_capacity(proxies.len())));
     let sink = results.clone();
     let params = SweepParams::new(cfg.sweep.concurrency, 0.0, None);
-    sweep::run(proxies.into(), cfg.options.clone(), params, move |p, r| {
+    run_sweep(proxies.into(), cfg.options.clone(), params, move |p, r| {
         sink.lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((p.clone(), r));

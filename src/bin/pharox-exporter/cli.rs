@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use pharox_exporter::config::{self, Attempts, Config, Overrides, StatusCodes, TargetUrl, Timeout};
+use pharox_exporter::{
+    parse_duration, Attempts, Config, Overrides, StatusCodes, TargetUrl, Timeout,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -168,7 +170,7 @@ impl CommonArgs {
         };
         let interval = match &run.sweep_interval {
             Some(s) => Some(
-                config::parse_duration(s)
+                parse_duration(s)
                     .map_err(anyhow::Error::msg)
                     .context("--sweep.interval")?,
             ),

@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Result};
 
-use pharox_exporter::app::source_spec;
-use pharox_exporter::config::Config;
-use pharox_exporter::inventory::{InventoryRead, ReadMode, Source};
+use pharox_exporter::source_spec;
+use pharox_exporter::Config;
+use pharox_exporter::{InventoryRead, ReadMode, Source};
 
 /// Read this shard's share of the configured inventory for a one-shot run:
 /// expired leases are released as the exporter does, and a lease burst,

@@ -17,8 +17,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Cmd, CommonArgs, RunArgs};
-use pharox_exporter::app::App;
-use pharox_exporter::shutdown::Shutdown;
+use pharox_exporter::App;
+use pharox_exporter::Shutdown;
 
 fn init_logging(common: &CommonArgs) -> Result<()> {
     use tracing_subscriber::prelude::*;

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use pharox_exporter::model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus};
+use pharox_exporter::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus};
 
 /// One result as `sweep --once` and `check --output json` print it.
 #[derive(Debug, Serialize)]
-pub struct ResultLine<'a> {
+pub(crate) struct ResultLine<'a> {
     /// Proxy id.
     pub id: &'a str,
     /// Proxy protocol.
@@ -47,7 +47,7 @@ pub struct ResultLine<'a> {
 
 impl<'a> ResultLine<'a> {
     /// Pair a proxy with its result.
-    pub fn new(proxy: &'a Proxy, r: &'a CheckResult) -> Self {
+    pub(crate) fn new(proxy: &'a Proxy, r: &'a CheckResult) -> Self {
         ResultLine {
             id: &proxy.id,
             protocol: proxy.protocol,
@@ -70,7 +70,7 @@ impl<'a> ResultLine<'a> {
     }
 
     /// The line as JSON (no trailing newline).
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         // Serialising plain data with string keys cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -81,7 +81,7 @@ fn ms(v: Option<f64>) -> String {
 }
 
 /// A fixed-width table of results, one row per proxy.
-pub fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
+pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
     let header = [
         "PROXY",
         "STATUS",
@@ -143,7 +143,7 @@ pub fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
 
 /// Counts accumulated over a sweep for the summary.
 #[derive(Debug, Default, Clone)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Checks by status.
     pub by_status: BTreeMap<ProxyStatus, usize>,
     /// Failures by reason.
@@ -152,7 +152,7 @@ pub struct Summary {
 
 impl Summary {
     /// Count one result.
-    pub fn add(&mut self, r: &CheckResult) {
+    pub(crate) fn add(&mut self, r: &CheckResult) {
         *self.by_status.entry(r.status).or_default() += 1;
         if let Some(re) = r.reason {
             *self.by_reason.entry(re.as_str()).or_default() += 1;
@@ -160,12 +160,12 @@ impl Summary {
     }
 
     /// Total checks counted.
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.by_status.values().sum()
     }
 
     /// The human summary printed to stderr after a sweep.
-    pub fn render(&self, elapsed: Duration, skipped_rows: usize) -> String {
+    pub(crate) fn render(&self, elapsed: Duration, skipped_rows: usize) -> String {
         let total = self.total();
         let secs = elapsed.as_secs_f64().max(1e-9);
         let mut s = format!(

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use pharox_exporter::model::Proxy;
-use pharox_exporter::sinks::db_writer::ResultWriter;
-use pharox_exporter::sweep::{self, SweepParams};
+use pharox_exporter::Proxy;
+use pharox_exporter::ResultWriter;
+use pharox_exporter::{run_sweep, SweepParams};
 
 use crate::cli::{CommonArgs, RunArgs};
 use crate::output::{ResultLine, Summary};
@@ -53,7 +53,7 @@ pub(crate) async fn run(common: &CommonArgs) -> Result<ExitCode> {
         }
     };
     let params = SweepParams::new(cfg.sweep.concurrency, cfg.sweep.rate_limit, None);
-    let outcome = sweep::run(list, cfg.options.clone(), params, on_result).await;
+    let outcome = run_sweep(list, cfg.options.clone(), params, on_result).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use pharox_exporter::app::source_spec;
-use pharox_exporter::inventory::{ReadMode, Shard, Source, SourceSpec};
+use pharox_exporter::source_spec;
+use pharox_exporter::{ReadMode, Shard, Source, SourceSpec};
 
 use crate::cli::{CommonArgs, RunArgs};
 

@@ -21,7 +21,7 @@ const EVENT_QUEUE: usize = 1024;
 
 /// A health change of a leased proxy, as logged and POSTed to the webhook.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LeasedHealthEvent {
+pub(crate) struct LeasedHealthEvent {
     /// Always `leased_proxy_health_changed`.
     pub event: String,
     /// pharox proxy UUID.

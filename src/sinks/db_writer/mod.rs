@@ -42,7 +42,7 @@ mod queue;
 mod spill;
 
 use batch::{write_batch, Pending};
-pub use events::LeasedHealthEvent;
+pub(crate) use events::LeasedHealthEvent;
 use events::{emit_event, spawn_webhook};
 use queue::{drop_batch, Pushed, Queue};
 use spill::{remove_spill_file, Spill, SpillSegment};

@@ -5,19 +5,19 @@
 use prometheus_client::registry::Registry;
 
 /// `Content-Type` of an OpenMetrics response.
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// `Content-Type` of a Prometheus text 0.0.4 response.
-pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// True when any of the request's `Accept` header values asks for OpenMetrics.
-pub fn wants_openmetrics<'a>(accept: impl IntoIterator<Item = &'a str>) -> bool {
+pub(crate) fn wants_openmetrics<'a>(accept: impl IntoIterator<Item = &'a str>) -> bool {
     accept
         .into_iter()
         .any(|v| v.contains("application/openmetrics-text"))
 }
 
 /// The `Content-Type` of a response encoded with `openmetrics`.
-pub fn content_type(openmetrics: bool) -> &'static str {
+pub(crate) fn content_type(openmetrics: bool) -> &'static str {
     if openmetrics {
         OPENMETRICS
     } else {
@@ -26,7 +26,7 @@ pub fn content_type(openmetrics: bool) -> &'static str {
 }
 
 /// Encode `registry` as OpenMetrics or Prometheus text 0.0.4.
-pub fn encode(registry: &Registry, openmetrics: bool, capacity: usize) -> String {
+pub(crate) fn encode(registry: &Registry, openmetrics: bool, capacity: usize) -> String {
     let mut out = String::with_capacity(capacity);
     // Writing into a String cannot fail.
     let _ = if openmetrics {

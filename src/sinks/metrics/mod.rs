@@ -25,16 +25,16 @@ use crate::model::{CheckResult, Phase, Proxy, Reason};
 use crate::state::StateStore;
 use crate::sweep::SweepGauges;
 
-pub mod exposition;
+pub(crate) mod exposition;
 mod state_collector;
 mod storage;
 
 use state_collector::StateCollector;
-pub use storage::StorageCollector;
+pub(crate) use storage::StorageCollector;
 
 /// `pool, provider, protocol`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProxyLabels {
+pub(crate) struct ProxyLabels {
     /// Pool.
     pub pool: String,
     /// Provider.
@@ -45,7 +45,7 @@ pub struct ProxyLabels {
 
 /// `pool, provider, protocol, status`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StatusLabels {
+pub(crate) struct StatusLabels {
     /// Pool.
     pub pool: String,
     /// Provider.
@@ -58,7 +58,7 @@ pub struct StatusLabels {
 
 /// `pool, provider, protocol, reason`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
+pub(crate) struct ReasonLabels {
     /// Pool.
     pub pool: String,
     /// Provider.
@@ -71,7 +71,7 @@ pub struct ReasonLabels {
 
 /// `pool, protocol, phase`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PhaseLabels {
+pub(crate) struct PhaseLabels {
     /// Pool.
     pub pool: String,
     /// Protocol.
@@ -82,7 +82,7 @@ pub struct PhaseLabels {
 
 /// `kind` / `outcome` style single label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
+pub(crate) struct KindLabel {
     /// The kind.
     pub kind: String,
 }
@@ -110,7 +110,7 @@ fn sweep_buckets() -> Histogram {
 
 /// Exporter-level gauges set by the run loop.
 #[derive(Debug, Default)]
-pub struct ExporterGauges {
+pub(crate) struct ExporterGauges {
     /// 1 if the last reload succeeded.
     pub reload_ok: Gauge,
     /// Unix time of the last successful (re)load.
@@ -127,14 +127,14 @@ pub struct ExporterGauges {
 
 /// Per-proxy export settings, changeable on reload.
 #[derive(Debug, Default)]
-pub struct PerProxy {
+pub(crate) struct PerProxy {
     enabled: std::sync::atomic::AtomicBool,
     limit: AtomicU64,
 }
 
 impl PerProxy {
     /// Apply settings from a (re)loaded config.
-    pub fn set(&self, enabled: bool, limit: usize) {
+    pub(crate) fn set(&self, enabled: bool, limit: usize) {
         self.enabled.store(enabled, Ordering::Relaxed);
         self.limit.store(limit as u64, Ordering::Relaxed);
     }
@@ -149,7 +149,7 @@ impl PerProxy {
 }
 
 /// Every metric the exporter serves.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     check_duration: Family<ProxyLabels, Histogram, Buckets>,
     phase_duration: Family<PhaseLabels, Histogram>,
@@ -168,7 +168,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Build the registry. `extra` collectors (e.g. storage) are registered too.
-    pub fn new(
+    pub(crate) fn new(
         latency_buckets: &[f64],
         state: Arc<StateStore>,
         gauges: Arc<SweepGauges>,
@@ -255,7 +255,7 @@ impl Metrics {
     }
 
     /// Count one completed check.
-    pub fn observe(&self, proxy: &Proxy, r: &CheckResult) {
+    pub(crate) fn observe(&self, proxy: &Proxy, r: &CheckResult) {
         let protocol = proxy.protocol.as_str().to_string();
         self.checks
             .get_or_create(&StatusLabels {
@@ -313,7 +313,12 @@ impl Metrics {
     }
 
     /// Record a completed sweep.
-    pub fn sweep_completed(&self, elapsed: Duration, interval: Duration, completed_at_unix: f64) {
+    pub(crate) fn sweep_completed(
+        &self,
+        elapsed: Duration,
+        interval: Duration,
+        completed_at_unix: f64,
+    ) {
         self.sweeps.inc();
         self.sweep_duration.observe(elapsed.as_secs_f64());
         self.exporter.last_sweep_duration.set(elapsed.as_secs_f64());
@@ -324,7 +329,7 @@ impl Metrics {
     }
 
     /// Count inventory problems.
-    pub fn inventory_error(&self, kind: &str, n: u64) {
+    pub(crate) fn inventory_error(&self, kind: &str, n: u64) {
         self.inventory_errors
             .get_or_create(&KindLabel {
                 kind: kind.to_string(),
@@ -333,7 +338,7 @@ impl Metrics {
     }
 
     /// Render for a scrape: OpenMetrics, or Prometheus text 0.0.4.
-    pub fn render(&self, openmetrics: bool) -> String {
+    pub(crate) fn render(&self, openmetrics: bool) -> String {
         exposition::encode(&self.registry, openmetrics, 64 * 1024)
     }
 }

@@ -14,7 +14,7 @@ use crate::pharox_db::Stats;
 /// `pharox_storage_*` (docs/metrics.md), read from the result writer's
 /// counters at scrape time.
 #[derive(Debug)]
-pub struct StorageCollector(pub Arc<Stats>);
+pub(crate) struct StorageCollector(pub Arc<Stats>);
 
 impl Collector for StorageCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {

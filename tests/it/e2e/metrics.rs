@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use pharox_exporter::model::{Proxy, ProxyProtocol};
+use pharox_exporter::{Proxy, ProxyProtocol};
 use pharox_testkit::{refused_port, FakeProxy, ProxyBehavior, ThreadTarget};
 
 use super::*;

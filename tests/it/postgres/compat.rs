@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use crate::support::pg::*;
 use chrono::{SecondsFormat, Utc};
-use pharox_exporter::inventory::pharox_db::PharoxDbSource;
-use pharox_exporter::model::{CheckResult, Proxy, ProxyStatus};
-use pharox_exporter::pharox_db;
-use pharox_exporter::sinks::db_writer::ResultWriter;
+use pharox_exporter::DbConfig;
+use pharox_exporter::PharoxDbSource;
+use pharox_exporter::ResultWriter;
+use pharox_exporter::{CheckResult, Proxy, ProxyStatus};
 use serde_json::{json, Value};
 
 fn seed() -> Value {
@@ -77,7 +77,7 @@ async fn pharox_reads_what_we_write_as_its_own_orchestrator_would() {
     pg.copy_db("ours", "theirs");
 
     // --- load: pools from the URL, banned skipped, fields mapped.
-    let cfg = pharox_db::Config::from_url(&format!("{}?pools=eu", pg.url("ours"))).unwrap();
+    let cfg = DbConfig::from_url(&format!("{}?pools=eu", pg.url("ours"))).unwrap();
     let source = PharoxDbSource::connect(cfg).await.unwrap();
     let proxies = source.load().await.unwrap();
     let by_id: BTreeMap<&str, &Proxy> = proxies.iter().map(|p| (p.id.as_str(), p)).collect();
@@ -249,7 +249,7 @@ async fn a_ban_set_while_checking_stands() {
     pharox_db(&pg, "db");
     pharox(&["seed", &pg.sqlalchemy_url("db")], &seed());
     let id = uuid_for(2, 1);
-    let p = proxy(&id, pharox_exporter::model::ProxyProtocol::Http);
+    let p = proxy(&id, pharox_exporter::ProxyProtocol::Http);
     // The operator bans the proxy after the sweep loaded it.
     pg.psql(
         "db",
@@ -279,7 +279,7 @@ async fn url_file_is_read_again_on_reconnect_and_errors_hide_the_password() {
     let file = dir.path().join("url");
     let wrong = pg.url("db").replace(PASSWORD, "wr0ng-pw");
     std::fs::write(&file, format!("{wrong}?pools=eu\n")).unwrap();
-    let cfg = pharox_db::Config {
+    let cfg = DbConfig {
         url_file: Some(file.clone()),
         ..Default::default()
     };

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use crate::support::pg::*;
-use pharox_exporter::app::App;
-use pharox_exporter::config::Overrides;
-use pharox_exporter::shutdown::Shutdown;
+use pharox_exporter::App;
+use pharox_exporter::Overrides;
+use pharox_exporter::Shutdown;
 use pharox_testkit::{free_port, refused_port, FakeProxy, FakeTarget, Fault, ProxyBehavior, Reply};
 use serde_json::{json, Value};
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use crate::support::pg::*;
 use chrono::Utc;
-use pharox_exporter::inventory::pharox_db::{PharoxDbSource, SweepPlan};
-use pharox_exporter::model::{ProxyProtocol, ProxyStatus};
-use pharox_exporter::pharox_db::LeaseBurst;
-use pharox_exporter::pharox_db::Stats;
-use pharox_exporter::sinks::db_writer::ResultWriter;
+use pharox_exporter::DbStats;
+use pharox_exporter::LeaseBurst;
+use pharox_exporter::ResultWriter;
+use pharox_exporter::{PharoxDbSource, ReadMode, Shard, Source, SourceSpec};
+use pharox_exporter::{ProxyProtocol, ProxyStatus};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -60,7 +60,7 @@ async fn expired_lease_cleanup_matches_pharox() {
     );
     pg.copy_db("ours", "theirs");
 
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(DbStats::default());
     let source = PharoxDbSource::new(config(&pg.url("ours")))
         .unwrap()
         .with_stats(stats.clone());
@@ -174,15 +174,29 @@ async fn acquisition_bursts_are_detected() {
     });
     let relaxed = PharoxDbSource::new(cfg.clone()).unwrap();
     assert!(!relaxed.burst_state().await.unwrap().unwrap().bursting);
-    // What the exporter calls before each sweep: paused, or the proxies.
-    assert!(matches!(
-        source.before_sweep().await.unwrap(),
-        SweepPlan::Paused(_)
-    ));
-    match relaxed.before_sweep().await.unwrap() {
-        SweepPlan::Sweep(p) => assert_eq!(p.len(), 5),
-        other => panic!("{other:?}"),
-    }
+    // What the exporter reads before each sweep: paused, or the proxies.
+    let read = |c: pharox_exporter::DbConfig| async move {
+        Source::open(SourceSpec::PharoxDb(Box::new(c)))
+            .unwrap()
+            .read(Shard::default(), ReadMode::Sweep)
+            .await
+            .unwrap()
+    };
+    let mut bursting = cfg.clone();
+    bursting.lease_burst = Some(LeaseBurst {
+        window_seconds: 60,
+        max_acquisitions_per_second: 0.2,
+    });
+    let paused = read(bursting).await;
+    assert!(
+        paused.paused.is_some_and(|b| b.bursting),
+        "{:?}",
+        paused.paused
+    );
+    assert!(paused.proxies.is_empty(), "a paused sweep loads no proxies");
+    let swept = read(cfg.clone()).await;
+    assert!(swept.paused.is_none());
+    assert_eq!(swept.proxies.len(), 5);
     cfg.pools = vec!["elsewhere".into()];
     let other = PharoxDbSource::new(cfg).unwrap();
     assert_eq!(

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant as StdInstant};
 
 use crate::support::pg::*;
 use chrono::Utc;
-use pharox_exporter::model::{Proxy, ProxyProtocol, ProxyStatus};
-use pharox_exporter::sinks::db_writer::ResultWriter;
+use pharox_exporter::ResultWriter;
+use pharox_exporter::{Proxy, ProxyProtocol, ProxyStatus};
 use tokio::time::Instant;
 
 fn status_for(round: u32, i: usize) -> ProxyStatus {

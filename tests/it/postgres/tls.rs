@@ -2,8 +2,8 @@
 //! a CA given in `tls_ca_file`; an untrusted server certificate is refused.
 
 use crate::support::pg::*;
-use pharox_exporter::inventory::pharox_db::PharoxDbSource;
-use pharox_exporter::pharox_db::{self, PgTls};
+use pharox_exporter::PharoxDbSource;
+use pharox_exporter::{DbConfig, DbTls};
 use pharox_testkit::pki::TestPki;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +28,7 @@ async fn tls_require_verifies_the_server() {
 
     // TLS with our CA: works.
     let mut cfg = config(&pg.url("db"));
-    cfg.tls = PgTls::Require;
+    cfg.tls = DbTls::Require;
     cfg.tls_ca_file = Some(ca.clone());
     let loaded = PharoxDbSource::connect(cfg)
         .await
@@ -39,10 +39,9 @@ async fn tls_require_verifies_the_server() {
     assert_eq!(loaded.len(), ids.len());
 
     // sslmode=require in the URL selects TLS too.
-    let mut cfg =
-        pharox_db::Config::from_url(&format!("{}?sslmode=require", pg.url("db"))).unwrap();
+    let mut cfg = DbConfig::from_url(&format!("{}?sslmode=require", pg.url("db"))).unwrap();
     cfg.tls_ca_file = Some(ca);
-    assert_eq!(cfg.tls, PgTls::Require);
+    assert_eq!(cfg.tls, DbTls::Require);
     assert_eq!(
         PharoxDbSource::new(cfg)
             .unwrap()
@@ -55,7 +54,7 @@ async fn tls_require_verifies_the_server() {
 
     // TLS without trusting the CA: the certificate is rejected.
     let mut cfg = config(&pg.url("db"));
-    cfg.tls = PgTls::Require;
+    cfg.tls = DbTls::Require;
     let err = PharoxDbSource::new(cfg)
         .unwrap()
         .load()

@@ -24,7 +24,7 @@ pub(crate) mod proxies;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pharox_exporter::probe::CheckOptions;
+use pharox_exporter::CheckOptions;
 
 /// Check options with pharox's defaults ([`CheckOptions::new`]: expect 200,
 /// one attempt), aimed at `target_url`, with the given rustls configs for the
@@ -49,7 +49,7 @@ pub(crate) fn check_options(
 /// The probe's own TLS client config trusting `ca_pem` (plus its default
 /// roots), as an operator would configure it with `--ca-file`.
 pub(crate) fn probe_tls(ca_pem: &std::path::Path) -> Arc<rustls::ClientConfig> {
-    pharox_exporter::probe::tls::client_config(Some(ca_pem), false).expect("probe TLS config")
+    pharox_exporter::client_config(Some(ca_pem), false).expect("probe TLS config")
 }
 
 /// Give SIGTERM, SIGINT and SIGHUP back their default action in this test

@@ -353,12 +353,12 @@ pub(crate) fn uuid_for(kind: u8, n: u32) -> String {
 /// A check result as the probe would produce it.
 pub(crate) fn result(
     proxy_id: &str,
-    status: pharox_exporter::model::ProxyStatus,
+    status: pharox_exporter::ProxyStatus,
     latency_ms: u64,
     checked_at: chrono::DateTime<chrono::Utc>,
     error: Option<&str>,
-) -> pharox_exporter::model::CheckResult {
-    use pharox_exporter::model::{CheckResult, Phase, Reason};
+) -> pharox_exporter::CheckResult {
+    use pharox_exporter::{CheckResult, Phase, Reason};
     let up = status.is_up();
     CheckResult {
         proxy_id: proxy_id.to_string(),
@@ -375,8 +375,8 @@ pub(crate) fn result(
 }
 
 /// A sink/source config for `url` with fast retries (tests restart servers).
-pub(crate) fn config(url: &str) -> pharox_exporter::pharox_db::Config {
-    pharox_exporter::pharox_db::Config {
+pub(crate) fn config(url: &str) -> pharox_exporter::DbConfig {
+    pharox_exporter::DbConfig {
         url: Some(url.to_string()),
         retry_max_backoff_seconds: 0.5,
         ..Default::default()
@@ -384,11 +384,8 @@ pub(crate) fn config(url: &str) -> pharox_exporter::pharox_db::Config {
 }
 
 /// A minimal proxy value carrying a pharox id (what PharoxDbSource::load yields).
-pub(crate) fn proxy(
-    id: &str,
-    protocol: pharox_exporter::model::ProxyProtocol,
-) -> pharox_exporter::model::Proxy {
-    let mut p = pharox_exporter::model::Proxy::new(protocol, "127.0.0.1", 9);
+pub(crate) fn proxy(id: &str, protocol: pharox_exporter::ProxyProtocol) -> pharox_exporter::Proxy {
+    let mut p = pharox_exporter::Proxy::new(protocol, "127.0.0.1", 9);
     p.id = id.to_string();
     p
 }

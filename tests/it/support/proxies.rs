@@ -21,7 +21,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use pharox_exporter::model::{Proxy, ProxyProtocol};
+use pharox_exporter::{Proxy, ProxyProtocol};
 use pharox_testkit::free_port;
 use pharox_testkit::pki::{PemFiles, TestPki};
 
