@@ -20,6 +20,7 @@ mod bundle;
 mod cli;
 mod demo;
 mod e2e;
+mod layering;
 mod postgres;
 mod probe_faults;
 mod real_proxies;
