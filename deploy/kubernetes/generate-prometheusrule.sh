@@ -1,11 +1,11 @@
 #!/bin/sh
-# Generate prometheusrule.yaml (prometheus-operator PrometheusRule objects)
+# Generate base/prometheusrule.yaml (prometheus-operator PrometheusRule objects)
 # from the rule files in deploy/prometheus/rules, which stay the single
 # source of the rules. Run after editing a rule file:
 #
 #   deploy/kubernetes/generate-prometheusrule.sh [OUTPUT]
 #
-# OUTPUT defaults to prometheusrule.yaml next to this script. The test
+# OUTPUT defaults to base/prometheusrule.yaml beside this script. The test
 # tests/it/bundle/manifests.rs regenerates it and fails if the committed file
 # differs, so the two never drift.
 #
@@ -16,7 +16,7 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 rules="$here/../prometheus/rules"
-out=${1:-"$here/prometheusrule.yaml"}
+out=${1:-"$here/base/prometheusrule.yaml"}
 tmp="$out.tmp.$$"
 trap 'rm -f "$tmp"' EXIT
 

@@ -26,14 +26,29 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // L3: settings, and consumers of results
     (
         "config",
-        &["model", "secret", "probe", "state", "inventory", "pharox_db"],
+        &[
+            "model",
+            "secret",
+            "probe",
+            "state",
+            "inventory",
+            "pharox_db",
+        ],
     ),
     ("sinks", &["model", "secret", "state", "sweep", "pharox_db"]),
     // L4: HTTP
     (
         "server",
         &[
-            "model", "secret", "config", "state", "sinks", "probe", "inventory", "shutdown", "sweep",
+            "model",
+            "secret",
+            "config",
+            "state",
+            "sinks",
+            "probe",
+            "inventory",
+            "shutdown",
+            "sweep",
         ],
     ),
 ];
@@ -172,7 +187,10 @@ fn violations(src: &Path) -> Vec<String> {
                 continue;
             }
             if name == "app" {
-                found.insert(format!("{}: imports crate::app (the composition root)", rel.display()));
+                found.insert(format!(
+                    "{}: imports crate::app (the composition root)",
+                    rel.display()
+                ));
                 continue;
             }
             if top == "app" {
@@ -181,7 +199,10 @@ fn violations(src: &Path) -> Vec<String> {
             match allowed.get(top.as_str()) {
                 Some(ok) if ok.contains(&name.as_str()) => {}
                 Some(_) => {
-                    found.insert(format!("{}: crate::{name} is not below `{top}`", rel.display()));
+                    found.insert(format!(
+                        "{}: crate::{name} is not below `{top}`",
+                        rel.display()
+                    ));
                 }
                 None => {
                     found.insert(format!(
@@ -199,7 +220,11 @@ fn violations(src: &Path) -> Vec<String> {
 fn modules_import_only_downward() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let found = violations(&src);
-    assert!(found.is_empty(), "layering violations:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "layering violations:\n{}",
+        found.join("\n")
+    );
 }
 
 /// The checker itself can fail: a tree with an upward import, a grouped

@@ -19,6 +19,7 @@ mod support;
 mod bundle;
 mod cli;
 mod demo;
+mod deploy_k8s;
 mod e2e;
 mod layering;
 mod postgres;

@@ -10,11 +10,14 @@ use crate::support::bundle::*;
 use serde_yaml_ng::Value as Yaml;
 
 const K8S_DIR: &str = "deploy/kubernetes";
+/// The shared objects (kustomize base) and the sidecar overlay.
+const K8S_DIRS: [&str; 2] = ["deploy/kubernetes/base", "deploy/kubernetes/sidecar"];
 
-/// Every object of every YAML file in deploy/kubernetes, by kind.
+/// Every object of every YAML file of the base and the sidecar overlay, by kind.
 fn k8s_objects() -> BTreeMap<String, Vec<Yaml>> {
-    let mut files: Vec<_> = std::fs::read_dir(path(K8S_DIR))
-        .expect("list deploy/kubernetes")
+    let mut files: Vec<_> = K8S_DIRS
+        .iter()
+        .flat_map(|d| std::fs::read_dir(path(d)).expect("list deploy/kubernetes"))
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
@@ -96,14 +99,16 @@ fn kubernetes_manifests_fit_together() {
         .filter_map(|a| a.as_str())
         .collect();
     assert!(
-        args.contains(&"--config.file=/etc/pharox/pharox.yml"),
+        args.contains(&"--config.file=/etc/pharox/config/pharox.yml"),
         "{args:?}"
     );
     let port = &exporter["ports"][0];
     assert_eq!(port["name"], "pharox-metrics");
     assert_eq!(port["containerPort"], 10187);
     assert_eq!(exporter["livenessProbe"]["httpGet"]["path"], "/-/healthy");
-    assert_eq!(exporter["readinessProbe"]["httpGet"]["path"], "/-/ready");
+    // A sidecar's readiness would be the app pod's: no readinessProbe.
+    assert!(exporter["readinessProbe"].is_null());
+    assert_eq!(exporter["startupProbe"]["httpGet"]["path"], "/-/healthy");
     let sc = &exporter["securityContext"];
     assert_eq!(sc["runAsNonRoot"], true);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
@@ -136,10 +141,7 @@ fn kubernetes_manifests_fit_together() {
         vol("pharox-inventory")["secret"]["secretName"],
         secret["metadata"]["name"]
     );
-    assert_eq!(
-        mount("pharox-config")["mountPath"],
-        "/etc/pharox/pharox.yml"
-    );
+    assert_eq!(mount("pharox-config")["mountPath"], "/etc/pharox/config");
     let inv_dir = mount("pharox-inventory")["mountPath"]
         .as_str()
         .expect("mountPath")
@@ -194,22 +196,26 @@ fn kubernetes_manifests_fit_together() {
         "the alert rules select job=\"pharox-exporter\""
     );
 
-    // kustomization lists exactly the manifest files.
-    let kust = yaml(&format!("{K8S_DIR}/kustomization.yaml"));
-    let mut listed: Vec<String> = kust["resources"]
-        .as_sequence()
-        .expect("resources")
-        .iter()
-        .filter_map(|r| r.as_str().map(str::to_string))
-        .collect();
-    listed.sort();
-    let mut files: Vec<String> = std::fs::read_dir(path(K8S_DIR))
-        .expect("list")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
-        .collect();
-    files.sort();
-    assert_eq!(listed, files);
+    // Each kustomization lists exactly the manifest files of its directory
+    // (the overlays also the base).
+    for dir in K8S_DIRS.iter().chain(&["deploy/kubernetes/sharded"]) {
+        let kust = yaml(&format!("{dir}/kustomization.yaml"));
+        let mut listed: Vec<String> = kust["resources"]
+            .as_sequence()
+            .expect("resources")
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .filter(|r| r != "../base")
+            .collect();
+        listed.sort();
+        let mut files: Vec<String> = std::fs::read_dir(path(dir))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+            .collect();
+        files.sort();
+        assert_eq!(listed, files, "{dir}");
+    }
 }
 
 #[test]
@@ -243,10 +249,10 @@ fn prometheusrule_file_is_what_the_generator_writes() {
         .arg(&out));
     assert!(ok, "generator failed: {log}");
     let fresh = std::fs::read_to_string(&out).expect("generated file");
-    let committed = read(&format!("{K8S_DIR}/prometheusrule.yaml"));
+    let committed = read(&format!("{K8S_DIR}/base/prometheusrule.yaml"));
     assert!(
         fresh == committed,
-        "deploy/kubernetes/prometheusrule.yaml is stale: run deploy/kubernetes/generate-prometheusrule.sh"
+        "deploy/kubernetes/base/prometheusrule.yaml is stale: run deploy/kubernetes/generate-prometheusrule.sh"
     );
 }
 
@@ -462,15 +468,17 @@ fn sharded_statefulset_shards_by_ordinal_and_is_scraped() {
         .iter()
         .filter_map(|a| a.as_str())
         .collect();
+    // --shard.count comes from PHAROX_SHARD_COUNT, which the kustomization
+    // sets from spec.replicas (tests/deploy_k8s.rs renders it).
     assert!(
-        args.contains(&format!("--shard.count={replicas}").as_str()),
-        "--shard.count must equal replicas: {args:?}"
+        args.contains(&"--shard.count=$(PHAROX_SHARD_COUNT)"),
+        "--shard.count must follow replicas: {args:?}"
     );
     assert!(args.contains(&"--shard.from-hostname"), "{args:?}");
     assert_eq!(sts["spec"]["serviceName"], svc["metadata"]["name"]);
     assert!(svc["spec"]["clusterIP"] == "None", "headless");
     // The shared ServiceMonitor selects this Service, and the Service its pods.
-    let sm = &yaml_docs("deploy/kubernetes/servicemonitor.yaml")[0];
+    let sm = &yaml_docs("deploy/kubernetes/base/servicemonitor.yaml")[0];
     let pod_labels = &sts["spec"]["template"]["metadata"]["labels"];
     for (k, v) in sm["spec"]["selector"]["matchLabels"]
         .as_mapping()
@@ -485,6 +493,11 @@ fn sharded_statefulset_shards_by_ordinal_and_is_scraped() {
         assert_eq!(&pod_labels[k], v, "Service selects the pods");
     }
     let kust = &yaml_docs("deploy/kubernetes/sharded/kustomization.yaml")[0];
+    assert_eq!(
+        kust["replicas"][0]["count"].as_u64(),
+        Some(replicas),
+        "the kustomization's replicas (the one place to resize) and the file's"
+    );
     for r in kust["resources"].as_sequence().expect("resources") {
         let f = path(&format!(
             "deploy/kubernetes/sharded/{}",
