@@ -8,10 +8,17 @@ use crate::support::exporter::*;
 use crate::support::exposition::Scrape;
 use crate::support::process::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_sweep_exits_zero_within_the_grace() {
+/// An exporter sweeping `n` proxies that never answer (alternating SOCKS5
+/// and HTTP), with a 60 s check timeout and `grace` to drain at shutdown;
+/// returns once all `n` checks are in flight. The fakes and the target are
+/// returned so they outlive the exporter.
+async fn exporter_with_hanging_checks(
+    name: &str,
+    n: usize,
+    grace: Duration,
+) -> (Exporter, Vec<FakeProxy>, ThreadTarget, ServerDir) {
     let mut hanging = Vec::new();
-    for i in 0..4 {
+    for i in 0..n {
         let b = ProxyBehavior::fault(Fault::Hang);
         let p = if i % 2 == 0 {
             FakeProxy::socks5(b).await
@@ -22,7 +29,7 @@ async fn sigterm_mid_sweep_exits_zero_within_the_grace() {
         hanging.push(p);
     }
     let target = ThreadTarget::http();
-    let dir = ServerDir::new("exporter-sigterm");
+    let dir = ServerDir::new(name);
     let entries: Vec<Entry> = hanging
         .iter()
         .enumerate()
@@ -32,7 +39,6 @@ async fn sigterm_mid_sweep_exits_zero_within_the_grace() {
         })
         .collect();
     let inv = dir.write("inventory.yaml", inventory_yaml(&entries));
-    let grace = Duration::from_secs(1);
     let cfg = dir.write(
         "config.yaml",
         format!(
@@ -42,7 +48,7 @@ async fn sigterm_mid_sweep_exits_zero_within_the_grace() {
             grace.as_secs()
         ),
     );
-    let mut ex = Exporter::start(
+    let ex = Exporter::start(
         dir.path(),
         &[
             s("--config.file"),
@@ -52,10 +58,18 @@ async fn sigterm_mid_sweep_exits_zero_within_the_grace() {
         ],
     )
     .await;
-    ex.wait_for("4 checks in flight", |m| {
-        m.value("pharox_checks_in_flight") == 4.0
+    ex.wait_for(&format!("{n} checks in flight"), |m| {
+        m.value("pharox_checks_in_flight") == n as f64
     })
     .await;
+    (ex, hanging, target, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_sweep_exits_zero_within_the_grace() {
+    let grace = Duration::from_secs(1);
+    let (mut ex, hanging, _target, _dir) =
+        exporter_with_hanging_checks("exporter-sigterm", 4, grace).await;
     assert!(hanging.iter().all(|p| p.connections() >= 1));
 
     ex.signal(libc::SIGTERM);
@@ -149,45 +163,9 @@ async fn sigterm_lets_checks_finish_within_the_grace() {
 /// scrape uses a fresh connection (no keep-alive), as a new scrape would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_keeps_metrics_answering_through_the_grace() {
-    let mut hanging = Vec::new();
-    for _ in 0..2 {
-        hanging.push(
-            FakeProxy::http(ProxyBehavior::fault(Fault::Hang))
-                .await
-                .expect("hanging fake"),
-        );
-    }
-    let target = ThreadTarget::http();
-    let dir = ServerDir::new("exporter-sigterm-scrape");
-    let entries: Vec<Entry> = hanging
-        .iter()
-        .map(|p| entry(format!("http://{}", p.addr()), "hang", "alpha"))
-        .collect();
-    let inv = dir.write("inventory.yaml", inventory_yaml(&entries));
     let grace = Duration::from_secs(4);
-    let cfg = dir.write(
-        "config.yaml",
-        format!(
-            "defaults:\n  target_url: \"{}\"\n  timeout: 60\n\
-             sweep:\n  interval: 1s\n  shutdown_grace: {}s\n",
-            target.url("/"),
-            grace.as_secs()
-        ),
-    );
-    let mut ex = Exporter::start(
-        dir.path(),
-        &[
-            s("--config.file"),
-            cfg.display().to_string(),
-            s("--inventory"),
-            inv.display().to_string(),
-        ],
-    )
-    .await;
-    ex.wait_for("2 checks in flight", |m| {
-        m.value("pharox_checks_in_flight") == 2.0
-    })
-    .await;
+    let (mut ex, _hanging, _target, _dir) =
+        exporter_with_hanging_checks("exporter-sigterm-scrape", 2, grace).await;
 
     let signalled = Instant::now();
     ex.signal(libc::SIGTERM);
