@@ -124,6 +124,9 @@ for d in glob.glob(os.path.join(OUT, "exporter", "*", "scrapes.txt")):
 fmt = lambda t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%H:%M")
 p("- measured (UTC, runs may come from separate invocations with KEEP_OUT=1): " + "; ".join(
     f"{k} {fmt(min(v))}-{fmt(max(v))}" for k, v in sorted(windows.items())))
+p(f"- `ours` revision: {read(os.path.join(OUT, 'ours_revision'), '?')}")
+if read(os.path.join(OUT, "base_revision")):
+    p(f"- `base` (BASE_BIN, the same command from another revision): {read(os.path.join(OUT, 'base_revision'))}")
 p(f"- `ours` (pharox-exporter sweep --once) measured: {'yes' if read(os.path.join(OUT, 'ours_enabled')) == '1' else 'no (not usable yet on this tree)'}")
 p()
 
@@ -163,7 +166,7 @@ p("checks/s = N / wall (wall from `/usr/bin/time -v`, process start to exit, CSV
 p()
 p("| contender | mix | N | concurrency | runs | wall s | checks/s | peak RSS MiB | CPU s | fleet CPU s | status acc % | status+reason acc % | exit codes |")
 p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-order = {"lean": 0, "ours": 1, "pharox": 2}
+order = {"lean": 0, "base": 1, "ours": 2, "pharox": 3}
 
 
 def sort_key(k):
@@ -183,6 +186,20 @@ for (who, mix, n, c), x in cells.items():
     if who == "ours" and ("lean", mix, n, c) in cells:
         lean = cells[("lean", mix, n, c)]
         ratios.append((mix, n, c, x["cps"] / lean["cps"], x["cpu"] / lean["cpu"] if lean["cpu"] else float("nan")))
+base_ratios = []
+for (who, mix, n, c), x in cells.items():
+    if who == "ours" and ("base", mix, n, c) in cells:
+        b = cells[("base", mix, n, c)]
+        base_ratios.append((mix, n, c, x["cps"] / b["cps"], x["cpu"] / b["cpu"] if b["cpu"] else float("nan"),
+                            x["rss"] / b["rss"] if b["rss"] else float("nan")))
+if base_ratios:
+    p("## ours / base (this tree against `BASE_BIN`, another revision, in the same run)")
+    p()
+    p("| mix | N | concurrency | checks/s ratio | CPU s ratio | peak RSS ratio |")
+    p("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for mix, n, c, r, cr, rr in sorted(base_ratios):
+        p(f"| {mix} | {n} | {c} | {r:.2f} | {cr:.2f} | {rr:.2f} |")
+    p()
 if ratios:
     p("## ours / lean (at equal concurrency)")
     p()
@@ -224,7 +241,7 @@ if os.path.isdir(exp_dir):
             first += ", overran the 30 s interval)" if m2 else ")"
         else:
             first = read(os.path.join(d, "first_sweep_wait_s"))
-        want = {"agg-1m-3sweeps": 3}.get(label, 1)
+        want = {"agg-1m-3sweeps": 3}.get(label.removeprefix("base-"), 1)
         p90 = times[min(len(times) - 1, int(len(times) * 0.9))] if times else float("nan")
         exp[label] = {"rss": rss, "scrape_ms": mtime}
         p(f"| {label} | {want} ({'yes' if read(os.path.join(d, 'first_sweep_done')) == '1' else 'no'}) | {first} | "

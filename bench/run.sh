@@ -19,7 +19,12 @@
 # perproxy-100k-cap10k perproxy-100k-all agg-1m-3sweeps shard0of4-1m"; also agg-1m,
 # after one sweep), EXPORTER_1M (1),
 # OUT (bench/out), KEEP_OUT (0; 1 keeps earlier runs in OUT and only adds,
-# e.g. `KEEP_OUT=1 SIZES= HEALTHY_SIZES= PHAROX_SIZES= EXPORTER_STAGES=agg-1m`).
+# e.g. `KEEP_OUT=1 SIZES= HEALTHY_SIZES= PHAROX_SIZES= EXPORTER_STAGES=agg-1m`),
+# BASE_BIN (unset; a pharox-exporter binary of another revision: it runs as
+# contender `base` beside `ours`, same flags, order alternating, and its
+# exporter stages are measured too, labelled `base-<stage>`; this is how a
+# change is compared with the code before it, side by side in one run;
+# BASE_REV names its revision in the report).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -40,6 +45,7 @@ export EXPORTER_STAGES=${EXPORTER_STAGES-"agg-100k perproxy-100k-cap10k perproxy
 export KEEP_OUT=${KEEP_OUT:-0}
 export OUT=${OUT:-$HERE/out}
 export BIN=$ROOT/target/release
+export BASE_BIN=${BASE_BIN:-}
 export TARGET_URL=http://127.0.0.1:8080/
 
 log() { echo "[bench $(date -u +%H:%M:%S)] $*" >&2; }
@@ -83,6 +89,19 @@ inner() {
     fi
     echo "$ours" >"$OUT/ours_enabled"
 
+    # The sweep contenders of run r, in an order that alternates with r so
+    # that none always goes first.
+    contenders() {
+        local -a all=(lean)
+        [ "$ours" = 1 ] && all+=(ours)
+        [ -n "$BASE_BIN" ] && all+=(base)
+        if [ $(($1 % 2)) -eq 0 ]; then
+            local i; for ((i = ${#all[@]} - 1; i >= 0; i--)); do printf '%s ' "${all[i]}"; done
+        else
+            printf '%s ' "${all[@]}"
+        fi
+    }
+
     run_one() { # contender mix N C r
         local who=$1 mix=$2 n=$3 c=$4 r=$5
         local d="$OUT/runs/$who-$mix-n$n-c$c-r$r"
@@ -92,7 +111,10 @@ inner() {
         case $who in
             lean) cmd=("$BIN/lean" --inventory "$inv" --target-url "$TARGET_URL" --timeout "$TIMEOUT_S"
                        --slow-threshold-ms "$SLOW_MS" --concurrency "$c") ;;
-            ours) cmd=("$BIN/pharox-exporter" sweep --once --inventory "$inv" --target-url "$TARGET_URL"
+            ours|base)
+                local exe="$BIN/pharox-exporter"
+                [ "$who" = base ] && exe=$BASE_BIN
+                cmd=("$exe" sweep --once --inventory "$inv" --target-url "$TARGET_URL"
                        --timeout "$TIMEOUT_S" --slow-threshold-ms "$SLOW_MS" --attempts 1 --concurrency "$c") ;;
             pharox) cmd=("$HERE/.venv/bin/python" "$HERE/pharox_sweep.py" --inventory "$inv"
                        --target-url "$TARGET_URL" --timeout "$TIMEOUT_S" --slow-threshold-ms "$SLOW_MS"
@@ -120,10 +142,7 @@ inner() {
         for c in $CONCS; do
             for r in $(seq "$RUNS"); do
                 # Alternate the order so neither contender always goes first.
-                local order="lean ours"
-                [ $((r % 2)) -eq 0 ] && order="ours lean"
-                for who in $order; do
-                    [ "$who" = ours ] && [ "$ours" = 0 ] && continue
+                for who in $(contenders "$r"); do
                     run_one "$who" mixed "$n" "$c" "$r"
                 done
                 if [[ " $PHAROX_SIZES " == *" $n "* ]] && [ -x "$HERE/.venv/bin/python" ]; then
@@ -144,10 +163,7 @@ inner() {
     for n in $HEALTHY_SIZES; do
         for c in $CONCS; do
             for r in $(seq "$RUNS"); do
-                local order="lean ours"
-                [ $((r % 2)) -eq 0 ] && order="ours lean"
-                for who in $order; do
-                    [ "$who" = ours ] && [ "$ours" = 0 ] && continue
+                for who in $(contenders "$r"); do
                     run_one "$who" healthy "$n" "$c" "$r"
                 done
             done
@@ -160,9 +176,11 @@ inner() {
     # complete, bounded in time.
     exporter_stage() { # label N sweeps-to-wait-for extra-flags...
         local label=$1 n=$2 want=$3; shift 3
+        local exe="$BIN/pharox-exporter"
+        [[ $label == base-* ]] && exe=$BASE_BIN
         local d="$OUT/exporter/$label"; mkdir -p "$d"
         local port; port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-        local -a cmd=("$BIN/pharox-exporter" --inventory "$OUT/inv-mixed-$n.csv" --target-url "$TARGET_URL"
+        local -a cmd=("$exe" --inventory "$OUT/inv-mixed-$n.csv" --target-url "$TARGET_URL"
             --timeout "$TIMEOUT_S" --slow-threshold-ms "$SLOW_MS" --attempts 1 --concurrency 512
             --sweep.interval 30s --web.listen-address "127.0.0.1:$port" "$@")
         printf '%q ' "${cmd[@]}" | sed "s#$ROOT/##g" >"$d/cmd"
@@ -198,22 +216,26 @@ inner() {
         log "exporter $label done=$done $(cat "$d/rss_after_first_sweep.txt" 2>/dev/null | tr '\n' ' ')"
         sleep 2
     }
-    local st
+    local st pfx
+    local -a prefixes=("")
+    [ -n "$BASE_BIN" ] && prefixes+=("base-")
     for st in $EXPORTER_STAGES; do
+      for pfx in "${prefixes[@]}"; do
         case $st in
-            agg-100k) exporter_stage agg-100k 100000 1 ;;
+            agg-100k) exporter_stage "${pfx}agg-100k" 100000 1 ;;
             # Per-proxy series are capped (metrics.per_proxy_limit, default
             # 10,000): once at the default cap, once lifted to all 100k.
-            perproxy-100k-cap10k) exporter_stage "$st" 100000 1 --metrics.per-proxy ;;
+            perproxy-100k-cap10k) exporter_stage "$pfx$st" 100000 1 --metrics.per-proxy ;;
             perproxy-100k-all)
                 printf 'metrics:\n  per_proxy_limit: 100000\n' >"$OUT/perproxy-all.yaml"
-                exporter_stage "$st" 100000 1 --metrics.per-proxy --config.file "$OUT/perproxy-all.yaml" ;;
-            agg-1m) [ "$EXPORTER_1M" = 1 ] && exporter_stage agg-1m 1000000 1 ;;
+                exporter_stage "$pfx$st" 100000 1 --metrics.per-proxy --config.file "$OUT/perproxy-all.yaml" ;;
+            agg-1m) [ "$EXPORTER_1M" = 1 ] && exporter_stage "${pfx}agg-1m" 1000000 1 ;;
             # Steady state: RSS after three back-to-back sweeps of 1M.
-            agg-1m-3sweeps) [ "$EXPORTER_1M" = 1 ] && exporter_stage agg-1m-3sweeps 1000000 3 ;;
+            agg-1m-3sweeps) [ "$EXPORTER_1M" = 1 ] && exporter_stage "${pfx}agg-1m-3sweeps" 1000000 3 ;;
             # One replica of four over the 1M inventory (~250k proxies).
-            shard0of4-1m) [ "$EXPORTER_1M" = 1 ] && exporter_stage "$st" 1000000 1 --shard.index 0 --shard.count 4 ;;
+            shard0of4-1m) [ "$EXPORTER_1M" = 1 ] && exporter_stage "$pfx$st" 1000000 1 --shard.index 0 --shard.count 4 ;;
         esac
+      done
     done
     true
 }
@@ -239,6 +261,11 @@ fi
 
 [ "$KEEP_OUT" = 1 ] || rm -rf "$OUT"
 mkdir -p "$OUT"
+git -C "$ROOT" rev-parse --short HEAD >"$OUT/ours_revision" 2>/dev/null || echo unknown >"$OUT/ours_revision"
+if [ -n "$BASE_BIN" ]; then
+    [ -x "$BASE_BIN" ] || { log "BASE_BIN=$BASE_BIN is not an executable"; exit 1; }
+    echo "${BASE_REV:-$BASE_BIN}" >"$OUT/base_revision"
+fi
 gen_sizes="$SIZES"
 [[ " $SIZES " == *" 1000 "* ]] || gen_sizes="1000 $gen_sizes"
 [ "$EXPORTER_STAGE" = 1 ] && [[ " $gen_sizes " != *" 100000 "* ]] && gen_sizes="$gen_sizes 100000"
