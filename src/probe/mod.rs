@@ -191,29 +191,71 @@ async fn fetch(
     att: &mut Attempt,
     buf: &mut BytesMut,
 ) -> Result<(request::Head, bool), AttemptError> {
-    let https = match url.scheme() {
-        "https" => true,
-        "http" => false,
-        other => {
-            return Err(StepError::new(
-                Reason::Http,
-                format!("unsupported target URL scheme {other}://"),
+    let target = Target::of(url)?;
+    let (stream, absolute) = open_tunnel(proxy, opts, &target, att, buf).await?;
+    let mut conn = if target.https {
+        let tls = att
+            .phase(
+                Phase::Tls,
+                tls::handshake(&opts.target_tls, &target.host, stream, "target"),
             )
-            .at(Phase::Connect))
-        }
+            .await?;
+        Conn::Tls(Box::new(tls))
+    } else {
+        Conn::Plain(stream)
     };
-    let host = match url.host() {
-        Some(url::Host::Domain(d)) => d.to_string(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        None => {
-            return Err(StepError::new(Reason::Http, "target URL has no host").at(Phase::Connect))
-        }
-    };
-    let port = url
-        .port_or_known_default()
-        .unwrap_or(if https { 443 } else { 80 });
+    let head = exchange(&mut conn, proxy, opts, url, absolute, att, buf).await?;
+    Ok((head, absolute))
+}
 
+/// Where a request goes: scheme, host (IPv6 without brackets) and port.
+struct Target {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    fn of(url: &Url) -> Result<Target, AttemptError> {
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            other => {
+                return Err(StepError::new(
+                    Reason::Http,
+                    format!("unsupported target URL scheme {other}://"),
+                )
+                .at(Phase::Connect))
+            }
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_string(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => {
+                return Err(
+                    StepError::new(Reason::Http, "target URL has no host").at(Phase::Connect)
+                )
+            }
+        };
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if https { 443 } else { 80 });
+        Ok(Target { https, host, port })
+    }
+}
+
+/// Connect to the proxy (TLS for HTTPS proxies) and have it open the way to
+/// `target`: CONNECT or a SOCKS handshake. An HTTP proxy fetching an
+/// `http://` target needs no handshake; the bool then says the request must
+/// go in absolute form.
+async fn open_tunnel(
+    proxy: &Proxy,
+    opts: &CheckOptions,
+    target: &Target,
+    att: &mut Attempt,
+    buf: &mut BytesMut,
+) -> Result<(ProxyStream, bool), AttemptError> {
     let tcp = att
         .phase(Phase::Connect, dial::connect(&proxy.host, proxy.port))
         .await?;
@@ -229,22 +271,21 @@ async fn fetch(
         ProxyStream::Plain(tcp)
     };
 
-    let mut absolute = false;
-    let s = &mut stream;
+    let (s, host, port) = (&mut stream, target.host.as_str(), target.port);
     match proxy.protocol {
-        ProxyProtocol::Http | ProxyProtocol::Https if https => {
+        ProxyProtocol::Http | ProxyProtocol::Https if target.https => {
             att.phase(
                 Phase::Handshake,
-                http_proxy::connect_tunnel(s, proxy, &host, port, buf),
+                http_proxy::connect_tunnel(s, proxy, host, port, buf),
             )
             .await?
         }
-        ProxyProtocol::Http | ProxyProtocol::Https => absolute = true,
+        ProxyProtocol::Http | ProxyProtocol::Https => return Ok((stream, true)),
         ProxyProtocol::Socks4 | ProxyProtocol::Socks4a => {
             let remote = proxy.protocol == ProxyProtocol::Socks4a;
             att.phase(
                 Phase::Handshake,
-                socks4::connect(s, proxy, &host, port, remote),
+                socks4::connect(s, proxy, host, port, remote),
             )
             .await?
         }
@@ -252,24 +293,25 @@ async fn fetch(
             let remote = proxy.protocol == ProxyProtocol::Socks5h;
             att.phase(
                 Phase::Handshake,
-                socks5::connect(s, proxy, &host, port, remote),
+                socks5::connect(s, proxy, host, port, remote),
             )
             .await?
         }
     }
+    Ok((stream, false))
+}
 
-    let mut conn = if https {
-        let tls = att
-            .phase(
-                Phase::Tls,
-                tls::handshake(&opts.target_tls, &host, stream, "target"),
-            )
-            .await?;
-        Conn::Tls(Box::new(tls))
-    } else {
-        Conn::Plain(stream)
-    };
-
+/// Send the request over `conn` and read the response head, and the body
+/// when the status is one we expect (other statuses are judged on the head).
+async fn exchange(
+    conn: &mut Conn,
+    proxy: &Proxy,
+    opts: &CheckOptions,
+    url: &Url,
+    absolute: bool,
+    att: &mut Attempt,
+    buf: &mut BytesMut,
+) -> Result<request::Head, AttemptError> {
     request::build_request(buf, url, absolute, proxy, opts);
     att.phase(Phase::FirstByte, async {
         let written = conn.write_all(buf).await;
@@ -279,31 +321,25 @@ async fn fetch(
         conn.flush()
             .await
             .map_err(|e| dial::io_error(&e, "sending the request"))?;
-        request::read_first_byte(&mut conn, buf).await
+        request::read_first_byte(conn, buf).await
     })
     .await?;
 
     let head = att
         .phase(
             Phase::Body,
-            request::read_head(&mut conn, buf, opts.max_header_bytes),
+            request::read_head(conn, buf, opts.max_header_bytes),
         )
         .await?;
     att.last_status = Some(head.status);
     if opts.expected_status_codes.contains(&head.status) {
         att.phase(
             Phase::Body,
-            request::read_body(
-                &mut conn,
-                buf,
-                &head,
-                opts.max_body_bytes,
-                opts.max_header_bytes,
-            ),
+            request::read_body(conn, buf, &head, opts.max_body_bytes, opts.max_header_bytes),
         )
         .await?;
     }
-    Ok((head, absolute))
+    Ok(head)
 }
 
 /// A peer-supplied string made safe to quote: printable ASCII, bounded.

@@ -329,77 +329,16 @@ impl Dechunker {
             if self.out >= self.max {
                 break true;
             }
-            let avail = &buf[pos..];
-            match self.state {
-                ChunkState::Size => {
-                    let Some(eol) = find_crlf(avail) else {
-                        if avail.len() > MAX_CHUNK_LINE {
-                            return Err(StepError::new(Reason::Http, "chunk size line too long"));
-                        }
-                        break false;
-                    };
-                    let line = &avail[..eol];
-                    let digits = line.split(|&b| b == b';').next().unwrap_or(b"");
-                    let size = std::str::from_utf8(digits)
-                        .ok()
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty() && s.len() <= 16)
-                        .and_then(|s| u64::from_str_radix(s, 16).ok())
-                        .ok_or_else(|| StepError::new(Reason::Http, "invalid chunk size"))?;
-                    pos += eol + 2;
-                    self.state = if size == 0 {
-                        ChunkState::Trailer
-                    } else {
-                        ChunkState::Data(size)
-                    };
-                }
-                ChunkState::Data(rem) => {
-                    if avail.is_empty() {
-                        break false;
-                    }
-                    let n = usize::try_from(rem)
-                        .unwrap_or(usize::MAX)
-                        .min(avail.len())
-                        .min(self.max - self.out);
-                    buf.copy_within(pos..pos + n, self.out);
-                    self.out += n;
-                    pos += n;
-                    let rem = rem - n as u64;
-                    self.state = if rem == 0 {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data(rem)
-                    };
-                }
-                ChunkState::DataEnd => {
-                    if avail.len() < 2 {
-                        break false;
-                    }
-                    if &avail[..2] != b"\r\n" {
-                        return Err(StepError::new(
-                            Reason::Http,
-                            "chunk data not followed by CRLF",
-                        ));
-                    }
-                    pos += 2;
-                    self.state = ChunkState::Size;
-                }
-                ChunkState::Trailer => {
-                    let Some(eol) = find_crlf(avail) else {
-                        if avail.len() > self.trailer_budget {
-                            return Err(StepError::new(Reason::Http, "chunked trailer too long"));
-                        }
-                        break false;
-                    };
-                    pos += eol + 2;
-                    if eol == 0 {
-                        break true;
-                    }
-                    self.trailer_budget = self.trailer_budget.saturating_sub(eol + 2);
-                    if self.trailer_budget == 0 {
-                        return Err(StepError::new(Reason::Http, "chunked trailer too long"));
-                    }
-                }
+            let step = match self.state {
+                ChunkState::Size => self.size_line(&buf[pos..])?,
+                ChunkState::Data(rem) => self.data(buf, pos, rem),
+                ChunkState::DataEnd => self.data_end(&buf[pos..])?,
+                ChunkState::Trailer => self.trailer_line(&buf[pos..])?,
+            };
+            match step {
+                Progress::Consumed(n) => pos += n,
+                Progress::NeedMore => break false,
+                Progress::End => break true,
             }
         };
         if done {
@@ -412,6 +351,95 @@ impl Dechunker {
         }
         Ok(done)
     }
+
+    /// `avail` starts at a chunk size line.
+    fn size_line(&mut self, avail: &[u8]) -> Result<Progress, StepError> {
+        let Some(eol) = find_crlf(avail) else {
+            if avail.len() > MAX_CHUNK_LINE {
+                return Err(StepError::new(Reason::Http, "chunk size line too long"));
+            }
+            return Ok(Progress::NeedMore);
+        };
+        let line = &avail[..eol];
+        let digits = line.split(|&b| b == b';').next().unwrap_or(b"");
+        let size = std::str::from_utf8(digits)
+            .ok()
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.len() <= 16)
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+            .ok_or_else(|| StepError::new(Reason::Http, "invalid chunk size"))?;
+        self.state = if size == 0 {
+            ChunkState::Trailer
+        } else {
+            ChunkState::Data(size)
+        };
+        Ok(Progress::Consumed(eol + 2))
+    }
+
+    /// `buf[pos..]` is chunk data with `rem` bytes left in the chunk: move
+    /// what is there (up to the body limit) next to the decoded body.
+    fn data(&mut self, buf: &mut BytesMut, pos: usize, rem: u64) -> Progress {
+        let avail = buf.len() - pos;
+        if avail == 0 {
+            return Progress::NeedMore;
+        }
+        let n = usize::try_from(rem)
+            .unwrap_or(usize::MAX)
+            .min(avail)
+            .min(self.max - self.out);
+        buf.copy_within(pos..pos + n, self.out);
+        self.out += n;
+        let rem = rem - n as u64;
+        self.state = if rem == 0 {
+            ChunkState::DataEnd
+        } else {
+            ChunkState::Data(rem)
+        };
+        Progress::Consumed(n)
+    }
+
+    /// `avail` starts at the CRLF that ends a chunk's data.
+    fn data_end(&mut self, avail: &[u8]) -> Result<Progress, StepError> {
+        if avail.len() < 2 {
+            return Ok(Progress::NeedMore);
+        }
+        if &avail[..2] != b"\r\n" {
+            return Err(StepError::new(
+                Reason::Http,
+                "chunk data not followed by CRLF",
+            ));
+        }
+        self.state = ChunkState::Size;
+        Ok(Progress::Consumed(2))
+    }
+
+    /// `avail` starts at a trailer line; an empty one ends the body.
+    fn trailer_line(&mut self, avail: &[u8]) -> Result<Progress, StepError> {
+        let Some(eol) = find_crlf(avail) else {
+            if avail.len() > self.trailer_budget {
+                return Err(StepError::new(Reason::Http, "chunked trailer too long"));
+            }
+            return Ok(Progress::NeedMore);
+        };
+        if eol == 0 {
+            return Ok(Progress::End);
+        }
+        self.trailer_budget = self.trailer_budget.saturating_sub(eol + 2);
+        if self.trailer_budget == 0 {
+            return Err(StepError::new(Reason::Http, "chunked trailer too long"));
+        }
+        Ok(Progress::Consumed(eol + 2))
+    }
+}
+
+/// What one [`Dechunker`] step did with the input.
+enum Progress {
+    /// Decoded or skipped this many input bytes; go on.
+    Consumed(usize),
+    /// The input ends mid-element: read more.
+    NeedMore,
+    /// The last trailer line: the body is complete.
+    End,
 }
 
 fn find_crlf(b: &[u8]) -> Option<usize> {

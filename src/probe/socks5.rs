@@ -27,6 +27,14 @@ where
 {
     // Resolve before talking, so a DNS failure is not blamed on the proxy.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = target_address(bare, remote_dns).await?;
+    negotiate_method(stream, proxy).await?;
+    send_request(stream, addr, bare, port).await?;
+    read_connect_reply(stream).await
+}
+
+/// The address to send: `None` means the host name itself (socks5h).
+async fn target_address(bare: &str, remote_dns: bool) -> Result<Option<IpAddr>, StepError> {
     let addr = match bare.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
         Err(_) if remote_dns => None,
@@ -38,7 +46,15 @@ where
             "target host name longer than 255 bytes cannot be sent over SOCKS5",
         ));
     }
+    Ok(addr)
+}
 
+/// The greeting: offer no-auth (and username/password when we have
+/// credentials), then authenticate if the proxy picks it.
+async fn negotiate_method<S>(stream: &mut S, proxy: &Proxy) -> Result<(), StepError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let creds = proxy.has_credentials();
     let greeting: &[u8] = if creds {
         &[VERSION, 2, NO_AUTH, USER_PASS]
@@ -52,34 +68,40 @@ where
     let mut choice = [0u8; 2];
     read_reply(stream, &mut choice, "SOCKS5 greeting").await?;
     match choice[1] {
-        NO_AUTH => {}
-        USER_PASS if creds => authenticate(stream, proxy).await?,
-        NO_ACCEPTABLE if creds => {
-            return Err(StepError::new(
-                Reason::ProxyAuthFailed,
-                format!(
-                    "SOCKS5 proxy {} accepts none of our methods (no-auth, username/password)",
-                    proxy.redacted_url()
-                ),
-            ))
-        }
-        NO_ACCEPTABLE | USER_PASS => {
-            return Err(StepError::new(
-                Reason::ProxyAuthRequired,
-                format!(
-                    "SOCKS5 proxy {} requires authentication and none is configured",
-                    proxy.redacted_url()
-                ),
-            ))
-        }
-        m => {
-            return Err(StepError::new(
-                Reason::ProxyProtocol,
-                format!("SOCKS5 proxy chose method 0x{m:02X}, which we did not offer"),
-            ))
-        }
+        NO_AUTH => Ok(()),
+        USER_PASS if creds => authenticate(stream, proxy).await,
+        NO_ACCEPTABLE if creds => Err(StepError::new(
+            Reason::ProxyAuthFailed,
+            format!(
+                "SOCKS5 proxy {} accepts none of our methods (no-auth, username/password)",
+                proxy.redacted_url()
+            ),
+        )),
+        NO_ACCEPTABLE | USER_PASS => Err(StepError::new(
+            Reason::ProxyAuthRequired,
+            format!(
+                "SOCKS5 proxy {} requires authentication and none is configured",
+                proxy.redacted_url()
+            ),
+        )),
+        m => Err(StepError::new(
+            Reason::ProxyProtocol,
+            format!("SOCKS5 proxy chose method 0x{m:02X}, which we did not offer"),
+        )),
     }
+}
 
+/// The CONNECT request for `addr`, or for the host name `bare` when `addr`
+/// is `None` (its length was checked by [`target_address`]).
+async fn send_request<S>(
+    stream: &mut S,
+    addr: Option<IpAddr>,
+    bare: &str,
+    port: u16,
+) -> Result<(), StepError>
+where
+    S: AsyncWrite + Unpin,
+{
     let mut req = Vec::with_capacity(7 + bare.len().max(16));
     req.extend_from_slice(&[VERSION, 0x01, 0x00]);
     match addr {
@@ -93,7 +115,7 @@ where
         }
         None => {
             req.push(0x03);
-            // Checked above: at most 255 bytes.
+            // Checked by target_address: at most 255 bytes.
             req.push(bare.len() as u8);
             req.extend_from_slice(bare.as_bytes());
         }
@@ -102,8 +124,14 @@ where
     stream
         .write_all(&req)
         .await
-        .map_err(|e| io_error(&e, "SOCKS5 request"))?;
+        .map_err(|e| io_error(&e, "SOCKS5 request"))
+}
 
+/// The reply to CONNECT: success, then the bound address, read and ignored.
+async fn read_connect_reply<S>(stream: &mut S) -> Result<(), StepError>
+where
+    S: AsyncRead + Unpin,
+{
     // A refusing proxy may close right after VER and REP: judge those first.
     let mut head = [0u8; 2];
     read_reply(stream, &mut head, "SOCKS5 reply").await?;
