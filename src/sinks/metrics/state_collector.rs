@@ -105,7 +105,6 @@ fn encode_status_counts(enc: &mut DescriptorEncoder, counts: &StatusCounts) -> s
                 .encode(fam.encode_family(&labels)?)?;
         }
     }
-    drop(fam);
     let mut fam = enc.encode_descriptor(
         "proxies_unchecked",
         "Proxies in the inventory not yet checked",

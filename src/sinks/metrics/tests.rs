@@ -250,25 +250,11 @@ fn check_counters_and_a_latency_histogram_observation() {
 #[test]
 fn per_proxy_series_are_opt_in_and_capped_at_the_lowest_ids() {
     let m = fixture();
-    let families = [
-        "pharox_proxy_up",
-        "pharox_proxy_latency_seconds",
-        "pharox_proxy_last_check_timestamp_seconds",
-    ];
     let set = "pool=alpha,protocol=http,provider=prov1";
     let id = |id: &str| format!("{set},proxy_id={id}");
 
     // Off (the default): no per-proxy series, nothing dropped.
-    for (format, text, samples) in scrape(&m) {
-        for family in families {
-            assert_eq!(series(&samples, family), [], "{format}:\n{text}");
-        }
-        assert_eq!(
-            series(&samples, "pharox_proxy_series_dropped"),
-            owned(&[("", 0.0)]),
-            "{format}:\n{text}"
-        );
-    }
+    assert_per_proxy_off(&m);
 
     // On, under the cap: every checked proxy (the unchecked one has no series).
     m.per_proxy.set(true, 10);
@@ -320,8 +306,19 @@ fn per_proxy_series_are_opt_in_and_capped_at_the_lowest_ids() {
 
     // Switched off again: the dropped count does not linger.
     m.per_proxy.set(false, 2);
-    for (format, text, samples) in scrape(&m) {
-        assert_eq!(series(&samples, "pharox_proxy_up"), [], "{format}:\n{text}");
+    assert_per_proxy_off(&m);
+}
+
+/// No per-proxy family has a series, and `pharox_proxy_series_dropped` is 0.
+fn assert_per_proxy_off(m: &Metrics) {
+    for (format, text, samples) in scrape(m) {
+        for family in [
+            "pharox_proxy_up",
+            "pharox_proxy_latency_seconds",
+            "pharox_proxy_last_check_timestamp_seconds",
+        ] {
+            assert_eq!(series(&samples, family), [], "{format}:\n{text}");
+        }
         assert_eq!(
             series(&samples, "pharox_proxy_series_dropped"),
             owned(&[("", 0.0)]),
