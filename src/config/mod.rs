@@ -31,7 +31,7 @@ mod file;
 mod flags;
 mod values;
 
-use file::{parse_file, FileConfig, OptionsSpec};
+use file::{parse_file, FileConfig, OptionsSpec, ShardSpec};
 pub use flags::Overrides;
 pub use values::{parse_duration, Attempts, StatusCodes, TargetUrl, Timeout};
 
@@ -197,14 +197,8 @@ impl Config {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "flags".into());
-        if let (Some(src), Some(inv)) = (&source, &file.inventory.path) {
-            // Relative inventory paths are relative to the config file, as users expect.
-            let url = inv.to_str().is_some_and(crate::pharox_db::is_postgres_url);
-            if inv.is_relative() && !url {
-                if let Some(dir) = src.parent() {
-                    file.inventory.path = Some(dir.join(inv));
-                }
-            }
+        if let Some(src) = &source {
+            resolve_inventory_path(src, &mut file);
         }
         // A flag's path is taken as given, relative to the working directory.
         flags::apply(o, &mut file);
@@ -213,49 +207,23 @@ impl Config {
             field: field.to_string(),
             message,
         };
-        if file.sweep.concurrency == 0 || file.sweep.concurrency > 1_000_000 {
-            return Err(invalid(
-                "sweep.concurrency",
-                "must be between 1 and 1000000".into(),
-            ));
-        }
-        if file.sweep.interval.0.is_zero() {
-            return Err(invalid("sweep.interval", "must be > 0".into()));
-        }
-        if !(file.sweep.rate_limit >= 0.0 && file.sweep.rate_limit.is_finite()) {
-            return Err(invalid("sweep.rate_limit", "must be >= 0".into()));
-        }
-        if file.sweep.hysteresis.fail_threshold == 0 || file.sweep.hysteresis.success_threshold == 0
-        {
-            return Err(invalid(
-                "sweep.hysteresis",
-                "thresholds must be >= 1".into(),
-            ));
-        }
-        if !file.web.telemetry_path.starts_with('/') {
-            return Err(invalid("web.telemetry_path", "must start with /".into()));
-        }
-        let b = &file.metrics.latency_buckets;
-        if b.is_empty()
-            || b.windows(2).any(|w| w[0] >= w[1])
-            || b.iter().any(|x| !x.is_finite() || *x <= 0.0)
-        {
-            return Err(invalid(
-                "metrics.latency_buckets",
-                "must be a non-empty, strictly increasing list of positive seconds".into(),
-            ));
-        }
-        if file.sharding.from_hostname {
-            let host = std::env::var("HOSTNAME").unwrap_or_default();
-            file.sharding.index = Shard::index_from_hostname(&host)
-                .map_err(|m| invalid("sharding.from_hostname", m))?;
-        }
-        let shard = Shard::new(file.sharding.index, file.sharding.count)
-            .map_err(|m| invalid("sharding", m))?;
+        check_merged(&file).map_err(|(field, message)| invalid(field, message.into()))?;
+        let shard = shard(&file.sharding).map_err(|(field, message)| invalid(field, message))?;
         let options =
             options_by_pool(&file).map_err(|(field, message)| invalid(&field, message))?;
         let db = crate::pharox_db::resolve(file.inventory.path.as_deref(), file.postgres.as_ref())
             .map_err(|e| invalid("postgres", e.to_string()))?;
+        Ok(Config::assemble(source, file, shard, db, options))
+    }
+
+    /// The typed sections, from a file whose values are all checked.
+    fn assemble(
+        source: Option<PathBuf>,
+        file: FileConfig,
+        shard: Shard,
+        db: Option<crate::pharox_db::Config>,
+        options: OptionsByPool,
+    ) -> Config {
         let FileConfig {
             inventory,
             sweep,
@@ -263,7 +231,7 @@ impl Config {
             metrics,
             ..
         } = file;
-        Ok(Config {
+        Config {
             source,
             sweep: SweepConfig {
                 interval: sweep.interval.0,
@@ -294,8 +262,64 @@ impl Config {
             },
             db,
             options: Arc::new(options),
-        })
+        }
     }
+}
+
+/// Relative inventory paths in a file are relative to the config file, as
+/// users expect (a `postgres://` URL is not a path).
+fn resolve_inventory_path(src: &Path, file: &mut FileConfig) {
+    let Some(inv) = &file.inventory.path else {
+        return;
+    };
+    let url = inv.to_str().is_some_and(crate::pharox_db::is_postgres_url);
+    if inv.is_relative() && !url {
+        if let Some(dir) = src.parent() {
+            file.inventory.path = Some(dir.join(inv));
+        }
+    }
+}
+
+/// The checks that need file and flags merged: `(field, message)` of the
+/// first that fails.
+fn check_merged(file: &FileConfig) -> Result<(), (&'static str, &'static str)> {
+    if file.sweep.concurrency == 0 || file.sweep.concurrency > 1_000_000 {
+        return Err(("sweep.concurrency", "must be between 1 and 1000000"));
+    }
+    if file.sweep.interval.0.is_zero() {
+        return Err(("sweep.interval", "must be > 0"));
+    }
+    if !(file.sweep.rate_limit >= 0.0 && file.sweep.rate_limit.is_finite()) {
+        return Err(("sweep.rate_limit", "must be >= 0"));
+    }
+    if file.sweep.hysteresis.fail_threshold == 0 || file.sweep.hysteresis.success_threshold == 0 {
+        return Err(("sweep.hysteresis", "thresholds must be >= 1"));
+    }
+    if !file.web.telemetry_path.starts_with('/') {
+        return Err(("web.telemetry_path", "must start with /"));
+    }
+    let b = &file.metrics.latency_buckets;
+    if b.is_empty()
+        || b.windows(2).any(|w| w[0] >= w[1])
+        || b.iter().any(|x| !x.is_finite() || *x <= 0.0)
+    {
+        return Err((
+            "metrics.latency_buckets",
+            "must be a non-empty, strictly increasing list of positive seconds",
+        ));
+    }
+    Ok(())
+}
+
+/// This replica's shard, its index taken from `$HOSTNAME` when asked.
+fn shard(spec: &ShardSpec) -> Result<Shard, (&'static str, String)> {
+    let index = if spec.from_hostname {
+        let host = std::env::var("HOSTNAME").unwrap_or_default();
+        Shard::index_from_hostname(&host).map_err(|m| ("sharding.from_hostname", m))?
+    } else {
+        spec.index
+    };
+    Shard::new(index, spec.count).map_err(|m| ("sharding", m))
 }
 
 /// Resolve the options layers (defaults, then `protocols.<p>`, then

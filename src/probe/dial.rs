@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::Fail;
+use super::StepError;
 use crate::model::Reason;
 
 /// The connection to the proxy: plain TCP, or TLS for HTTPS proxies.
@@ -80,7 +80,7 @@ delegate_io!(ProxyStream, Plain, Tls);
 delegate_io!(Conn, Plain, Tls);
 
 /// Resolve the proxy's host and open TCP to it, trying each address in turn.
-pub(crate) async fn connect(host: &str, port: u16) -> Result<TcpStream, Fail> {
+pub(crate) async fn connect(host: &str, port: u16) -> Result<TcpStream, StepError> {
     let ips = resolve(host).await?;
     let mut last: Option<io::Error> = None;
     for ip in ips {
@@ -95,15 +95,15 @@ pub(crate) async fn connect(host: &str, port: u16) -> Result<TcpStream, Fail> {
     }
     let authority = authority(host, port);
     Err(match last {
-        Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => Fail::new(
+        Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => StepError::new(
             Reason::ConnectRefused,
             format!("connection to proxy {authority} refused"),
         ),
-        Some(e) => Fail::new(
+        Some(e) => StepError::new(
             Reason::ConnectError,
             format!("cannot connect to proxy {authority}: {e}"),
         ),
-        None => Fail::new(Reason::Dns, format!("{host} has no address")),
+        None => StepError::new(Reason::Dns, format!("{host} has no address")),
     })
 }
 
@@ -133,7 +133,7 @@ static DNS_CACHE: Mutex<Vec<DnsEntry>> = Mutex::new(Vec::new());
 
 /// Resolve a host name (or parse an IP literal) to its addresses. Failures
 /// are `Reason::Dns` and are not cached.
-pub(crate) async fn resolve(host: &str) -> Result<Vec<IpAddr>, Fail> {
+pub(crate) async fn resolve(host: &str) -> Result<Vec<IpAddr>, StepError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(vec![ip]);
@@ -143,7 +143,7 @@ pub(crate) async fn resolve(host: &str) -> Result<Vec<IpAddr>, Fail> {
     }
     let addrs = tokio::net::lookup_host((bare, 0))
         .await
-        .map_err(|e| Fail::new(Reason::Dns, format!("cannot resolve {bare}: {e}")))?;
+        .map_err(|e| StepError::new(Reason::Dns, format!("cannot resolve {bare}: {e}")))?;
     let mut ips: Vec<IpAddr> = Vec::new();
     for a in addrs {
         if !ips.contains(&a.ip()) {
@@ -151,7 +151,10 @@ pub(crate) async fn resolve(host: &str) -> Result<Vec<IpAddr>, Fail> {
         }
     }
     if ips.is_empty() {
-        return Err(Fail::new(Reason::Dns, format!("{bare} has no address")));
+        return Err(StepError::new(
+            Reason::Dns,
+            format!("{bare} has no address"),
+        ));
     }
     remember(bare, &ips);
     Ok(ips)
@@ -182,13 +185,13 @@ fn remember(host: &str, ips: &[IpAddr]) {
 
 /// Map an I/O error on an open connection to a reason: whatever it is, the
 /// peer (or the path to it) dropped a connection that was working.
-pub(crate) fn io_fail(e: &io::Error, during: &str) -> Fail {
+pub(crate) fn io_error(e: &io::Error, during: &str) -> StepError {
     let what = match e.kind() {
         io::ErrorKind::UnexpectedEof => "connection closed by peer".to_string(),
         io::ErrorKind::ConnectionReset => "connection reset by peer".to_string(),
         _ => e.to_string(),
     };
-    Fail::new(Reason::ConnectionReset, format!("{what} during {during}"))
+    StepError::new(Reason::ConnectionReset, format!("{what} during {during}"))
 }
 
 /// Like `read_exact`, but on failure says how many bytes did arrive, so a
@@ -215,11 +218,11 @@ where
 /// The address a locally-resolving SOCKS client sends: the first IPv4
 /// address when there is one (most proxies egress over IPv4 only), else the
 /// first address.
-pub(crate) async fn resolve_target(host: &str) -> Result<IpAddr, Fail> {
+pub(crate) async fn resolve_target(host: &str) -> Result<IpAddr, StepError> {
     let ips = resolve(host).await?;
     ips.iter()
         .copied()
         .find(IpAddr::is_ipv4)
         .or_else(|| ips.first().copied())
-        .ok_or_else(|| Fail::new(Reason::Dns, format!("{host} has no address")))
+        .ok_or_else(|| StepError::new(Reason::Dns, format!("{host} has no address")))
 }

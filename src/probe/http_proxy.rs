@@ -5,8 +5,8 @@ use base64::Engine;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::dial::{authority, io_fail};
-use super::{printable, Fail};
+use super::dial::{authority, io_error};
+use super::{printable, StepError};
 use crate::model::{Proxy, Reason};
 
 /// A CONNECT response longer than this is not a proxy talking HTTP.
@@ -30,9 +30,9 @@ pub(crate) fn write_proxy_authorization(proxy: &Proxy, out: &mut BytesMut) {
 }
 
 /// The reason for a 407 from an HTTP proxy: whether we sent credentials.
-pub(crate) fn auth_fail(proxy: &Proxy) -> Fail {
+pub(crate) fn auth_error(proxy: &Proxy) -> StepError {
     if proxy.has_credentials() {
-        Fail::new(
+        StepError::new(
             Reason::ProxyAuthFailed,
             format!(
                 "proxy {} rejected the credentials (407)",
@@ -40,7 +40,7 @@ pub(crate) fn auth_fail(proxy: &Proxy) -> Fail {
             ),
         )
     } else {
-        Fail::new(
+        StepError::new(
             Reason::ProxyAuthRequired,
             format!(
                 "proxy {} requires authentication (407) and none is configured",
@@ -58,7 +58,7 @@ pub(crate) async fn connect_tunnel<S>(
     host: &str,
     port: u16,
     buf: &mut BytesMut,
-) -> Result<(), Fail>
+) -> Result<(), StepError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -76,15 +76,15 @@ where
     let written = stream.write_all(buf).await;
     // The request holds the credentials: drop it before anything else happens.
     buf.clear();
-    written.map_err(|e| io_fail(&e, "CONNECT"))?;
-    stream.flush().await.map_err(|e| io_fail(&e, "CONNECT"))?;
+    written.map_err(|e| io_error(&e, "CONNECT"))?;
+    stream.flush().await.map_err(|e| io_error(&e, "CONNECT"))?;
 
     let (status, reason, head_len) = loop {
         if let Some(parsed) = parse_connect_response(buf)? {
             break parsed;
         }
         if buf.len() >= MAX_CONNECT_RESPONSE {
-            return Err(Fail::new(
+            return Err(StepError::new(
                 Reason::ProxyProtocol,
                 format!("CONNECT response from proxy exceeds {MAX_CONNECT_RESPONSE} bytes"),
             ));
@@ -93,14 +93,14 @@ where
         let n = stream
             .read_buf(buf)
             .await
-            .map_err(|e| io_fail(&e, "CONNECT"))?;
+            .map_err(|e| io_error(&e, "CONNECT"))?;
         if n == 0 {
             let during = if buf.is_empty() {
                 "CONNECT (no response)"
             } else {
                 "CONNECT (partial response)"
             };
-            return Err(io_fail(
+            return Err(io_error(
                 &std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
                 during,
             ));
@@ -110,7 +110,7 @@ where
         200..=299 => {
             if buf.len() > head_len {
                 // Nothing may precede our TLS ClientHello in the tunnel.
-                return Err(Fail::new(
+                return Err(StepError::new(
                     Reason::ProxyProtocol,
                     "proxy sent data after its CONNECT response",
                 ));
@@ -118,8 +118,8 @@ where
             buf.clear();
             Ok(())
         }
-        407 => Err(auth_fail(proxy)),
-        _ => Err(Fail::new(
+        407 => Err(auth_error(proxy)),
+        _ => Err(StepError::new(
             Reason::ProxyRefused,
             format!("proxy refused CONNECT to {target}: {status} {reason}"),
         )),
@@ -127,7 +127,7 @@ where
 }
 
 /// `Some((status, reason phrase, head length))` once the head is complete.
-fn parse_connect_response(buf: &[u8]) -> Result<Option<(u16, String, usize)>, Fail> {
+fn parse_connect_response(buf: &[u8]) -> Result<Option<(u16, String, usize)>, StepError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_CONNECT_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(buf) {
@@ -136,7 +136,7 @@ fn parse_connect_response(buf: &[u8]) -> Result<Option<(u16, String, usize)>, Fa
             Ok(Some((status, printable(resp.reason.unwrap_or("")), len)))
         }
         Ok(httparse::Status::Partial) => Ok(None),
-        Err(e) => Err(Fail::new(
+        Err(e) => Err(StepError::new(
             Reason::ProxyProtocol,
             format!("proxy answered CONNECT with something that is not HTTP ({e})"),
         )),

@@ -6,16 +6,13 @@
 //! Every read from the network is bounded in bytes and by the attempt's
 //! deadline, so one misbehaving proxy can only ever cost its own timeout.
 
-use std::future::Future;
-use std::time::Duration;
-
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::time::Instant;
 use url::Url;
 
 use crate::model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
 
+mod attempt;
 pub(crate) mod dial;
 pub(crate) mod http_proxy;
 mod options;
@@ -24,6 +21,8 @@ pub(crate) mod socks4;
 pub(crate) mod socks5;
 pub(crate) mod tls;
 
+pub(crate) use attempt::StepError;
+use attempt::{Attempt, AttemptError};
 use dial::{Conn, ProxyStream};
 pub use options::CheckOptions;
 pub(crate) use options::{OptionsByPool, PHAROX_DEFAULT_TARGET};
@@ -35,108 +34,6 @@ pub(crate) const MAX_REDIRECTS: usize = 5;
 /// The `User-Agent` of every request and CONNECT (unless headers override it).
 pub const USER_AGENT: &str = concat!("pharox-exporter/", env!("CARGO_PKG_VERSION"));
 
-/// A failure inside one phase; [`Attempt::phase`] stamps the phase on it.
-#[derive(Debug)]
-pub(crate) struct Fail {
-    reason: Reason,
-    error: String,
-}
-
-impl Fail {
-    pub(crate) fn new(reason: Reason, error: impl Into<String>) -> Self {
-        Fail {
-            reason,
-            error: error.into(),
-        }
-    }
-
-    fn at(self, phase: Phase) -> Failure {
-        Failure {
-            reason: self.reason,
-            phase,
-            error: self.error,
-        }
-    }
-}
-
-/// How one attempt failed.
-#[derive(Debug)]
-struct Failure {
-    reason: Reason,
-    phase: Phase,
-    error: String,
-}
-
-/// One attempt: its deadline, the time spent per phase (summed over
-/// redirect hops) and the last HTTP status seen.
-struct Attempt {
-    start: Instant,
-    deadline: Instant,
-    timeout: Duration,
-    spent: [Option<Duration>; 6],
-    last_status: Option<u16>,
-}
-
-impl Attempt {
-    fn new(timeout: Duration) -> Self {
-        let start = Instant::now();
-        Attempt {
-            start,
-            deadline: start + timeout,
-            timeout,
-            spent: [None; 6],
-            last_status: None,
-        }
-    }
-
-    /// Run one phase under the attempt's deadline and record its duration.
-    async fn phase<T>(
-        &mut self,
-        phase: Phase,
-        fut: impl Future<Output = Result<T, Fail>>,
-    ) -> Result<T, Failure> {
-        let began = Instant::now();
-        match tokio::time::timeout_at(self.deadline, fut).await {
-            Ok(Ok(v)) => {
-                let slot = &mut self.spent[phase_index(phase)];
-                *slot = Some(slot.unwrap_or_default() + began.elapsed());
-                Ok(v)
-            }
-            Ok(Err(f)) => Err(f.at(phase)),
-            Err(_) => Err(Failure {
-                reason: Reason::Timeout,
-                phase,
-                error: format!(
-                    "timed out after {} ms during {phase}",
-                    self.timeout.as_millis()
-                ),
-            }),
-        }
-    }
-
-    fn phases(&self, total: Duration) -> Phases {
-        let mut p = Phases::default();
-        for phase in Phase::ALL {
-            if let Some(d) = self.spent[phase_index(phase)] {
-                p.set(phase, d);
-            }
-        }
-        p.total_ms = Some(total.as_secs_f64() * 1000.0);
-        p
-    }
-}
-
-fn phase_index(phase: Phase) -> usize {
-    match phase {
-        Phase::Connect => 0,
-        Phase::ProxyTls => 1,
-        Phase::Handshake => 2,
-        Phase::Tls => 3,
-        Phase::FirstByte => 4,
-        Phase::Body => 5,
-    }
-}
-
 /// Check one proxy with all its attempts. Never panics and never returns an
 /// error: every failure is a [`CheckResult`] with a reason.
 ///
@@ -147,7 +44,7 @@ fn phase_index(phase: Phase) -> usize {
 /// `latency_ms` is the timeout (as pharox reports it).
 pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
     let attempts = opts.attempts.max(1);
-    let mut last: Option<(Failure, Phases, Option<u16>)> = None;
+    let mut last: Option<(AttemptError, Phases, Option<u16>)> = None;
     for n in 1..=attempts {
         let mut att = Attempt::new(opts.timeout);
         let outcome = run_attempt(proxy, opts, &mut att).await;
@@ -181,7 +78,7 @@ pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
         Some(l) => l,
         // Unreachable: at least one attempt ran. Kept total for safety.
         None => (
-            Failure {
+            AttemptError {
                 reason: Reason::Timeout,
                 phase: Phase::Connect,
                 error: "no attempt was made".to_string(),
@@ -228,7 +125,7 @@ async fn run_attempt(
     proxy: &Proxy,
     opts: &CheckOptions,
     att: &mut Attempt,
-) -> Result<u16, Failure> {
+) -> Result<u16, AttemptError> {
     // One buffer per attempt, reused by every hop and every phase.
     let mut buf = BytesMut::with_capacity(4096);
     let mut redirected: Option<Url> = None;
@@ -242,12 +139,12 @@ async fn run_attempt(
         }
         if absolute && status == 407 {
             // An HTTP proxy answering our absolute-form request itself.
-            return Err(http_proxy::auth_fail(proxy).at(Phase::Handshake));
+            return Err(http_proxy::auth_error(proxy).at(Phase::Handshake));
         }
         let is_redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
         if let (true, true, Some(location)) = (opts.allow_redirects, is_redirect, &head.location) {
             if hop == MAX_REDIRECTS {
-                return Err(Fail::new(
+                return Err(StepError::new(
                     Reason::Redirect,
                     format!("more than {MAX_REDIRECTS} redirects"),
                 )
@@ -258,7 +155,7 @@ async fn run_attempt(
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
                 .ok_or_else(|| {
-                    Fail::new(
+                    StepError::new(
                         Reason::Redirect,
                         format!("{status} redirect to unusable Location {location:?}"),
                     )
@@ -267,7 +164,7 @@ async fn run_attempt(
             redirected = Some(next);
             continue;
         }
-        return Err(Fail::new(
+        return Err(StepError::new(
             Reason::UnexpectedStatus,
             format!(
                 "unexpected status code {status}; expected one of {:?}",
@@ -277,7 +174,7 @@ async fn run_attempt(
         .at(Phase::Body));
     }
     // The loop returns on every path; this keeps the compiler and readers sure.
-    Err(Fail::new(
+    Err(StepError::new(
         Reason::Redirect,
         format!("more than {MAX_REDIRECTS} redirects"),
     )
@@ -293,28 +190,72 @@ async fn fetch(
     url: &Url,
     att: &mut Attempt,
     buf: &mut BytesMut,
-) -> Result<(request::Head, bool), Failure> {
-    let https = match url.scheme() {
-        "https" => true,
-        "http" => false,
-        other => {
-            return Err(Fail::new(
-                Reason::Http,
-                format!("unsupported target URL scheme {other}://"),
+) -> Result<(request::Head, bool), AttemptError> {
+    let target = Target::of(url)?;
+    let (stream, absolute) = open_tunnel(proxy, opts, &target, att, buf).await?;
+    let mut conn = if target.https {
+        let tls = att
+            .phase(
+                Phase::Tls,
+                tls::handshake(&opts.target_tls, &target.host, stream, "target"),
             )
-            .at(Phase::Connect))
-        }
+            .await?;
+        Conn::Tls(Box::new(tls))
+    } else {
+        Conn::Plain(stream)
     };
-    let host = match url.host() {
-        Some(url::Host::Domain(d)) => d.to_string(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        None => return Err(Fail::new(Reason::Http, "target URL has no host").at(Phase::Connect)),
-    };
-    let port = url
-        .port_or_known_default()
-        .unwrap_or(if https { 443 } else { 80 });
+    let head = exchange(&mut conn, proxy, opts, url, absolute, att, buf).await?;
+    Ok((head, absolute))
+}
 
+/// Where a request goes: scheme, host (IPv6 without brackets) and port.
+struct Target {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    fn of(url: &Url) -> Result<Target, AttemptError> {
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            other => {
+                return Err(StepError::new(
+                    Reason::Http,
+                    format!("unsupported target URL scheme {other}://"),
+                )
+                .at(Phase::Connect))
+            }
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_string(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => {
+                return Err(
+                    StepError::new(Reason::Http, "target URL has no host").at(Phase::Connect)
+                )
+            }
+        };
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if https { 443 } else { 80 });
+        Ok(Target { https, host, port })
+    }
+}
+
+/// Connect to the proxy (TLS for HTTPS proxies) and have it open the way to
+/// `target`: CONNECT or a SOCKS handshake. An HTTP proxy fetching an
+/// `http://` target needs no handshake; the bool then says the request must
+/// go in absolute form.
+async fn open_tunnel(
+    proxy: &Proxy,
+    opts: &CheckOptions,
+    target: &Target,
+    att: &mut Attempt,
+    buf: &mut BytesMut,
+) -> Result<(ProxyStream, bool), AttemptError> {
     let tcp = att
         .phase(Phase::Connect, dial::connect(&proxy.host, proxy.port))
         .await?;
@@ -330,22 +271,21 @@ async fn fetch(
         ProxyStream::Plain(tcp)
     };
 
-    let mut absolute = false;
-    let s = &mut stream;
+    let (s, host, port) = (&mut stream, target.host.as_str(), target.port);
     match proxy.protocol {
-        ProxyProtocol::Http | ProxyProtocol::Https if https => {
+        ProxyProtocol::Http | ProxyProtocol::Https if target.https => {
             att.phase(
                 Phase::Handshake,
-                http_proxy::connect_tunnel(s, proxy, &host, port, buf),
+                http_proxy::connect_tunnel(s, proxy, host, port, buf),
             )
             .await?
         }
-        ProxyProtocol::Http | ProxyProtocol::Https => absolute = true,
+        ProxyProtocol::Http | ProxyProtocol::Https => return Ok((stream, true)),
         ProxyProtocol::Socks4 | ProxyProtocol::Socks4a => {
             let remote = proxy.protocol == ProxyProtocol::Socks4a;
             att.phase(
                 Phase::Handshake,
-                socks4::connect(s, proxy, &host, port, remote),
+                socks4::connect(s, proxy, host, port, remote),
             )
             .await?
         }
@@ -353,58 +293,53 @@ async fn fetch(
             let remote = proxy.protocol == ProxyProtocol::Socks5h;
             att.phase(
                 Phase::Handshake,
-                socks5::connect(s, proxy, &host, port, remote),
+                socks5::connect(s, proxy, host, port, remote),
             )
             .await?
         }
     }
+    Ok((stream, false))
+}
 
-    let mut conn = if https {
-        let tls = att
-            .phase(
-                Phase::Tls,
-                tls::handshake(&opts.target_tls, &host, stream, "target"),
-            )
-            .await?;
-        Conn::Tls(Box::new(tls))
-    } else {
-        Conn::Plain(stream)
-    };
-
+/// Send the request over `conn` and read the response head, and the body
+/// when the status is one we expect (other statuses are judged on the head).
+async fn exchange(
+    conn: &mut Conn,
+    proxy: &Proxy,
+    opts: &CheckOptions,
+    url: &Url,
+    absolute: bool,
+    att: &mut Attempt,
+    buf: &mut BytesMut,
+) -> Result<request::Head, AttemptError> {
     request::build_request(buf, url, absolute, proxy, opts);
     att.phase(Phase::FirstByte, async {
         let written = conn.write_all(buf).await;
         // The request may carry Proxy-Authorization: drop it at once.
         buf.clear();
-        written.map_err(|e| dial::io_fail(&e, "sending the request"))?;
+        written.map_err(|e| dial::io_error(&e, "sending the request"))?;
         conn.flush()
             .await
-            .map_err(|e| dial::io_fail(&e, "sending the request"))?;
-        request::read_first_byte(&mut conn, buf).await
+            .map_err(|e| dial::io_error(&e, "sending the request"))?;
+        request::read_first_byte(conn, buf).await
     })
     .await?;
 
     let head = att
         .phase(
             Phase::Body,
-            request::read_head(&mut conn, buf, opts.max_header_bytes),
+            request::read_head(conn, buf, opts.max_header_bytes),
         )
         .await?;
     att.last_status = Some(head.status);
     if opts.expected_status_codes.contains(&head.status) {
         att.phase(
             Phase::Body,
-            request::read_body(
-                &mut conn,
-                buf,
-                &head,
-                opts.max_body_bytes,
-                opts.max_header_bytes,
-            ),
+            request::read_body(conn, buf, &head, opts.max_body_bytes, opts.max_header_bytes),
         )
         .await?;
     }
-    Ok((head, absolute))
+    Ok(head)
 }
 
 /// A peer-supplied string made safe to quote: printable ASCII, bounded.

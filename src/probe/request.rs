@@ -8,8 +8,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use url::Url;
 
-use super::dial::io_fail;
-use super::{printable, CheckOptions, Fail};
+use super::dial::io_error;
+use super::{printable, CheckOptions, StepError};
 use crate::model::{Proxy, Reason};
 
 /// Headers parsed at most in a response head; more is an `http` failure.
@@ -81,7 +81,7 @@ fn host_header(url: &Url) -> String {
 }
 
 /// Wait for the first byte of the response (it lands in `buf`).
-pub(crate) async fn read_first_byte<S>(stream: &mut S, buf: &mut BytesMut) -> Result<(), Fail>
+pub(crate) async fn read_first_byte<S>(stream: &mut S, buf: &mut BytesMut) -> Result<(), StepError>
 where
     S: AsyncRead + Unpin,
 {
@@ -90,9 +90,9 @@ where
     let n = stream
         .read_buf(buf)
         .await
-        .map_err(|e| io_fail(&e, "waiting for the response"))?;
+        .map_err(|e| io_error(&e, "waiting for the response"))?;
     if n == 0 {
-        return Err(io_fail(
+        return Err(io_error(
             &std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
             "waiting for the response (no response)",
         ));
@@ -121,7 +121,7 @@ pub(crate) async fn read_head<S>(
     stream: &mut S,
     buf: &mut BytesMut,
     max_header_bytes: usize,
-) -> Result<Head, Fail>
+) -> Result<Head, StepError>
 where
     S: AsyncRead + Unpin,
 {
@@ -137,7 +137,7 @@ where
             }
             None => {
                 if buf.len() >= max_header_bytes {
-                    return Err(Fail::new(
+                    return Err(StepError::new(
                         Reason::Http,
                         format!("response headers exceed {max_header_bytes} bytes"),
                     ));
@@ -146,9 +146,9 @@ where
                 let n = stream
                     .read_buf(buf)
                     .await
-                    .map_err(|e| io_fail(&e, "reading response headers"))?;
+                    .map_err(|e| io_error(&e, "reading response headers"))?;
                 if n == 0 {
-                    return Err(io_fail(
+                    return Err(io_error(
                         &std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
                         "reading response headers",
                     ));
@@ -158,14 +158,14 @@ where
     }
 }
 
-fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Fail> {
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, StepError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => {
-            return Err(Fail::new(
+            return Err(StepError::new(
                 Reason::Http,
                 format!("invalid HTTP response: {e}"),
             ))
@@ -181,9 +181,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Fail> {
             let v = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| Fail::new(Reason::Http, "invalid Content-Length header"))?;
+                .ok_or_else(|| StepError::new(Reason::Http, "invalid Content-Length header"))?;
             if length.is_some_and(|l| l != v) {
-                return Err(Fail::new(
+                return Err(StepError::new(
                     Reason::Http,
                     "conflicting Content-Length headers",
                 ));
@@ -233,7 +233,7 @@ pub(crate) async fn read_body<S>(
     head: &Head,
     max: usize,
     max_trailer_bytes: usize,
-) -> Result<(), Fail>
+) -> Result<(), StepError>
 where
     S: AsyncRead + Unpin,
 {
@@ -246,7 +246,7 @@ where
             let want = usize::try_from(len).unwrap_or(usize::MAX).min(max);
             while buf.len() < want {
                 if read_more(stream, buf).await? == 0 {
-                    return Err(io_fail(
+                    return Err(io_error(
                         &std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
                         &format!("reading the body ({} of {len} bytes)", buf.len()),
                     ));
@@ -271,7 +271,7 @@ where
                     return Ok(());
                 }
                 if read_more(stream, buf).await? == 0 {
-                    return Err(io_fail(
+                    return Err(io_error(
                         &std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
                         "reading a chunked body",
                     ));
@@ -281,7 +281,7 @@ where
     }
 }
 
-async fn read_more<S>(stream: &mut S, buf: &mut BytesMut) -> Result<usize, Fail>
+async fn read_more<S>(stream: &mut S, buf: &mut BytesMut) -> Result<usize, StepError>
 where
     S: AsyncRead + Unpin,
 {
@@ -289,7 +289,7 @@ where
     stream
         .read_buf(buf)
         .await
-        .map_err(|e| io_fail(&e, "reading the body"))
+        .map_err(|e| io_error(&e, "reading the body"))
 }
 
 /// Decodes chunked framing in place: `buf[..out]` is decoded body, and
@@ -323,80 +323,22 @@ impl Dechunker {
 
     /// Decode what `buf` holds. `Ok(true)` when done (end of body or limit
     /// reached); `buf` is then exactly the decoded body.
-    fn feed(&mut self, buf: &mut BytesMut) -> Result<bool, Fail> {
+    fn feed(&mut self, buf: &mut BytesMut) -> Result<bool, StepError> {
         let mut pos = self.out;
         let done = loop {
             if self.out >= self.max {
                 break true;
             }
-            let avail = &buf[pos..];
-            match self.state {
-                ChunkState::Size => {
-                    let Some(eol) = find_crlf(avail) else {
-                        if avail.len() > MAX_CHUNK_LINE {
-                            return Err(Fail::new(Reason::Http, "chunk size line too long"));
-                        }
-                        break false;
-                    };
-                    let line = &avail[..eol];
-                    let digits = line.split(|&b| b == b';').next().unwrap_or(b"");
-                    let size = std::str::from_utf8(digits)
-                        .ok()
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty() && s.len() <= 16)
-                        .and_then(|s| u64::from_str_radix(s, 16).ok())
-                        .ok_or_else(|| Fail::new(Reason::Http, "invalid chunk size"))?;
-                    pos += eol + 2;
-                    self.state = if size == 0 {
-                        ChunkState::Trailer
-                    } else {
-                        ChunkState::Data(size)
-                    };
-                }
-                ChunkState::Data(rem) => {
-                    if avail.is_empty() {
-                        break false;
-                    }
-                    let n = usize::try_from(rem)
-                        .unwrap_or(usize::MAX)
-                        .min(avail.len())
-                        .min(self.max - self.out);
-                    buf.copy_within(pos..pos + n, self.out);
-                    self.out += n;
-                    pos += n;
-                    let rem = rem - n as u64;
-                    self.state = if rem == 0 {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data(rem)
-                    };
-                }
-                ChunkState::DataEnd => {
-                    if avail.len() < 2 {
-                        break false;
-                    }
-                    if &avail[..2] != b"\r\n" {
-                        return Err(Fail::new(Reason::Http, "chunk data not followed by CRLF"));
-                    }
-                    pos += 2;
-                    self.state = ChunkState::Size;
-                }
-                ChunkState::Trailer => {
-                    let Some(eol) = find_crlf(avail) else {
-                        if avail.len() > self.trailer_budget {
-                            return Err(Fail::new(Reason::Http, "chunked trailer too long"));
-                        }
-                        break false;
-                    };
-                    pos += eol + 2;
-                    if eol == 0 {
-                        break true;
-                    }
-                    self.trailer_budget = self.trailer_budget.saturating_sub(eol + 2);
-                    if self.trailer_budget == 0 {
-                        return Err(Fail::new(Reason::Http, "chunked trailer too long"));
-                    }
-                }
+            let step = match self.state {
+                ChunkState::Size => self.size_line(&buf[pos..])?,
+                ChunkState::Data(rem) => self.data(buf, pos, rem),
+                ChunkState::DataEnd => self.data_end(&buf[pos..])?,
+                ChunkState::Trailer => self.trailer_line(&buf[pos..])?,
+            };
+            match step {
+                Progress::Consumed(n) => pos += n,
+                Progress::NeedMore => break false,
+                Progress::End => break true,
             }
         };
         if done {
@@ -409,6 +351,95 @@ impl Dechunker {
         }
         Ok(done)
     }
+
+    /// `avail` starts at a chunk size line.
+    fn size_line(&mut self, avail: &[u8]) -> Result<Progress, StepError> {
+        let Some(eol) = find_crlf(avail) else {
+            if avail.len() > MAX_CHUNK_LINE {
+                return Err(StepError::new(Reason::Http, "chunk size line too long"));
+            }
+            return Ok(Progress::NeedMore);
+        };
+        let line = &avail[..eol];
+        let digits = line.split(|&b| b == b';').next().unwrap_or(b"");
+        let size = std::str::from_utf8(digits)
+            .ok()
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.len() <= 16)
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+            .ok_or_else(|| StepError::new(Reason::Http, "invalid chunk size"))?;
+        self.state = if size == 0 {
+            ChunkState::Trailer
+        } else {
+            ChunkState::Data(size)
+        };
+        Ok(Progress::Consumed(eol + 2))
+    }
+
+    /// `buf[pos..]` is chunk data with `rem` bytes left in the chunk: move
+    /// what is there (up to the body limit) next to the decoded body.
+    fn data(&mut self, buf: &mut BytesMut, pos: usize, rem: u64) -> Progress {
+        let avail = buf.len() - pos;
+        if avail == 0 {
+            return Progress::NeedMore;
+        }
+        let n = usize::try_from(rem)
+            .unwrap_or(usize::MAX)
+            .min(avail)
+            .min(self.max - self.out);
+        buf.copy_within(pos..pos + n, self.out);
+        self.out += n;
+        let rem = rem - n as u64;
+        self.state = if rem == 0 {
+            ChunkState::DataEnd
+        } else {
+            ChunkState::Data(rem)
+        };
+        Progress::Consumed(n)
+    }
+
+    /// `avail` starts at the CRLF that ends a chunk's data.
+    fn data_end(&mut self, avail: &[u8]) -> Result<Progress, StepError> {
+        if avail.len() < 2 {
+            return Ok(Progress::NeedMore);
+        }
+        if &avail[..2] != b"\r\n" {
+            return Err(StepError::new(
+                Reason::Http,
+                "chunk data not followed by CRLF",
+            ));
+        }
+        self.state = ChunkState::Size;
+        Ok(Progress::Consumed(2))
+    }
+
+    /// `avail` starts at a trailer line; an empty one ends the body.
+    fn trailer_line(&mut self, avail: &[u8]) -> Result<Progress, StepError> {
+        let Some(eol) = find_crlf(avail) else {
+            if avail.len() > self.trailer_budget {
+                return Err(StepError::new(Reason::Http, "chunked trailer too long"));
+            }
+            return Ok(Progress::NeedMore);
+        };
+        if eol == 0 {
+            return Ok(Progress::End);
+        }
+        self.trailer_budget = self.trailer_budget.saturating_sub(eol + 2);
+        if self.trailer_budget == 0 {
+            return Err(StepError::new(Reason::Http, "chunked trailer too long"));
+        }
+        Ok(Progress::Consumed(eol + 2))
+    }
+}
+
+/// What one [`Dechunker`] step did with the input.
+enum Progress {
+    /// Decoded or skipped this many input bytes; go on.
+    Consumed(usize),
+    /// The input ends mid-element: read more.
+    NeedMore,
+    /// The last trailer line: the body is complete.
+    End,
 }
 
 fn find_crlf(b: &[u8]) -> Option<usize> {
@@ -416,14 +447,14 @@ fn find_crlf(b: &[u8]) -> Option<usize> {
 }
 
 /// The configured body checks, in order: contains, regex, exit-IP leak.
-pub(crate) fn check_body(body: &[u8], opts: &CheckOptions) -> Result<(), Fail> {
+pub(crate) fn check_body(body: &[u8], opts: &CheckOptions) -> Result<(), StepError> {
     if opts.body_contains.is_none() && opts.body_regex.is_none() && opts.own_ips.is_empty() {
         return Ok(());
     }
     let text = String::from_utf8_lossy(body);
     if let Some(needle) = &opts.body_contains {
         if !text.contains(needle.as_str()) {
-            return Err(Fail::new(
+            return Err(StepError::new(
                 Reason::BodyMismatch,
                 format!(
                     "body ({} bytes read) does not contain {:?}",
@@ -435,7 +466,7 @@ pub(crate) fn check_body(body: &[u8], opts: &CheckOptions) -> Result<(), Fail> {
     }
     if let Some(re) = &opts.body_regex {
         if !re.is_match(&text) {
-            return Err(Fail::new(
+            return Err(StepError::new(
                 Reason::BodyMismatch,
                 format!(
                     "body ({} bytes read) does not match /{}/",
@@ -448,7 +479,7 @@ pub(crate) fn check_body(body: &[u8], opts: &CheckOptions) -> Result<(), Fail> {
     if !opts.own_ips.is_empty() {
         let own: Vec<IpAddr> = opts.own_ips.iter().map(IpAddr::to_canonical).collect();
         if let Some(ip) = ips_in(&text).find(|ip| own.contains(&ip.to_canonical())) {
-            return Err(Fail::new(
+            return Err(StepError::new(
                 Reason::ExitIpLeak,
                 format!("target reports our own address {ip} as the exit IP"),
             ));
@@ -479,7 +510,7 @@ pub(crate) fn ips_in(text: &str) -> impl Iterator<Item = IpAddr> + '_ {
 mod tests {
     use super::*;
 
-    fn dechunk_all(input: &[u8], max: usize, split: usize) -> Result<(bool, Vec<u8>), Fail> {
+    fn dechunk_all(input: &[u8], max: usize, split: usize) -> Result<(bool, Vec<u8>), StepError> {
         let mut buf = BytesMut::new();
         let mut dec = Dechunker::new(max, 1024);
         let mut done = false;

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::dial::{io_fail, read_exact_counted, resolve_target};
-use super::Fail;
+use super::dial::{io_error, read_exact_counted, resolve_target};
+use super::StepError;
 use crate::model::{Proxy, Reason};
 
 /// Open a tunnel to `host:port`. With `remote_dns` (SOCKS4a) a host name is
@@ -17,7 +17,7 @@ pub(crate) async fn connect<S>(
     host: &str,
     port: u16,
     remote_dns: bool,
-) -> Result<(), Fail>
+) -> Result<(), StepError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -25,7 +25,7 @@ where
     let (ip, send_name) = match literal {
         Some(IpAddr::V4(v4)) => (v4, false),
         Some(IpAddr::V6(_)) => {
-            return Err(Fail::new(
+            return Err(StepError::new(
                 Reason::Dns,
                 format!("SOCKS4 cannot reach IPv6 target {host}"),
             ))
@@ -35,7 +35,7 @@ where
         None => match resolve_target(host).await? {
             IpAddr::V4(v4) => (v4, false),
             IpAddr::V6(_) => {
-                return Err(Fail::new(
+                return Err(StepError::new(
                     Reason::Dns,
                     format!("{host} has no IPv4 address, which SOCKS4 needs"),
                 ))
@@ -56,21 +56,21 @@ where
     stream
         .write_all(&req)
         .await
-        .map_err(|e| io_fail(&e, "SOCKS4 request"))?;
+        .map_err(|e| io_error(&e, "SOCKS4 request"))?;
 
     let mut reply = [0u8; 8];
     if let Err((got, e)) = read_exact_counted(stream, &mut reply).await {
         if got > 0 && !valid_version(reply[0]) {
             return Err(wrong_version(reply[0]));
         }
-        return Err(io_fail(&e, "SOCKS4 reply"));
+        return Err(io_error(&e, "SOCKS4 reply"));
     }
     if !valid_version(reply[0]) {
         return Err(wrong_version(reply[0]));
     }
     match reply[1] {
         0x5A => Ok(()),
-        code => Err(Fail::new(
+        code => Err(StepError::new(
             Reason::ProxyRefused,
             format!("SOCKS4 reply 0x{code:02X} {}", reply_meaning(code)),
         )),
@@ -82,8 +82,8 @@ fn valid_version(v: u8) -> bool {
     v == 0x00 || v == 0x04
 }
 
-fn wrong_version(v: u8) -> Fail {
-    Fail::new(
+fn wrong_version(v: u8) -> StepError {
+    StepError::new(
         Reason::ProxyProtocol,
         format!("SOCKS4 reply has version 0x{v:02X}, expected 0x00: not a SOCKS4 proxy"),
     )

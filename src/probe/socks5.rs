@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::dial::{io_fail, read_exact_counted, resolve_target};
-use super::Fail;
+use super::dial::{io_error, read_exact_counted, resolve_target};
+use super::StepError;
 use crate::model::{Proxy, Reason};
 
 const VERSION: u8 = 0x05;
@@ -21,24 +21,40 @@ pub(crate) async fn connect<S>(
     host: &str,
     port: u16,
     remote_dns: bool,
-) -> Result<(), Fail>
+) -> Result<(), StepError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // Resolve before talking, so a DNS failure is not blamed on the proxy.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = target_address(bare, remote_dns).await?;
+    negotiate_method(stream, proxy).await?;
+    send_request(stream, addr, bare, port).await?;
+    read_connect_reply(stream).await
+}
+
+/// The address to send: `None` means the host name itself (socks5h).
+async fn target_address(bare: &str, remote_dns: bool) -> Result<Option<IpAddr>, StepError> {
     let addr = match bare.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
         Err(_) if remote_dns => None,
         Err(_) => Some(resolve_target(bare).await?),
     };
     if addr.is_none() && bare.len() > 255 {
-        return Err(Fail::new(
+        return Err(StepError::new(
             Reason::Dns,
             "target host name longer than 255 bytes cannot be sent over SOCKS5",
         ));
     }
+    Ok(addr)
+}
 
+/// The greeting: offer no-auth (and username/password when we have
+/// credentials), then authenticate if the proxy picks it.
+async fn negotiate_method<S>(stream: &mut S, proxy: &Proxy) -> Result<(), StepError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let creds = proxy.has_credentials();
     let greeting: &[u8] = if creds {
         &[VERSION, 2, NO_AUTH, USER_PASS]
@@ -48,38 +64,44 @@ where
     stream
         .write_all(greeting)
         .await
-        .map_err(|e| io_fail(&e, "SOCKS5 greeting"))?;
+        .map_err(|e| io_error(&e, "SOCKS5 greeting"))?;
     let mut choice = [0u8; 2];
     read_reply(stream, &mut choice, "SOCKS5 greeting").await?;
     match choice[1] {
-        NO_AUTH => {}
-        USER_PASS if creds => authenticate(stream, proxy).await?,
-        NO_ACCEPTABLE if creds => {
-            return Err(Fail::new(
-                Reason::ProxyAuthFailed,
-                format!(
-                    "SOCKS5 proxy {} accepts none of our methods (no-auth, username/password)",
-                    proxy.redacted_url()
-                ),
-            ))
-        }
-        NO_ACCEPTABLE | USER_PASS => {
-            return Err(Fail::new(
-                Reason::ProxyAuthRequired,
-                format!(
-                    "SOCKS5 proxy {} requires authentication and none is configured",
-                    proxy.redacted_url()
-                ),
-            ))
-        }
-        m => {
-            return Err(Fail::new(
-                Reason::ProxyProtocol,
-                format!("SOCKS5 proxy chose method 0x{m:02X}, which we did not offer"),
-            ))
-        }
+        NO_AUTH => Ok(()),
+        USER_PASS if creds => authenticate(stream, proxy).await,
+        NO_ACCEPTABLE if creds => Err(StepError::new(
+            Reason::ProxyAuthFailed,
+            format!(
+                "SOCKS5 proxy {} accepts none of our methods (no-auth, username/password)",
+                proxy.redacted_url()
+            ),
+        )),
+        NO_ACCEPTABLE | USER_PASS => Err(StepError::new(
+            Reason::ProxyAuthRequired,
+            format!(
+                "SOCKS5 proxy {} requires authentication and none is configured",
+                proxy.redacted_url()
+            ),
+        )),
+        m => Err(StepError::new(
+            Reason::ProxyProtocol,
+            format!("SOCKS5 proxy chose method 0x{m:02X}, which we did not offer"),
+        )),
     }
+}
 
+/// The CONNECT request for `addr`, or for the host name `bare` when `addr`
+/// is `None` (its length was checked by [`target_address`]).
+async fn send_request<S>(
+    stream: &mut S,
+    addr: Option<IpAddr>,
+    bare: &str,
+    port: u16,
+) -> Result<(), StepError>
+where
+    S: AsyncWrite + Unpin,
+{
     let mut req = Vec::with_capacity(7 + bare.len().max(16));
     req.extend_from_slice(&[VERSION, 0x01, 0x00]);
     match addr {
@@ -93,7 +115,7 @@ where
         }
         None => {
             req.push(0x03);
-            // Checked above: at most 255 bytes.
+            // Checked by target_address: at most 255 bytes.
             req.push(bare.len() as u8);
             req.extend_from_slice(bare.as_bytes());
         }
@@ -102,13 +124,19 @@ where
     stream
         .write_all(&req)
         .await
-        .map_err(|e| io_fail(&e, "SOCKS5 request"))?;
+        .map_err(|e| io_error(&e, "SOCKS5 request"))
+}
 
+/// The reply to CONNECT: success, then the bound address, read and ignored.
+async fn read_connect_reply<S>(stream: &mut S) -> Result<(), StepError>
+where
+    S: AsyncRead + Unpin,
+{
     // A refusing proxy may close right after VER and REP: judge those first.
     let mut head = [0u8; 2];
     read_reply(stream, &mut head, "SOCKS5 reply").await?;
     if head[1] != 0x00 {
-        return Err(Fail::new(
+        return Err(StepError::new(
             Reason::ProxyRefused,
             format!("SOCKS5 reply 0x{:02X} {}", head[1], reply_meaning(head[1])),
         ));
@@ -116,7 +144,7 @@ where
     let mut rest = [0u8; 2];
     read_exact_counted(stream, &mut rest)
         .await
-        .map_err(|(_, e)| io_fail(&e, "SOCKS5 reply"))?;
+        .map_err(|(_, e)| io_error(&e, "SOCKS5 reply"))?;
     let addr_len = match rest[1] {
         0x01 => 4,
         0x04 => 16,
@@ -124,11 +152,11 @@ where
             let mut len = [0u8; 1];
             read_exact_counted(stream, &mut len)
                 .await
-                .map_err(|(_, e)| io_fail(&e, "SOCKS5 reply"))?;
+                .map_err(|(_, e)| io_error(&e, "SOCKS5 reply"))?;
             usize::from(len[0])
         }
         t => {
-            return Err(Fail::new(
+            return Err(StepError::new(
                 Reason::ProxyProtocol,
                 format!("SOCKS5 reply has unknown address type 0x{t:02X}"),
             ))
@@ -138,12 +166,12 @@ where
     let mut bound = [0u8; 257];
     read_exact_counted(stream, &mut bound[..addr_len + 2])
         .await
-        .map_err(|(_, e)| io_fail(&e, "SOCKS5 reply"))?;
+        .map_err(|(_, e)| io_error(&e, "SOCKS5 reply"))?;
     Ok(())
 }
 
 /// Read a reply whose first byte must be the SOCKS version.
-async fn read_reply<S>(stream: &mut S, buf: &mut [u8], during: &str) -> Result<(), Fail>
+async fn read_reply<S>(stream: &mut S, buf: &mut [u8], during: &str) -> Result<(), StepError>
 where
     S: AsyncRead + Unpin,
 {
@@ -151,26 +179,26 @@ where
         Ok(()) if buf[0] == VERSION => Ok(()),
         Ok(()) => Err(wrong_version(buf[0])),
         Err((got, _)) if got > 0 && buf[0] != VERSION => Err(wrong_version(buf[0])),
-        Err((_, e)) => Err(io_fail(&e, during)),
+        Err((_, e)) => Err(io_error(&e, during)),
     }
 }
 
-fn wrong_version(v: u8) -> Fail {
-    Fail::new(
+fn wrong_version(v: u8) -> StepError {
+    StepError::new(
         Reason::ProxyProtocol,
         format!("SOCKS5 reply has version 0x{v:02X}, expected 0x05: not a SOCKS5 proxy"),
     )
 }
 
 /// RFC 1929 username/password sub-negotiation.
-async fn authenticate<S>(stream: &mut S, proxy: &Proxy) -> Result<(), Fail>
+async fn authenticate<S>(stream: &mut S, proxy: &Proxy) -> Result<(), StepError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let user = proxy.username.as_deref().unwrap_or("").as_bytes();
     let pass = proxy.password.as_deref().unwrap_or("").as_bytes();
     let (Ok(ulen), Ok(plen)) = (u8::try_from(user.len()), u8::try_from(pass.len())) else {
-        return Err(Fail::new(
+        return Err(StepError::new(
             Reason::ProxyAuthFailed,
             "SOCKS5 username or password longer than 255 bytes (RFC 1929 limit)",
         ));
@@ -184,18 +212,18 @@ where
     let written = stream.write_all(&msg).await;
     // The message holds the password: wipe it whatever happened.
     msg.iter_mut().for_each(|b| *b = 0);
-    written.map_err(|e| io_fail(&e, "SOCKS5 authentication"))?;
+    written.map_err(|e| io_error(&e, "SOCKS5 authentication"))?;
     let mut status = [0u8; 2];
     match read_exact_counted(stream, &mut status).await {
         // The sub-negotiation version is 1; some servers answer 5.
-        Ok(()) if status[0] != 0x01 && status[0] != VERSION => Err(Fail::new(
+        Ok(()) if status[0] != 0x01 && status[0] != VERSION => Err(StepError::new(
             Reason::ProxyProtocol,
             format!(
                 "SOCKS5 authentication reply has version 0x{:02X}, expected 0x01",
                 status[0]
             ),
         )),
-        Ok(()) if status[1] != 0x00 => Err(Fail::new(
+        Ok(()) if status[1] != 0x00 => Err(StepError::new(
             Reason::ProxyAuthFailed,
             format!(
                 "SOCKS5 proxy {} rejected the credentials (status 0x{:02X})",
@@ -204,7 +232,7 @@ where
             ),
         )),
         Ok(()) => Ok(()),
-        Err((_, e)) => Err(io_fail(&e, "SOCKS5 authentication")),
+        Err((_, e)) => Err(io_error(&e, "SOCKS5 authentication")),
     }
 }
 

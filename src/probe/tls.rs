@@ -188,13 +188,13 @@ pub(crate) async fn handshake<S>(
     host: &str,
     stream: S,
     what: &str,
-) -> Result<tokio_rustls::client::TlsStream<S>, super::Fail>
+) -> Result<tokio_rustls::client::TlsStream<S>, super::StepError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use crate::model::Reason;
     let name = server_name(host).ok_or_else(|| {
-        super::Fail::new(
+        super::StepError::new(
             Reason::Tls,
             format!("{what} host {host:?} is not a valid TLS server name"),
         )
@@ -205,7 +205,7 @@ where
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>());
         match tls_error {
-            Some(te) => super::Fail::new(
+            Some(te) => super::StepError::new(
                 Reason::Tls,
                 format!("TLS handshake with {what} {host} failed: {te}"),
             ),
@@ -214,9 +214,9 @@ where
                 | std::io::ErrorKind::ConnectionReset
                 | std::io::ErrorKind::ConnectionAborted
                 | std::io::ErrorKind::BrokenPipe => {
-                    super::dial::io_fail(&e, &format!("TLS handshake with {what} {host}"))
+                    super::dial::io_error(&e, &format!("TLS handshake with {what} {host}"))
                 }
-                _ => super::Fail::new(
+                _ => super::StepError::new(
                     Reason::Tls,
                     format!("TLS handshake with {what} {host} failed: {e}"),
                 ),

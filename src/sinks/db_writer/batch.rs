@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
 use super::events::LeasedHealthEvent;
@@ -107,6 +107,8 @@ UPDATE proxy p SET status = v.status, checked_at = v.checked_at
 FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS v(id, status, checked_at)
 WHERE p.id = v.id";
 
+/// A locked proxy row as the batch sees it: read by [`LOCK_SQL`], then moved
+/// forward by each newer result in the batch.
 struct RowState {
     status: String,
     checked_at: DateTime<Utc>,
@@ -124,11 +126,41 @@ pub(super) async fn write_batch(
     batch: &[Pending],
     protect_banned: bool,
 ) -> Result<WriteOutcome, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let mut rows = lock_rows(&tx, batch).await?;
+    let mut plan = Plan::new(batch.len());
+    plan.apply(batch, &mut rows, protect_banned);
+    let inserted = if plan.history.id.is_empty() {
+        Vec::new()
+    } else {
+        plan.history.insert(&tx).await?
+    };
+    update_proxies(&tx, &rows, &plan.changed).await?;
+    tx.commit().await?;
+
+    // Only rows this transaction inserted raise events: a retried batch
+    // whose first attempt did commit stays silent.
+    let mut events = Vec::new();
+    for r in inserted {
+        let id: Uuid = r.get(0);
+        if let Some(ev) = plan.candidates.remove(&id) {
+            events.push(ev);
+        }
+    }
+    Ok(WriteOutcome {
+        unknown: plan.unknown,
+        events,
+    })
+}
+
+/// Lock the batch's proxy rows and read their current state, by proxy id.
+async fn lock_rows(
+    tx: &Transaction<'_>,
+    batch: &[Pending],
+) -> Result<HashMap<Uuid, RowState>, tokio_postgres::Error> {
     let mut ids: Vec<Uuid> = batch.iter().map(|p| p.proxy_id).collect();
     ids.sort_unstable();
     ids.dedup();
-
-    let tx = client.transaction().await?;
     let rows = tx.query(LOCK_SQL, &[&ids]).await?;
     let mut state: HashMap<Uuid, RowState> = HashMap::with_capacity(rows.len());
     for r in rows {
@@ -143,108 +175,163 @@ pub(super) async fn write_batch(
             },
         );
     }
+    Ok(state)
+}
 
-    let mut order: Vec<&Pending> = batch.iter().collect();
-    order.sort_by_key(|p| (p.proxy_id, p.checked_at));
+/// What one batch writes, worked out before any of it is sent.
+struct Plan<'a> {
+    history: HistoryColumns<'a>,
+    /// Leased-proxy health changes, by history record id: sent only if that
+    /// record is inserted now.
+    candidates: BTreeMap<Uuid, LeasedHealthEvent>,
+    /// Proxies whose row moves forward.
+    changed: HashSet<Uuid>,
+    /// Results for proxies no longer in the database.
+    unknown: u64,
+}
 
-    let n = batch.len();
-    let (mut h_id, mut h_proxy, mut h_at, mut h_reach, mut h_lat) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut h_proto, mut h_before, mut h_after, mut h_err) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let mut candidates: BTreeMap<Uuid, LeasedHealthEvent> = BTreeMap::new();
-    let mut unknown = 0u64;
-    let mut changed: HashSet<Uuid> = HashSet::new();
-
-    for p in order {
-        let Some(st) = state.get_mut(&p.proxy_id) else {
-            unknown += 1;
-            continue;
-        };
-        let before = st.status.clone();
-        if p.history {
-            let rid = p.record_id();
-            if before != p.status.as_str() && (st.current_leases > 0 || st.leased) {
-                candidates.insert(
-                    rid,
-                    LeasedHealthEvent {
-                        event: "leased_proxy_health_changed".to_string(),
-                        proxy_id: p.proxy_id.to_string(),
-                        pool: st.pool.clone(),
-                        status_before: before.parse().unwrap_or(ProxyStatus::Inactive),
-                        status_after: p.status,
-                        current_leases: st.current_leases,
-                        active_lease: st.leased,
-                        reason: p.reason.clone(),
-                        latency_ms: p.latency_ms,
-                        checked_at: p.checked_at,
-                    },
-                );
-            }
-            h_id.push(rid);
-            h_proxy.push(p.proxy_id);
-            h_at.push(p.checked_at);
-            h_reach.push(p.status.is_up());
-            h_lat.push(p.latency_ms);
-            h_proto.push(p.protocol.as_str());
-            h_before.push(before.clone());
-            h_after.push(p.status.as_str());
-            h_err.push(p.error.as_deref());
-        }
-        // Status only moves forward in time, and an operator's ban stands
-        // unless banned proxies are swept on purpose.
-        let banned = before == ProxyStatus::Banned.as_str();
-        if p.checked_at >= st.checked_at && !(banned && protect_banned) {
-            st.status = p.status.as_str().to_string();
-            st.checked_at = p.checked_at;
-            changed.insert(p.proxy_id);
+impl<'a> Plan<'a> {
+    fn new(n: usize) -> Plan<'a> {
+        Plan {
+            history: HistoryColumns::with_capacity(n),
+            candidates: BTreeMap::new(),
+            changed: HashSet::new(),
+            unknown: 0,
         }
     }
 
+    /// Walk the batch per proxy, oldest first: each result gets a history
+    /// row with the status before it, and moves `rows` forward.
+    fn apply(
+        &mut self,
+        batch: &'a [Pending],
+        rows: &mut HashMap<Uuid, RowState>,
+        protect_banned: bool,
+    ) {
+        let mut order: Vec<&Pending> = batch.iter().collect();
+        order.sort_by_key(|p| (p.proxy_id, p.checked_at));
+        for p in order {
+            let Some(st) = rows.get_mut(&p.proxy_id) else {
+                self.unknown += 1;
+                continue;
+            };
+            let before = st.status.clone();
+            if p.history {
+                let rid = p.record_id();
+                if before != p.status.as_str() && (st.current_leases > 0 || st.leased) {
+                    self.candidates.insert(rid, leased_event(p, st, &before));
+                }
+                self.history.push(rid, p, before.clone());
+            }
+            // Status only moves forward in time, and an operator's ban stands
+            // unless banned proxies are swept on purpose.
+            let banned = before == ProxyStatus::Banned.as_str();
+            if p.checked_at >= st.checked_at && !(banned && protect_banned) {
+                st.status = p.status.as_str().to_string();
+                st.checked_at = p.checked_at;
+                self.changed.insert(p.proxy_id);
+            }
+        }
+    }
+}
+
+/// The webhook event for a leased proxy whose health changes with `p`.
+fn leased_event(p: &Pending, st: &RowState, before: &str) -> LeasedHealthEvent {
+    LeasedHealthEvent {
+        event: "leased_proxy_health_changed".to_string(),
+        proxy_id: p.proxy_id.to_string(),
+        pool: st.pool.clone(),
+        status_before: before.parse().unwrap_or(ProxyStatus::Inactive),
+        status_after: p.status,
+        current_leases: st.current_leases,
+        active_lease: st.leased,
+        reason: p.reason.clone(),
+        latency_ms: p.latency_ms,
+        checked_at: p.checked_at,
+    }
+}
+
+/// History rows column by column, the shape [`INSERT_SQL`]'s `unnest` takes.
+struct HistoryColumns<'a> {
+    id: Vec<Uuid>,
+    proxy: Vec<Uuid>,
+    at: Vec<DateTime<Utc>>,
+    reachable: Vec<bool>,
+    latency: Vec<i32>,
+    protocol: Vec<&'a str>,
+    before: Vec<String>,
+    after: Vec<&'a str>,
+    error: Vec<Option<&'a str>>,
+}
+
+impl<'a> HistoryColumns<'a> {
+    fn with_capacity(n: usize) -> HistoryColumns<'a> {
+        HistoryColumns {
+            id: Vec::with_capacity(n),
+            proxy: Vec::with_capacity(n),
+            at: Vec::with_capacity(n),
+            reachable: Vec::with_capacity(n),
+            latency: Vec::with_capacity(n),
+            protocol: Vec::with_capacity(n),
+            before: Vec::with_capacity(n),
+            after: Vec::with_capacity(n),
+            error: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, id: Uuid, p: &'a Pending, before: String) {
+        self.id.push(id);
+        self.proxy.push(p.proxy_id);
+        self.at.push(p.checked_at);
+        self.reachable.push(p.status.is_up());
+        self.latency.push(p.latency_ms);
+        self.protocol.push(p.protocol.as_str());
+        self.before.push(before);
+        self.after.push(p.status.as_str());
+        self.error.push(p.error.as_deref());
+    }
+
+    /// Insert them all; returns the ids actually inserted (not already there).
+    async fn insert(
+        &self,
+        tx: &Transaction<'_>,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        tx.query(
+            INSERT_SQL,
+            &[
+                &self.id,
+                &self.proxy,
+                &self.at,
+                &self.reachable,
+                &self.latency,
+                &self.protocol,
+                &self.before,
+                &self.after,
+                &self.error,
+            ],
+        )
+        .await
+    }
+}
+
+/// Move the `changed` proxy rows to their new status and `checked_at`.
+async fn update_proxies(
+    tx: &Transaction<'_>,
+    rows: &HashMap<Uuid, RowState>,
+    changed: &HashSet<Uuid>,
+) -> Result<(), tokio_postgres::Error> {
     let (mut u_id, mut u_status, mut u_at) = (Vec::new(), Vec::new(), Vec::new());
-    for id in &changed {
-        if let Some(st) = state.get(id) {
+    for id in changed {
+        if let Some(st) = rows.get(id) {
             u_id.push(*id);
             u_status.push(st.status.as_str());
             u_at.push(st.checked_at);
         }
     }
-
-    let inserted = if h_id.is_empty() {
-        Vec::new()
-    } else {
-        tx.query(
-            INSERT_SQL,
-            &[
-                &h_id, &h_proxy, &h_at, &h_reach, &h_lat, &h_proto, &h_before, &h_after, &h_err,
-            ],
-        )
-        .await?
-    };
     if !u_id.is_empty() {
         tx.execute(UPDATE_SQL, &[&u_id, &u_status, &u_at]).await?;
     }
-    tx.commit().await?;
-
-    // Only rows this transaction inserted raise events: a retried batch
-    // whose first attempt did commit stays silent.
-    let mut events = Vec::new();
-    for r in inserted {
-        let id: Uuid = r.get(0);
-        if let Some(ev) = candidates.remove(&id) {
-            events.push(ev);
-        }
-    }
-    Ok(WriteOutcome { unknown, events })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ mod events;
 mod queue;
 mod spill;
 
-use batch::{write_batch, Pending};
+use batch::{write_batch, Pending, WriteOutcome};
 pub(crate) use events::LeasedHealthEvent;
 use events::{emit_event, spawn_webhook};
 use queue::{drop_batch, Pushed, Queue};
@@ -237,150 +237,234 @@ impl RetryBackoff {
     }
 }
 
+/// The background writer: take a batch, make sure of a connection, write it,
+/// and on failure retry (isolating a row the server rejects); on stop, spill
+/// what is left.
 async fn run_writer(
     inner: Arc<Inner>,
     connector: Connector,
     events: Option<mpsc::Sender<LeasedHealthEvent>>,
 ) {
-    let mut client: Option<Client> = None;
-    let mut backoff = RetryBackoff::new(inner.cfg.retry_max_backoff_seconds);
-    let mut batch: Vec<Pending> = Vec::new();
-    let mut from_spill = false;
-    let mut segment: Option<SpillSegment> = None;
-    let mut failures_in_a_row = 0u32;
-    let protect_banned = !inner.cfg.statuses.contains(&ProxyStatus::Banned);
-
+    let mut w = Writer::new(inner, connector, events);
     loop {
-        if inner.stop.load(Ordering::SeqCst) {
+        if w.inner.stop.load(Ordering::SeqCst) {
             break;
         }
-        if batch.is_empty() {
-            (batch, from_spill) = take_batch(&inner, &mut segment);
-            if batch.is_empty() {
-                if let Some(seg) = segment.take() {
-                    remove_spill_file(&seg.path);
-                    continue;
-                }
-                tokio::select! {
-                    _ = inner.wake.notified() => {}
-                    _ = inner.stop_notify.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                continue;
-            }
+        if w.batch.is_empty() && !w.next_batch().await {
+            continue;
         }
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = None;
-            match connector.connect().await {
-                Ok(c) => client = Some(c),
-                Err(e) => {
-                    inner.stats.writes_error.fetch_add(1, Ordering::Relaxed);
-                    let wait = backoff.step();
-                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, pending = inner.stats.pending.load(Ordering::Relaxed), "postgres sink: cannot connect");
-                    sleep_unless_stopped(&inner, wait).await;
-                    continue;
-                }
-            }
+        if !w.connected().await {
+            continue;
         }
-        let Some(c) = client.as_mut() else { continue };
-        let attempt = tokio::time::timeout(WRITE_TIMEOUT, write_batch(c, &batch, protect_banned));
+        let Some(c) = w.client.as_mut() else { continue };
+        let attempt =
+            tokio::time::timeout(WRITE_TIMEOUT, write_batch(c, &w.batch, w.protect_banned));
         let outcome = tokio::select! {
             r = attempt => r,
-            _ = inner.stop_notify.notified() => break,
+            _ = w.inner.stop_notify.notified() => break,
         };
         match outcome {
-            Ok(Ok(out)) => {
-                let n = batch.len() as u64;
-                let s = &inner.stats;
-                s.writes_success.fetch_add(1, Ordering::Relaxed);
-                s.results_written
-                    .fetch_add(n - out.unknown, Ordering::Relaxed);
-                s.unknown_proxy.fetch_add(out.unknown, Ordering::Relaxed);
-                s.pending
-                    .fetch_sub(n.min(s.pending.load(Ordering::Relaxed)), Ordering::Relaxed);
-                batch.clear();
-                failures_in_a_row = 0;
-                backoff.reset();
-                if from_spill && segment.as_ref().is_some_and(|s| s.rows.is_empty()) {
-                    if let Some(seg) = segment.take() {
-                        remove_spill_file(&seg.path);
-                    }
-                }
-                for ev in out.events {
-                    emit_event(&inner.stats, events.as_ref(), ev);
-                }
-                inner.progress.notify_waiters();
+            Ok(Ok(out)) => w.written(out),
+            Ok(Err(e)) => w.write_failed(&e).await,
+            Err(_) => w.timed_out().await,
+        }
+    }
+    w.spill_leftovers();
+}
+
+/// The writer task's state from one batch to the next.
+struct Writer {
+    inner: Arc<Inner>,
+    connector: Connector,
+    events: Option<mpsc::Sender<LeasedHealthEvent>>,
+    client: Option<Client>,
+    backoff: RetryBackoff,
+    /// The batch being written; kept across retries until written or dropped.
+    batch: Vec<Pending>,
+    /// The batch came from `segment`, not from memory.
+    from_spill: bool,
+    /// The spill file being read back.
+    segment: Option<SpillSegment>,
+    /// Consecutive row-specific errors (SQLSTATE 22xxx/23xxx) on this batch.
+    failures_in_a_row: u32,
+    protect_banned: bool,
+}
+
+impl Writer {
+    fn new(
+        inner: Arc<Inner>,
+        connector: Connector,
+        events: Option<mpsc::Sender<LeasedHealthEvent>>,
+    ) -> Writer {
+        Writer {
+            backoff: RetryBackoff::new(inner.cfg.retry_max_backoff_seconds),
+            protect_banned: !inner.cfg.statuses.contains(&ProxyStatus::Banned),
+            inner,
+            connector,
+            events,
+            client: None,
+            batch: Vec::new(),
+            from_spill: false,
+            segment: None,
+            failures_in_a_row: 0,
+        }
+    }
+
+    /// Take the next batch. False when there is none to write yet: a spill
+    /// file read back to its end was removed, or the writer waited for work.
+    async fn next_batch(&mut self) -> bool {
+        (self.batch, self.from_spill) = take_batch(&self.inner, &mut self.segment);
+        if !self.batch.is_empty() {
+            return true;
+        }
+        if let Some(seg) = self.segment.take() {
+            remove_spill_file(&seg.path);
+            return false;
+        }
+        tokio::select! {
+            _ = self.inner.wake.notified() => {}
+            _ = self.inner.stop_notify.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        false
+    }
+
+    /// Make sure of an open connection. False (after the back-off) when the
+    /// database cannot be reached.
+    async fn connected(&mut self) -> bool {
+        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            return true;
+        }
+        self.client = None;
+        match self.connector.connect().await {
+            Ok(c) => {
+                self.client = Some(c);
+                true
             }
-            Ok(Err(e)) => {
-                inner.stats.writes_error.fetch_add(1, Ordering::Relaxed);
-                let class = e
-                    .code()
-                    .map(|c| c.code().get(..2).unwrap_or("").to_string());
-                // Only a data or constraint error (SQLSTATE 22xxx, 23xxx) can be
-                // caused by one row; anything else (server restarting, schema
-                // missing, deadlock) is retried as is, however long it lasts.
-                let row_specific = matches!(class.as_deref(), Some("22") | Some("23"));
-                if !row_specific {
-                    failures_in_a_row = 0;
-                    if c.is_closed() || matches!(class.as_deref(), None | Some("08") | Some("57")) {
-                        client = None;
-                    }
-                } else {
-                    failures_in_a_row += 1;
-                    if failures_in_a_row >= 5 {
-                        // Isolate the poison row by halving; give up on a
-                        // single row so the queue keeps moving.
-                        if batch.len() > 1 {
-                            let back = batch.split_off(batch.len() / 2);
-                            requeue_front(&inner, &mut segment, from_spill, back);
-                        } else {
-                            tracing::error!(error = %Error::query(&e), "postgres sink: result rejected by the server, dropped");
-                            drop_batch(&inner.stats, &mut batch);
-                        }
-                        failures_in_a_row = 0;
-                    }
-                }
-                let wait = backoff.step();
-                tracing::warn!(error = %Error::query(&e), retry_in_ms = wait.as_millis() as u64, "postgres sink: batch write failed");
-                sleep_unless_stopped(&inner, wait).await;
-            }
-            Err(_) => {
-                inner.stats.writes_error.fetch_add(1, Ordering::Relaxed);
-                client = None;
-                let wait = backoff.step();
-                tracing::warn!(
-                    retry_in_ms = wait.as_millis() as u64,
-                    "postgres sink: batch write timed out"
-                );
-                sleep_unless_stopped(&inner, wait).await;
+            Err(e) => {
+                self.inner
+                    .stats
+                    .writes_error
+                    .fetch_add(1, Ordering::Relaxed);
+                let wait = self.backoff.step();
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, pending = self.inner.stats.pending.load(Ordering::Relaxed), "postgres sink: cannot connect");
+                sleep_unless_stopped(&self.inner, wait).await;
+                false
             }
         }
     }
 
-    // Stopping with work left: put it where the next start will find it.
-    let mut q = inner.lock();
-    if q.spill.is_none() {
-        return;
-    }
-    let mut leftovers: Vec<Pending> = Vec::new();
-    if !from_spill {
-        leftovers.append(&mut batch);
-    }
-    leftovers.extend(q.drain_all());
-    if let Some(spill) = q.spill.as_mut() {
-        for p in &leftovers {
-            let mut line = serde_json::to_vec(p).unwrap_or_default();
-            line.push(b'\n');
-            if let Err(e) = spill.append(&line) {
-                tracing::error!(error = %e, "postgres sink: cannot spill at shutdown");
-                break;
+    /// The batch is committed: count it, finish a drained spill file, and
+    /// send the leased-proxy events it raised.
+    fn written(&mut self, out: WriteOutcome) {
+        let n = self.batch.len() as u64;
+        let s = &self.inner.stats;
+        s.writes_success.fetch_add(1, Ordering::Relaxed);
+        s.results_written
+            .fetch_add(n - out.unknown, Ordering::Relaxed);
+        s.unknown_proxy.fetch_add(out.unknown, Ordering::Relaxed);
+        s.pending
+            .fetch_sub(n.min(s.pending.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.batch.clear();
+        self.failures_in_a_row = 0;
+        self.backoff.reset();
+        if self.from_spill && self.segment.as_ref().is_some_and(|s| s.rows.is_empty()) {
+            if let Some(seg) = self.segment.take() {
+                remove_spill_file(&seg.path);
             }
         }
-        spill.rotate();
-        // The segment being read stays on disk: its written lines are
-        // harmless to write again (idempotent), and the rest are kept.
-        if let Some(seg) = segment.take() {
-            spill.closed.push_front(seg.path);
+        for ev in out.events {
+            emit_event(&self.inner.stats, self.events.as_ref(), ev);
+        }
+        self.inner.progress.notify_waiters();
+    }
+
+    /// The server refused the batch: drop the connection if it is the
+    /// connection's fault, isolate a poison row if one keeps failing, and
+    /// retry after the back-off.
+    async fn write_failed(&mut self, e: &tokio_postgres::Error) {
+        self.inner
+            .stats
+            .writes_error
+            .fetch_add(1, Ordering::Relaxed);
+        let class = e
+            .code()
+            .map(|c| c.code().get(..2).unwrap_or("").to_string());
+        // Only a data or constraint error (SQLSTATE 22xxx, 23xxx) can be
+        // caused by one row; anything else (server restarting, schema
+        // missing, deadlock) is retried as is, however long it lasts.
+        let row_specific = matches!(class.as_deref(), Some("22") | Some("23"));
+        if !row_specific {
+            self.failures_in_a_row = 0;
+            let closed = self.client.as_ref().is_some_and(Client::is_closed);
+            if closed || matches!(class.as_deref(), None | Some("08") | Some("57")) {
+                self.client = None;
+            }
+        } else {
+            self.failures_in_a_row += 1;
+            if self.failures_in_a_row >= 5 {
+                self.isolate_poison_row(e);
+                self.failures_in_a_row = 0;
+            }
+        }
+        let wait = self.backoff.step();
+        tracing::warn!(error = %Error::query(e), retry_in_ms = wait.as_millis() as u64, "postgres sink: batch write failed");
+        sleep_unless_stopped(&self.inner, wait).await;
+    }
+
+    /// Halve the batch (the other half goes back to the front of its queue),
+    /// or give up on a single row so the queue keeps moving.
+    fn isolate_poison_row(&mut self, e: &tokio_postgres::Error) {
+        if self.batch.len() > 1 {
+            let back = self.batch.split_off(self.batch.len() / 2);
+            requeue_front(&self.inner, &mut self.segment, self.from_spill, back);
+        } else {
+            tracing::error!(error = %Error::query(e), "postgres sink: result rejected by the server, dropped");
+            drop_batch(&self.inner.stats, &mut self.batch);
+        }
+    }
+
+    /// No answer within [`WRITE_TIMEOUT`]: drop the connection and retry.
+    async fn timed_out(&mut self) {
+        self.inner
+            .stats
+            .writes_error
+            .fetch_add(1, Ordering::Relaxed);
+        self.client = None;
+        let wait = self.backoff.step();
+        tracing::warn!(
+            retry_in_ms = wait.as_millis() as u64,
+            "postgres sink: batch write timed out"
+        );
+        sleep_unless_stopped(&self.inner, wait).await;
+    }
+
+    /// Stopping with work left: put it where the next start will find it.
+    fn spill_leftovers(mut self) {
+        let mut q = self.inner.lock();
+        if q.spill.is_none() {
+            return;
+        }
+        let mut leftovers: Vec<Pending> = Vec::new();
+        if !self.from_spill {
+            leftovers.append(&mut self.batch);
+        }
+        leftovers.extend(q.drain_all());
+        if let Some(spill) = q.spill.as_mut() {
+            for p in &leftovers {
+                let mut line = serde_json::to_vec(p).unwrap_or_default();
+                line.push(b'\n');
+                if let Err(e) = spill.append(&line) {
+                    tracing::error!(error = %e, "postgres sink: cannot spill at shutdown");
+                    break;
+                }
+            }
+            spill.rotate();
+            // The segment being read stays on disk: its written lines are
+            // harmless to write again (idempotent), and the rest are kept.
+            if let Some(seg) = self.segment.take() {
+                spill.closed.push_front(seg.path);
+            }
         }
     }
 }

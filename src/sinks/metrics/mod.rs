@@ -32,6 +32,9 @@ mod storage;
 use state_collector::StateCollector;
 pub(crate) use storage::StorageCollector;
 
+#[cfg(test)]
+mod tests;
+
 /// `pool, provider, protocol`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ProxyLabels {
@@ -174,6 +177,10 @@ impl Metrics {
         gauges: Arc<SweepGauges>,
         extra: Vec<Box<dyn Collector>>,
     ) -> Self {
+        // One function on purpose: it is the list of every event family, each
+        // created, registered under its name and help, and kept for
+        // `observe`. Read top to bottom it matches docs/metrics.md; split into
+        // helpers, a family's name would sit apart from the field it fills.
         let mut registry = Registry::with_prefix("pharox");
         let check_duration =
             Family::new_with_constructor(Buckets(Arc::new(latency_buckets.to_vec())));

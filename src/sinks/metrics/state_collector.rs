@@ -14,7 +14,7 @@ use prometheus_client::registry::Unit;
 
 use super::{ExporterGauges, PerProxy};
 use crate::model::ProxyStatus;
-use crate::state::{status_index, StateStore};
+use crate::state::{status_index, StateStore, StatusCounts};
 use crate::sweep::SweepGauges;
 
 /// Current-state gauges, computed from our own state at every scrape.
@@ -63,122 +63,10 @@ fn gauge<M: EncodeMetric>(
 
 impl Collector for StateCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counts = self.state.counts();
-        {
-            let mut fam = enc.encode_descriptor(
-                "proxies",
-                "Proxies currently in each status (after hysteresis), every status emitted",
-                None,
-                MetricType::Gauge,
-            )?;
-            for ((pool, provider, protocol), row) in &counts {
-                for st in ProxyStatus::ALL {
-                    let labels = [
-                        ("pool", pool.as_str()),
-                        ("provider", provider.as_str()),
-                        ("protocol", protocol.as_str()),
-                        ("status", st.as_str()),
-                    ];
-                    ConstGauge::new(row[status_index(Some(st))] as i64)
-                        .encode(fam.encode_family(&labels)?)?;
-                }
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "proxies_unchecked",
-                "Proxies in the inventory not yet checked",
-                None,
-                MetricType::Gauge,
-            )?;
-            for ((pool, provider, protocol), row) in &counts {
-                let labels = [
-                    ("pool", pool.as_str()),
-                    ("provider", provider.as_str()),
-                    ("protocol", protocol.as_str()),
-                ];
-                ConstGauge::new(row[4] as i64).encode(fam.encode_family(&labels)?)?;
-            }
-        }
-        let in_flight = self.gauges.in_flight.load(Ordering::Relaxed).max(0);
-        gauge(
-            &mut enc,
-            "checks_in_flight",
-            "Checks running now",
-            None,
-            ConstGauge::new(in_flight),
-        )?;
-        let in_sweep = self.gauges.proxies.load(Ordering::Relaxed) as i64;
-        gauge(
-            &mut enc,
-            "sweep_proxies",
-            "Proxies in the current sweep",
-            None,
-            ConstGauge::new(in_sweep),
-        )?;
-        let x = &self.exporter;
-        gauge(
-            &mut enc,
-            "sweep_last_duration",
-            "Wall time of the last completed sweep",
-            Some(&Unit::Seconds),
-            ConstGauge::new(x.last_sweep_duration.get()),
-        )?;
-        gauge(
-            &mut enc,
-            "sweep_interval",
-            "Configured sweep interval",
-            Some(&Unit::Seconds),
-            ConstGauge::new(x.interval.get()),
-        )?;
-        gauge(
-            &mut enc,
-            "sweep_last_completed_timestamp",
-            "Unix time the last sweep completed",
-            Some(&Unit::Seconds),
-            ConstGauge::new(x.last_sweep_ts.get()),
-        )?;
-        gauge(
-            &mut enc,
-            "inventory_proxies",
-            "Proxies in the inventory as last read",
-            None,
-            ConstGauge::new(x.inventory_size.get()),
-        )?;
-        gauge(
-            &mut enc,
-            "exporter_config_last_reload_successful",
-            "1 if the last configuration reload succeeded",
-            None,
-            ConstGauge::new(x.reload_ok.get()),
-        )?;
-        gauge(
-            &mut enc,
-            "exporter_config_last_reload_success_timestamp",
-            "Unix time of the last successful configuration (re)load",
-            Some(&Unit::Seconds),
-            ConstGauge::new(x.reload_ts.get()),
-        )?;
-        {
-            let build = [
-                ("version", env!("CARGO_PKG_VERSION")),
-                (
-                    "revision",
-                    option_env!("PHAROX_GIT_REVISION").unwrap_or("unknown"),
-                ),
-                (
-                    "rustversion",
-                    option_env!("PHAROX_RUSTC_VERSION").unwrap_or("unknown"),
-                ),
-            ];
-            let mut fam = enc.encode_descriptor(
-                "exporter_build_info",
-                "Build information; always 1",
-                None,
-                MetricType::Gauge,
-            )?;
-            ConstGauge::new(1).encode(fam.encode_family(&build)?)?;
-        }
+        encode_status_counts(&mut enc, &self.state.counts())?;
+        self.encode_sweep_gauges(&mut enc)?;
+        self.encode_exporter_gauges(&mut enc)?;
+        encode_build_info(&mut enc)?;
         if self.per_proxy.get().0 {
             self.encode_per_proxy(&mut enc)?;
         } else {
@@ -192,12 +80,138 @@ impl Collector for StateCollector {
             "Proxies left out of per-proxy series by the cap at this scrape",
             None,
             ConstGauge::new(self.dropped.load(Ordering::Relaxed) as i64),
-        )?;
-        Ok(())
+        )
     }
 }
 
+/// `pharox_proxies{status}` (every status of every label set, 0 when empty)
+/// and `pharox_proxies_unchecked`.
+fn encode_status_counts(enc: &mut DescriptorEncoder, counts: &StatusCounts) -> std::fmt::Result {
+    let mut fam = enc.encode_descriptor(
+        "proxies",
+        "Proxies currently in each status (after hysteresis), every status emitted",
+        None,
+        MetricType::Gauge,
+    )?;
+    for ((pool, provider, protocol), row) in counts {
+        for st in ProxyStatus::ALL {
+            let labels = [
+                ("pool", pool.as_str()),
+                ("provider", provider.as_str()),
+                ("protocol", protocol.as_str()),
+                ("status", st.as_str()),
+            ];
+            ConstGauge::new(row[status_index(Some(st))] as i64)
+                .encode(fam.encode_family(&labels)?)?;
+        }
+    }
+    let mut fam = enc.encode_descriptor(
+        "proxies_unchecked",
+        "Proxies in the inventory not yet checked",
+        None,
+        MetricType::Gauge,
+    )?;
+    for ((pool, provider, protocol), row) in counts {
+        let labels = [
+            ("pool", pool.as_str()),
+            ("provider", provider.as_str()),
+            ("protocol", protocol.as_str()),
+        ];
+        ConstGauge::new(row[status_index(None)] as i64).encode(fam.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// `pharox_exporter_build_info`, always 1.
+fn encode_build_info(enc: &mut DescriptorEncoder) -> std::fmt::Result {
+    let build = [
+        ("version", env!("CARGO_PKG_VERSION")),
+        (
+            "revision",
+            option_env!("PHAROX_GIT_REVISION").unwrap_or("unknown"),
+        ),
+        (
+            "rustversion",
+            option_env!("PHAROX_RUSTC_VERSION").unwrap_or("unknown"),
+        ),
+    ];
+    let mut fam = enc.encode_descriptor(
+        "exporter_build_info",
+        "Build information; always 1",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(1).encode(fam.encode_family(&build)?)
+}
+
 impl StateCollector {
+    /// The sweep in progress: checks in flight, proxies in the sweep.
+    fn encode_sweep_gauges(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let in_flight = self.gauges.in_flight.load(Ordering::Relaxed).max(0);
+        gauge(
+            enc,
+            "checks_in_flight",
+            "Checks running now",
+            None,
+            ConstGauge::new(in_flight),
+        )?;
+        let in_sweep = self.gauges.proxies.load(Ordering::Relaxed) as i64;
+        gauge(
+            enc,
+            "sweep_proxies",
+            "Proxies in the current sweep",
+            None,
+            ConstGauge::new(in_sweep),
+        )
+    }
+
+    /// What the run loop last set: sweep timing, inventory size, reloads.
+    fn encode_exporter_gauges(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let x = &self.exporter;
+        gauge(
+            enc,
+            "sweep_last_duration",
+            "Wall time of the last completed sweep",
+            Some(&Unit::Seconds),
+            ConstGauge::new(x.last_sweep_duration.get()),
+        )?;
+        gauge(
+            enc,
+            "sweep_interval",
+            "Configured sweep interval",
+            Some(&Unit::Seconds),
+            ConstGauge::new(x.interval.get()),
+        )?;
+        gauge(
+            enc,
+            "sweep_last_completed_timestamp",
+            "Unix time the last sweep completed",
+            Some(&Unit::Seconds),
+            ConstGauge::new(x.last_sweep_ts.get()),
+        )?;
+        gauge(
+            enc,
+            "inventory_proxies",
+            "Proxies in the inventory as last read",
+            None,
+            ConstGauge::new(x.inventory_size.get()),
+        )?;
+        gauge(
+            enc,
+            "exporter_config_last_reload_successful",
+            "1 if the last configuration reload succeeded",
+            None,
+            ConstGauge::new(x.reload_ok.get()),
+        )?;
+        gauge(
+            enc,
+            "exporter_config_last_reload_success_timestamp",
+            "Unix time of the last successful configuration (re)load",
+            Some(&Unit::Seconds),
+            ConstGauge::new(x.reload_ts.get()),
+        )
+    }
+
     fn encode_per_proxy(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         let limit = self.per_proxy.get().1;
         // (id, pool, provider, protocol, up, latency s, checked_at)

@@ -1,0 +1,348 @@
+//! The exposition as a scrape sees it, built in process from a small
+//! [`StateStore`] with known results: exact values, in both formats.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::Metrics;
+use crate::model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
+use crate::state::StateStore;
+use crate::sweep::SweepGauges;
+
+/// Buckets of `pharox_check_duration_seconds` in these tests.
+const BUCKETS: [f64; 4] = [0.1, 0.5, 1.0, 5.0];
+
+/// `checked_at` of every result: 1,700,000,000.25 s after the epoch.
+fn checked_at() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000, 250_000_000).unwrap_or_default()
+}
+
+fn proxy(id: &str, pool: &str, provider: &str, protocol: ProxyProtocol) -> Arc<Proxy> {
+    let mut p = Proxy::new(protocol, "127.0.0.1", 1080);
+    p.id = id.to_string();
+    p.pool = pool.to_string();
+    p.provider = provider.to_string();
+    Arc::new(p)
+}
+
+fn result(status: ProxyStatus, latency_ms: u64, failed: Option<(Reason, Phase)>) -> CheckResult {
+    let mut phases = Phases::default();
+    phases.set(Phase::Connect, Duration::from_millis(3));
+    CheckResult {
+        proxy_id: String::new(),
+        status,
+        latency_ms,
+        attempts: 1,
+        status_code: failed.is_none().then_some(200),
+        reason: failed.map(|f| f.0),
+        phase: failed.map(|f| f.1),
+        error: failed.map(|_| "timed out".to_string()),
+        checked_at: checked_at(),
+        phases,
+    }
+}
+
+/// Four proxies in two label sets: in `alpha/prov1/http`, `id-a` ACTIVE
+/// (120 ms), `id-b` SLOW (2.5 s), `id-c` INACTIVE (timeout while
+/// connecting); in `beta/prov2/socks5`, `id-d` never checked.
+fn fixture() -> Metrics {
+    let state = Arc::new(StateStore::new());
+    let metrics = Metrics::new(
+        &BUCKETS,
+        state.clone(),
+        Arc::new(SweepGauges::default()),
+        Vec::new(),
+    );
+    let http = ProxyProtocol::Http;
+    let proxies = [
+        proxy("id-a", "alpha", "prov1", http),
+        proxy("id-b", "alpha", "prov1", http),
+        proxy("id-c", "alpha", "prov1", http),
+        proxy("id-d", "beta", "prov2", ProxyProtocol::Socks5),
+    ];
+    state.sync(&proxies);
+    let results = [
+        result(ProxyStatus::Active, 120, None),
+        result(ProxyStatus::Slow, 2500, None),
+        result(
+            ProxyStatus::Inactive,
+            5000,
+            Some((Reason::Timeout, Phase::Connect)),
+        ),
+    ];
+    // What `Sinks::record` does, minus the database.
+    for (p, r) in proxies.iter().zip(&results) {
+        state.record(p, r, Instant::now());
+        metrics.observe(p, r);
+    }
+    metrics
+}
+
+/// One sample line: name, labels (`le` normalised to its number, since the
+/// formats spell `1.0` and `1` differently), value.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// The samples of an exposition. Our label values hold no quotes, commas or
+/// escapes, so a plain split is enough here.
+fn parse(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split(',')
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').expect("label is k=\"v\"");
+                    let v = v.trim_matches('"');
+                    let v = match (k, v.parse::<f64>()) {
+                        ("le", Ok(n)) if n.is_finite() => n.to_string(),
+                        _ => v.to_string(),
+                    };
+                    (k.to_string(), v)
+                })
+                .collect();
+            Sample {
+                name: name.to_string(),
+                labels,
+                value: value.parse().expect("value is a number"),
+            }
+        })
+        .collect()
+}
+
+/// Both renderings, parsed, with the format's name for messages.
+fn scrape(m: &Metrics) -> [(&'static str, String, Vec<Sample>); 2] {
+    ["openmetrics", "text 0.0.4"].map(|format| {
+        let text = m.render(format == "openmetrics");
+        let samples = parse(&text);
+        (format, text, samples)
+    })
+}
+
+/// Every series of `name` as (labels as `k=v,...`, value), sorted.
+fn series(samples: &[Sample], name: &str) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = samples
+        .iter()
+        .filter(|s| s.name == name)
+        .map(|s| {
+            let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            (labels.join(","), s.value)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn owned(expected: &[(&str, f64)]) -> Vec<(String, f64)> {
+    expected.iter().map(|(l, v)| (l.to_string(), *v)).collect()
+}
+
+#[test]
+fn proxies_by_status_cover_every_status_of_every_label_set() {
+    let m = fixture();
+    for (format, text, samples) in scrape(&m) {
+        let ctx = format!("{format}:\n{text}");
+        let alpha = "pool=alpha,protocol=http,provider=prov1";
+        let beta = "pool=beta,protocol=socks5,provider=prov2";
+        assert_eq!(
+            series(&samples, "pharox_proxies"),
+            owned(&[
+                (&format!("{alpha},status=active"), 1.0),
+                (&format!("{alpha},status=banned"), 0.0),
+                (&format!("{alpha},status=inactive"), 1.0),
+                (&format!("{alpha},status=slow"), 1.0),
+                (&format!("{beta},status=active"), 0.0),
+                (&format!("{beta},status=banned"), 0.0),
+                (&format!("{beta},status=inactive"), 0.0),
+                (&format!("{beta},status=slow"), 0.0),
+            ]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_proxies_unchecked"),
+            owned(&[(alpha, 0.0), (beta, 1.0)]),
+            "{ctx}"
+        );
+    }
+}
+
+#[test]
+fn check_counters_and_a_latency_histogram_observation() {
+    let m = fixture();
+    m.sweep_completed(Duration::from_secs(90), Duration::from_secs(60), 1.7e9);
+    for (format, text, samples) in scrape(&m) {
+        let ctx = format!("{format}:\n{text}");
+        let set = "pool=alpha,protocol=http,provider=prov1";
+        assert_eq!(
+            series(&samples, "pharox_checks_total"),
+            owned(&[
+                (&format!("{set},status=active"), 1.0),
+                (&format!("{set},status=inactive"), 1.0),
+                (&format!("{set},status=slow"), 1.0),
+            ]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_check_errors_total"),
+            owned(&[(&format!("{set},reason=timeout"), 1.0)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_check_timeouts_total"),
+            owned(&[("phase=connect,pool=alpha,protocol=http", 1.0)]),
+            "{ctx}"
+        );
+        // ACTIVE 0.12 s and SLOW 2.5 s are observed; INACTIVE is not.
+        assert_eq!(
+            series(&samples, "pharox_check_duration_seconds_bucket"),
+            owned(&[
+                (&format!("le=+Inf,{set}"), 2.0),
+                (&format!("le=0.1,{set}"), 0.0),
+                (&format!("le=0.5,{set}"), 1.0),
+                (&format!("le=1,{set}"), 1.0),
+                (&format!("le=5,{set}"), 2.0),
+            ]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_check_duration_seconds_count"),
+            owned(&[(set, 2.0)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_check_duration_seconds_sum"),
+            owned(&[(set, 0.12 + 2.5)]),
+            "{ctx}"
+        );
+        // Every check spent 3 ms connecting, failed or not.
+        assert_eq!(
+            series(&samples, "pharox_check_phase_duration_seconds_count"),
+            owned(&[("phase=connect,pool=alpha,protocol=http", 3.0)]),
+            "{ctx}"
+        );
+        assert_eq!(series(&samples, "pharox_sweeps_total"), owned(&[("", 1.0)]));
+        assert_eq!(
+            series(&samples, "pharox_sweep_overruns_total"),
+            owned(&[("", 1.0)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_sweep_last_duration_seconds"),
+            owned(&[("", 90.0)]),
+            "{ctx}"
+        );
+    }
+}
+
+#[test]
+fn per_proxy_series_are_opt_in_and_capped_at_the_lowest_ids() {
+    let m = fixture();
+    let set = "pool=alpha,protocol=http,provider=prov1";
+    let id = |id: &str| format!("{set},proxy_id={id}");
+
+    // Off (the default): no per-proxy series, nothing dropped.
+    assert_per_proxy_off(&m);
+
+    // On, under the cap: every checked proxy (the unchecked one has no series).
+    m.per_proxy.set(true, 10);
+    for (format, text, samples) in scrape(&m) {
+        let ctx = format!("{format}:\n{text}");
+        assert_eq!(
+            series(&samples, "pharox_proxy_up"),
+            owned(&[(&id("id-a"), 1.0), (&id("id-b"), 1.0), (&id("id-c"), 0.0)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_proxy_latency_seconds"),
+            owned(&[(&id("id-a"), 0.12), (&id("id-b"), 2.5), (&id("id-c"), 5.0)]),
+            "{ctx}"
+        );
+        let at = 1_700_000_000.25;
+        assert_eq!(
+            series(&samples, "pharox_proxy_last_check_timestamp_seconds"),
+            owned(&[(&id("id-a"), at), (&id("id-b"), at), (&id("id-c"), at)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_proxy_series_dropped"),
+            owned(&[("", 0.0)]),
+            "{ctx}"
+        );
+    }
+
+    // Capped at 2: the lowest ids stay, the rest are counted as dropped.
+    m.per_proxy.set(true, 2);
+    for (format, text, samples) in scrape(&m) {
+        let ctx = format!("{format}:\n{text}");
+        assert_eq!(
+            series(&samples, "pharox_proxy_up"),
+            owned(&[(&id("id-a"), 1.0), (&id("id-b"), 1.0)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_proxy_latency_seconds"),
+            owned(&[(&id("id-a"), 0.12), (&id("id-b"), 2.5)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_proxy_series_dropped"),
+            owned(&[("", 1.0)]),
+            "{ctx}"
+        );
+    }
+
+    // Switched off again: the dropped count does not linger.
+    m.per_proxy.set(false, 2);
+    assert_per_proxy_off(&m);
+}
+
+/// No per-proxy family has a series, and `pharox_proxy_series_dropped` is 0.
+fn assert_per_proxy_off(m: &Metrics) {
+    for (format, text, samples) in scrape(m) {
+        for family in [
+            "pharox_proxy_up",
+            "pharox_proxy_latency_seconds",
+            "pharox_proxy_last_check_timestamp_seconds",
+        ] {
+            assert_eq!(series(&samples, family), [], "{format}:\n{text}");
+        }
+        assert_eq!(
+            series(&samples, "pharox_proxy_series_dropped"),
+            owned(&[("", 0.0)]),
+            "{format}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn both_formats_carry_the_same_samples() {
+    let m = fixture();
+    m.per_proxy.set(true, 2);
+    let [(_, om, mut a), (_, text, mut b)] = scrape(&m);
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(!text.contains("# EOF"), "{text}");
+    // Text 0.0.4 names counters with `_total` in HELP and TYPE; OpenMetrics does not.
+    assert!(
+        text.contains("# TYPE pharox_checks_total counter\n"),
+        "{text}"
+    );
+    assert!(om.contains("# TYPE pharox_checks counter\n"), "{om}");
+    let by_series = |x: &Sample, y: &Sample| (&x.name, &x.labels).cmp(&(&y.name, &y.labels));
+    a.sort_by(by_series);
+    b.sort_by(by_series);
+    assert_eq!(a, b);
+    assert!(a.len() > 40, "{om}");
+}
