@@ -5,7 +5,10 @@
 //!   where `.git` is not in the context), else `git rev-parse HEAD`, else
 //!   `unknown` (a source tarball without git);
 //! - `PHAROX_BUILD_DATE`: `$SOURCE_DATE_EPOCH` if set (reproducible builds),
-//!   else the time this script ran, as Prometheus prints it (`20260130-12:00:00`, UTC);
+//!   else the time this script last ran, as Prometheus prints it
+//!   (`20260130-12:00:00`, UTC). The script reruns when the revision or
+//!   these variables change, not on every edit: a date that changed with
+//!   each incremental build would relink the binary each time for nothing;
 //! - `PHAROX_RUSTC_VERSION`: the compiler's version (`1.95.0`).
 
 use std::path::Path;
