@@ -47,14 +47,16 @@ pub use config::{
 };
 pub use inventory::pharox_db::PharoxDbSource;
 pub use inventory::{
-    parse_proxy_url, Format, InventoryRead, ReadMode, RowError, Shard, Source, SourceError,
-    SourceSpec,
+    parse_proxy_url, Duplicate, Format, InventoryRead, ReadMode, RowError, Shard, Source,
+    SourceError, SourceSpec,
 };
 pub use model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
 pub use pharox_db::{
     Config as DbConfig, Error as DbError, LeaseBurst, PgTls as DbTls, Stats as DbStats,
 };
-pub use probe::{check, client_config, CheckOptions, TlsConfigError, USER_AGENT};
+pub use probe::{
+    check, client_config, CheckOptions, TlsConfigError, PHAROX_DEFAULT_TARGET, USER_AGENT,
+};
 pub use secret::{redact_credentials, Userinfo};
 pub use shutdown::Shutdown;
 pub use sinks::db_writer::{CloseReport, ResultWriter};

@@ -388,16 +388,6 @@ impl StateStore {
         out
     }
 
-    /// The first proxy matching `pred` (a scan; for rare lookups such as `/probe`).
-    pub(crate) fn find(&self, mut pred: impl FnMut(&Proxy) -> bool) -> Option<Arc<Proxy>> {
-        self.shards.iter().find_map(|shard| {
-            lock(shard)
-                .values()
-                .find(|s| pred(&s.proxy))
-                .map(|s| s.proxy.clone())
-        })
-    }
-
     /// Visit every proxy's state (one shard locked at a time, briefly).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&ProxyState)) {
         for shard in &self.shards {

@@ -156,6 +156,9 @@ impl Sweeper {
         if skipped > 0 {
             metrics.inventory_error("row", skipped);
         }
+        for d in &read.first_duplicates {
+            tracing::warn!(duplicate = %d, "inventory entry ignored");
+        }
         if read.duplicates > 0 {
             tracing::warn!(
                 duplicates = read.duplicates,

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// A duration in YAML: a number of seconds (`5`, `0.5`) or a string with a
-/// unit (`500ms`, `30s`, `5m`, `1h`).
+/// A duration in YAML: a number of seconds (`5`, `0.5`) or a string with
+/// units as Prometheus writes them (`500ms`, `30s`, `1m30s`, `1h`, `2d`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) struct Seconds(pub(super) Duration);
 
@@ -88,28 +88,65 @@ fn secs_f64(n: f64) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(n))
 }
 
-/// Parse `500ms`, `30s`, `5m`, `1h`, `1.5s` or a bare number of seconds.
+/// Duration units, longest spelling first so `ms` is not read as `m`; the
+/// factor is seconds. Prometheus' set (a year is 365 days).
+const UNITS: [(&str, f64); 7] = [
+    ("ms", 0.001),
+    ("y", 365.0 * 86_400.0),
+    ("w", 7.0 * 86_400.0),
+    ("d", 86_400.0),
+    ("h", 3_600.0),
+    ("m", 60.0),
+    ("s", 1.0),
+];
+
+/// Parse a duration as Prometheus writes them, `1m30s`, `1h`, `2d`, `500ms`
+/// (units y w d h m s ms, largest first, each at most once), also with a
+/// decimal (`1.5s`), or a bare number of seconds (`5`, `0.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 5m, 1h"))?;
-    let factor = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" => 60.0,
-        "h" => 3600.0,
-        other => {
-            return Err(format!(
-                "invalid duration unit {other:?} in {s:?}: expected ms, s, m or h"
-            ))
-        }
+    let bad = || {
+        format!(
+            "invalid duration {s:?}: expected e.g. 30s, 1m30s, 500ms, 1h or 2d \
+             (units y, w, d, h, m, s, ms; a bare number is seconds)"
+        )
     };
-    secs_f64(n * factor)
+    if let Ok(n) = s.parse::<f64>() {
+        return secs_f64(n);
+    }
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut rest = s;
+    let mut total = 0.0;
+    // Index into UNITS of the last unit seen, ordered by size (ms smallest).
+    let mut last_size: Option<usize> = None;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, after) = rest.split_at(split);
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let (unit, factor) = UNITS
+            .iter()
+            .find(|(u, _)| after.starts_with(u))
+            .copied()
+            .ok_or_else(bad)?;
+        // Sizes: y=6 .. s=1, ms=0. Each unit must be smaller than the previous.
+        let size = match unit {
+            "ms" => 0,
+            _ => UNITS.len() - UNITS.iter().position(|(u, _)| *u == unit).unwrap_or(0),
+        };
+        if last_size.is_some_and(|prev| size >= prev) {
+            return Err(format!(
+                "invalid duration {s:?}: units must go from largest to smallest, each once (e.g. 1h30m)"
+            ));
+        }
+        last_size = Some(size);
+        total += n * factor;
+        rest = &after[unit.len()..];
+    }
+    secs_f64(total)
 }
 
 /// An `http://` or `https://` URL.
@@ -119,11 +156,13 @@ pub struct TargetUrl(pub(super) url::Url);
 impl TryFrom<String> for TargetUrl {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let u = url::Url::parse(s.trim()).map_err(|e| format!("invalid target_url {s:?}: {e}"))?;
-        if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-            return Err(format!(
-                "invalid target_url {s:?}: expected an http:// or https:// URL with a host"
-            ));
+        let must = "must be an absolute http:// or https:// URL, e.g. https://example.com/health";
+        let u = url::Url::parse(s.trim()).map_err(|e| match e {
+            url::ParseError::RelativeUrlWithoutBase => format!("invalid target_url {s:?}: {must}"),
+            e => format!("invalid target_url {s:?}: {e}; {must}"),
+        })?;
+        if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
+            return Err(format!("invalid target_url {s:?}: {must}"));
         }
         Ok(TargetUrl(u))
     }
@@ -270,9 +309,45 @@ mod tests {
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_duration("1w").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(
+            parse_duration("1h2m3s4ms").unwrap(),
+            Duration::from_millis(3_723_004)
+        );
+        assert_eq!(parse_duration(" 0.5 ").unwrap(), Duration::from_millis(500));
+        for bad in [
+            "", "s", "1x", "1m1h", "1s1s", "5 m", "-1s", "1.2.3s", "1m30",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_duration("1m1h")
+            .unwrap_err()
+            .contains("largest to smallest"));
+        assert!(parse_duration("5 parsecs").unwrap_err().contains("1m30s"));
         assert_eq!("200, 204".parse::<StatusCodes>().unwrap().0, vec![200, 204]);
         assert!("".parse::<StatusCodes>().is_err());
         assert!("700".parse::<StatusCodes>().is_err());
+    }
+
+    #[test]
+    fn a_target_url_without_a_scheme_says_what_is_expected() {
+        for s in [
+            "example.com",
+            "example.com:8080",
+            "ftp://example.com/",
+            "http://",
+        ] {
+            let e = TargetUrl::try_from(s.to_string()).unwrap_err();
+            assert!(
+                e.contains("must be an absolute http:// or https:// URL"),
+                "{s}: {e}"
+            );
+            assert!(!e.contains("relative URL without a base"), "{e}");
+        }
+        assert!(TargetUrl::try_from("https://example.com/x".to_string()).is_ok());
     }
 
     #[test]

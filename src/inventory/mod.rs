@@ -89,6 +89,35 @@ impl fmt::Display for RowError {
     }
 }
 
+/// One entry ignored because an earlier entry has the same id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line of the ignored entry.
+    pub line: usize,
+    /// 1-based line of the entry kept.
+    pub first_line: usize,
+    /// The id they share (an inventory id or one derived without the password).
+    pub id: String,
+}
+
+impl fmt::Display for Duplicate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: duplicate id {:?} (first at line {}); entry ignored",
+            self.file.display(),
+            self.line,
+            self.id,
+            self.first_line
+        )
+    }
+}
+
+/// Duplicates reported by line, at most; the count is always exact.
+pub(crate) const DUPLICATES_LISTED: usize = 10;
+
 /// What a read produced: the good proxies and the skipped entries.
 #[derive(Debug, Default)]
 pub(crate) struct Loaded {
@@ -98,9 +127,13 @@ pub(crate) struct Loaded {
     pub errors: Vec<RowError>,
     /// Entries dropped because their id was already seen.
     pub duplicates: usize,
+    /// The first [`DUPLICATES_LISTED`] of them, with their lines.
+    pub first_duplicates: Vec<Duplicate>,
     /// Valid entries left to other replicas by sharding.
     pub other_shards: usize,
     shard: Shard,
+    /// Line of each id kept, to name the first of a duplicate pair.
+    seen: std::collections::HashMap<String, usize>,
 }
 
 impl Loaded {
@@ -110,7 +143,23 @@ impl Loaded {
             // Dropping other shards' entries while parsing keeps a replica's
             // peak memory proportional to its share, not to the whole file.
             Ok(p) if !self.shard.owns(&p.id) => self.other_shards += 1,
-            Ok(p) => self.proxies.push(p),
+            Ok(p) => match self.seen.get(&p.id) {
+                Some(&first_line) => {
+                    self.duplicates += 1;
+                    if self.first_duplicates.len() < DUPLICATES_LISTED {
+                        self.first_duplicates.push(Duplicate {
+                            file: path.to_path_buf(),
+                            line,
+                            first_line,
+                            id: p.id,
+                        });
+                    }
+                }
+                None => {
+                    self.seen.insert(p.id.clone(), line);
+                    self.proxies.push(p);
+                }
+            },
             Err((field, message)) => self.errors.push(RowError {
                 file: path.to_path_buf(),
                 line,
@@ -151,12 +200,21 @@ pub(crate) fn parse(
         shard,
         ..Loaded::default()
     };
+    // An empty file (or one of comments only) is an empty inventory in every
+    // format, as a CSV with only its header is: "0 proxies", not an error.
+    let empty = text
+        .lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#'));
+    if empty {
+        return Ok(out);
+    }
     match format {
         Format::Lines | Format::Auto => parse_lines(path, text, &mut out),
         Format::Csv => parse_csv(path, text, &mut out)?,
         Format::Json | Format::Yaml => parse_list(path, text, format, &mut out)?,
     }
-    out.duplicates = dedup(&mut out.proxies);
+    out.seen = Default::default();
     Ok(out)
 }
 
@@ -652,6 +710,46 @@ mod tests {
         assert_eq!(l.errors.len(), 1);
         assert_eq!(l.errors[0].line, 4);
         assert_eq!(l.errors[0].field, "url");
+        assert_eq!(
+            l.first_duplicates[0].to_string(),
+            "p.txt:6: duplicate id \"http://127.0.0.1:3128\" (first at line 2); entry ignored"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_listed_by_line_up_to_a_bound_and_counted_exactly() {
+        let mut text = String::from("id,url\n");
+        for i in 0..30 {
+            text.push_str(&format!("same,socks5://127.0.0.1:{}\n", 1000 + i));
+        }
+        let l = load("d.csv", &text);
+        assert_eq!((l.proxies.len(), l.duplicates), (1, 29));
+        assert_eq!(l.first_duplicates.len(), DUPLICATES_LISTED);
+        assert_eq!(
+            (l.first_duplicates[0].line, l.first_duplicates[0].first_line),
+            (3, 2)
+        );
+        assert!(l.seen.is_empty(), "the id index is not kept after a read");
+    }
+
+    #[test]
+    fn an_empty_file_is_an_empty_inventory_in_every_format() {
+        for (name, text) in [
+            ("e.csv", ""),
+            ("e.csv", "\n# nothing yet\n"),
+            ("e.csv", "id,protocol,host,port\n"),
+            ("e.txt", ""),
+            ("e.json", ""),
+            ("e.json", "[]"),
+            ("e.yaml", "# no proxies\n"),
+        ] {
+            let l = parse(Path::new(name), text, Format::Auto, Shard::default())
+                .unwrap_or_else(|e| panic!("{name} {text:?}: {e}"));
+            assert!(
+                l.proxies.is_empty() && l.errors.is_empty(),
+                "{name} {text:?}"
+            );
+        }
     }
 
     #[test]

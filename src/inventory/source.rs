@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::pharox_db::PharoxDbSource as PgSource;
-use super::{dedup, load_file, Format, InventoryError, RowError, Shard};
+use super::{dedup, load_file, Duplicate, Format, InventoryError, RowError, Shard};
 use crate::model::Proxy;
 use crate::pharox_db::Stats as PgStats;
 use crate::pharox_db::{BurstState, Config as PgConfig, Error as PgError};
@@ -72,6 +72,9 @@ pub struct InventoryRead {
     pub skipped_rows: u64,
     /// Entries dropped because their id was already seen.
     pub duplicates: usize,
+    /// The first few of them ([`super::DUPLICATES_LISTED`]) with their file
+    /// lines; empty for the database, whose ids are unique.
+    pub first_duplicates: Vec<Duplicate>,
     /// Valid entries left to other replicas by sharding.
     pub other_shards: usize,
     /// Lease acquisitions are bursting. In [`ReadMode::Sweep`] nothing was
@@ -171,6 +174,7 @@ impl Source {
                     errors: loaded.errors,
                     skipped_rows: 0,
                     duplicates: loaded.duplicates,
+                    first_duplicates: loaded.first_duplicates,
                     other_shards: loaded.other_shards,
                     paused: None,
                 })

@@ -67,8 +67,9 @@ impl Connector {
     /// Connect once; the connection's I/O runs on its own task until the
     /// client is dropped or the server goes away.
     pub(crate) async fn connect(&self) -> Result<Client, Error> {
-        let to_err = |e: tokio_postgres::Error| Error::connect(&e);
         let config = self.driver_config()?;
+        let server = server_name(&config);
+        let to_err = |e: tokio_postgres::Error| Error::connect_to(&server, &e);
         match &self.tls {
             None => {
                 let (client, conn) = config
@@ -93,6 +94,41 @@ impl Connector {
             }
         }
     }
+}
+
+/// Where a connection goes, for errors: `host:port` (each, when the URL
+/// lists several), the database and the user. Never the password, which
+/// the driver's config keeps apart.
+fn server_name(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = config.get_ports();
+    let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| match h {
+            Host::Tcp(name) if name.contains(':') => format!("[{name}]:{}", port(i)),
+            Host::Tcp(name) => format!("{name}:{}", port(i)),
+            Host::Unix(dir) => format!("{}/.s.PGSQL.{}", dir.display(), port(i)),
+        })
+        .collect();
+    let mut s = if hosts.is_empty() {
+        "localhost".to_string()
+    } else {
+        hosts.join(",")
+    };
+    let mut what = Vec::new();
+    if let Some(db) = config.get_dbname() {
+        what.push(format!("database {db}"));
+    }
+    if let Some(user) = config.get_user() {
+        what.push(format!("user {user}"));
+    }
+    if !what.is_empty() {
+        s.push_str(&format!(" ({})", what.join(", ")));
+    }
+    s
 }
 
 fn make_tls(cfg: &Config) -> Result<tokio_postgres_rustls::MakeRustlsConnect, Error> {

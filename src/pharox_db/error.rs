@@ -30,9 +30,10 @@ impl Error {
         Error::Query(redact(&pg_error_text(e)))
     }
 
-    /// A failed connect, with the server's message and SQLSTATE, redacted.
-    pub(crate) fn connect(e: &tokio_postgres::Error) -> Self {
-        Error::Connect(redact(&pg_error_text(e)))
+    /// A failed connect to `server` (host:port, database, user: never the
+    /// password), with the server's message and SQLSTATE, redacted.
+    pub(crate) fn connect_to(server: &str, e: &tokio_postgres::Error) -> Self {
+        Error::Connect(redact(&format!("{server}: {}", pg_error_text(e))))
     }
 }
 

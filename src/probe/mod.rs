@@ -24,8 +24,8 @@ pub(crate) mod tls;
 pub(crate) use attempt::StepError;
 use attempt::{Attempt, AttemptError};
 use dial::{Conn, ProxyStream};
-pub use options::CheckOptions;
-pub(crate) use options::{OptionsByPool, PHAROX_DEFAULT_TARGET};
+pub(crate) use options::OptionsByPool;
+pub use options::{CheckOptions, PHAROX_DEFAULT_TARGET};
 pub use tls::{client_config, TlsConfigError};
 
 /// Redirect hops followed at most when `allow_redirects` is on.

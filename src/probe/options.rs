@@ -17,7 +17,7 @@ use super::tls::{self, TlsConfigError};
 use crate::model::{Proxy, ProxyProtocol};
 
 /// pharox's default target (`HealthCheckOptions.target_url`).
-pub(crate) const PHAROX_DEFAULT_TARGET: &str = "https://httpbin.org/ip";
+pub const PHAROX_DEFAULT_TARGET: &str = "https://httpbin.org/ip";
 
 /// Everything a check needs, resolved for one proxy (defaults, then
 /// per-protocol, then per-pool overrides). Built once per (pool, protocol)

@@ -1,4 +1,5 @@
-//! `/probe?target=<proxy-url>`: blackbox_exporter-style multi-target probe.
+//! `/probe?target=<proxy-url>` or `/probe?id=<inventory id>`:
+//! blackbox_exporter-style multi-target probe.
 //! One check, answered with its own registry. Only proxies in the inventory
 //! are probed unless the config allows arbitrary targets, so the exporter
 //! cannot be turned into an open prober of the world.
@@ -52,34 +53,71 @@ pub(super) async fn probe(req: &Parts, app: &Arc<AppState>) -> Resp {
 
 /// The proxy to check: the inventory's own entry (its credentials, labels
 /// and options), or the URL as given when arbitrary targets are allowed.
+///
+/// `?id=` names an entry exactly. `?target=URL` matches every part the URL
+/// gives, the password included (compared, never printed): a URL without
+/// credentials stands for the entry at that address, so a scrape config
+/// need not carry passwords, but when several entries there differ in
+/// their credentials the answer is 409 and the caller must say which.
 async fn target(req: &Parts, app: &Arc<AppState>) -> Result<Arc<Proxy>, Resp> {
-    let Some(target) = query_param(req, "target") else {
-        return Err(respond(
-            StatusCode::BAD_REQUEST,
-            PLAIN,
-            "missing ?target=<proxy-url>\n",
-        ));
+    let bad = |msg: &str| respond(StatusCode::BAD_REQUEST, PLAIN, msg.to_string());
+    const ASK: &str = "?target=<proxy-url> or ?id=<inventory id>";
+    let (target, id) = (query_param(req, "target"), query_param(req, "id"));
+    let target = match (target, id) {
+        (Some(_), Some(_)) => return Err(bad(&format!("give {ASK}, not both\n"))),
+        (None, None) => return Err(bad(&format!("missing {ASK}\n"))),
+        (None, Some(id)) => {
+            return match app.state.get(&id) {
+                Some(s) => Ok(s.proxy),
+                None => Err(respond(
+                    StatusCode::NOT_FOUND,
+                    PLAIN,
+                    format!("no proxy with id {id:?} in the inventory\n"),
+                )),
+            }
+        }
+        (Some(t), None) => t,
     };
-    let asked = crate::inventory::parse_proxy_url(&target)
-        .map_err(|e| respond(StatusCode::BAD_REQUEST, PLAIN, format!("bad target: {e}\n")))?;
+    let asked = match crate::inventory::parse_proxy_url(&target) {
+        Ok(p) => p,
+        Err(e) => return Err(bad(&format!("bad target: {e}\n"))),
+    };
     // A scan, not an index: /probe is rare and ad hoc, while an index would
     // cost ~100 bytes per proxy, every proxy, all the time.
-    let known = {
+    let matches = {
         let (app, asked) = (app.clone(), asked.clone());
         tokio::task::spawn_blocking(move || {
-            app.state.find(|p| {
-                p.protocol == asked.protocol
-                    && p.port == asked.port
-                    && p.host.eq_ignore_ascii_case(&asked.host)
-                    && (asked.username.is_none() || p.username == asked.username)
-            })
+            let mut found: Vec<Arc<Proxy>> = Vec::new();
+            app.state.for_each(|s| {
+                if answers_for(&s.proxy, &asked) {
+                    found.push(s.proxy.clone());
+                }
+            });
+            found.sort_by(|a, b| a.id.cmp(&b.id));
+            found
         })
         .await
-        .ok()
-        .flatten()
+        .unwrap_or_default()
     };
-    match known {
-        Some(p) => Ok(p),
+    let same_credentials = matches
+        .windows(2)
+        .all(|w| w[0].username == w[1].username && w[0].password == w[1].password);
+    match matches.first() {
+        Some(p) if same_credentials => Ok(p.clone()),
+        Some(_) => {
+            let ids: Vec<&str> = matches.iter().take(10).map(|p| p.id.as_str()).collect();
+            Err(respond(
+                StatusCode::CONFLICT,
+                PLAIN,
+                format!(
+                    "target {} matches {} inventory entries with different credentials (ids: {}); \
+                     probe one with ?id=<inventory id>\n",
+                    asked.redacted_url(),
+                    matches.len(),
+                    ids.join(", ")
+                ),
+            ))
+        }
         None if app.current_config().web.allow_arbitrary_probe_targets => Ok(Arc::new(asked)),
         None => Err(respond(
             StatusCode::FORBIDDEN,
@@ -90,6 +128,17 @@ async fn target(req: &Parts, app: &Arc<AppState>) -> Result<Arc<Proxy>, Resp> {
             ),
         )),
     }
+}
+
+/// True when inventory entry `p` is what the URL `asked` names: same
+/// protocol, host and port, and the same username and password where the
+/// URL gives them.
+fn answers_for(p: &Proxy, asked: &Proxy) -> bool {
+    p.protocol == asked.protocol
+        && p.port == asked.port
+        && p.host.eq_ignore_ascii_case(&asked.host)
+        && (asked.username.is_none() || p.username == asked.username)
+        && (asked.password.is_none() || p.password == asked.password)
 }
 
 /// The one-shot registry of a probe.

@@ -100,7 +100,7 @@ async fn check_prints_a_table_and_json_and_exits_3_when_a_proxy_is_down() {
     let table = text(&out.stdout);
     let rows: Vec<&str> = table.lines().collect();
     assert!(
-        rows[0].starts_with("PROXY") && rows[0].contains("REASON"),
+        rows[0].starts_with("ID") && rows[0].contains("PROXY") && rows[0].contains("REASON"),
         "{table}"
     );
     assert!(rows[1].contains("ACTIVE"), "{table}");
@@ -344,4 +344,401 @@ fn validate_names_file_line_and_field_and_accepts_the_shipped_examples() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+// ---- The CLI never silently does something other than what was typed ----
+//
+// Each test below failed on the binary before issue 12's fixes; the comment
+// on each says what that binary did instead.
+
+/// Run the binary for at most `limit`, then kill it (its own pid) and
+/// return what it printed: for the exporter, which runs until stopped.
+async fn run_for(mut cmd: Command, limit: std::time::Duration) -> (Option<i32>, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn pharox-exporter");
+        let deadline = std::time::Instant::now() + limit;
+        let code = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st.code();
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        (code, err)
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_flags_before_the_subcommand_are_honoured_and_exporter_flags_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Before: "flags: config OK; no inventory configured", exit 0.
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["--config.file", "typo.yaml", "validate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let missing = dir.path().join("typo.yaml");
+    assert!(
+        text(&out.stderr).contains(&format!("{}: cannot read", missing.display())),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Before: the target flag was dropped and the check went to httpbin.org.
+    let target = FakeTarget::start(Reply::status(204)).await.unwrap();
+    let p = FakeProxy::socks5(ProxyBehavior::healthy()).await.unwrap();
+    let mut cmd = bin();
+    cmd.args(["--target-url", target.url("/typed").as_str()])
+        .args([
+            "--expected-status-codes",
+            "204",
+            "check",
+            "--output",
+            "json",
+        ])
+        .arg(format!("socks5://{}", p.addr()));
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(json_lines(&out)[0]["status_code"], 204);
+    assert_eq!(target.requests().len(), 1, "the typed target was fetched");
+    assert!(
+        !text(&out.stderr).contains("httpbin"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Before: accepted and ignored, exit 0.
+    let out = bin()
+        .args(["--sweep.interval", "5m", "--metrics.per-proxy", "validate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .contains("--sweep.interval, --metrics.per-proxy apply only to the exporter"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_levels_are_prometheus_spellings_in_any_case_and_scoped_to_this_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv.txt");
+    std::fs::write(&inv, "socks5://127.0.0.1:1080\n").unwrap();
+    // Before: both accepted (exit 0) and every log line silenced.
+    for bad in ["bogus", "WARNING"] {
+        let out = bin()
+            .arg(format!("--log.level={bad}"))
+            .args(["validate", "--inventory"])
+            .arg(&inv)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert!(
+            text(&out.stderr).contains("expected one of debug, info, warn, error"),
+            "{bad}: {}",
+            text(&out.stderr)
+        );
+    }
+    for good in ["debug", "INFO", "Warn", "error", "trace"] {
+        let out = bin()
+            .args(["validate", "--log.level", good, "--inventory"])
+            .arg(&inv)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{good}: {}", text(&out.stderr));
+    }
+
+    // Error lines stay on at `Error` (the old filter accepted that spelling
+    // too; `WARNING` or a typo turned every line off, errors included).
+    let mut cmd = bin();
+    cmd.current_dir(dir.path()).args([
+        "--log.level=Error",
+        "--inventory",
+        "missing.csv",
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--sweep.interval",
+        "1s",
+    ]);
+    let (_, err) = run_for(cmd, std::time::Duration::from_secs(3)).await;
+    assert!(
+        err.contains("level=error") && err.contains("inventory read failed"),
+        "{err}"
+    );
+    assert!(!err.contains("level=info"), "{err}");
+
+    // Before: debug also turned on rustls's handshake chatter.
+    let target = FakeTarget::builder(Reply::ok("pong"))
+        .tls()
+        .start()
+        .await
+        .unwrap();
+    let p = FakeProxy::socks5(ProxyBehavior::healthy()).await.unwrap();
+    let mut cmd = bin();
+    cmd.args(["check", "--log.level", "debug", "--timeout", "3"])
+        .args(["--target-url", target.url("/").as_str()])
+        .arg(format!("socks5://{}", p.addr()));
+    let out = run(cmd).await;
+    assert!(
+        !text(&out.stderr).contains("rustls"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// An inventory of two entries that differ only in their password (ids
+/// `right` and `wrong`), listed wrong first.
+fn twin_inventory(dir: &std::path::Path, proxy: std::net::SocketAddr) -> std::path::PathBuf {
+    let inv = dir.join("twins.csv");
+    std::fs::write(
+        &inv,
+        format!(
+            "id,protocol,host,port,username,password\n\
+             wrong,http,127.0.0.1,{port},alice,{SECRET}-not\n\
+             right,http,127.0.0.1,{port},alice,{SECRET}\n",
+            port = proxy.port()
+        ),
+    )
+    .unwrap();
+    inv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_proxies_by_id_and_prints_them_in_the_order_given() {
+    // A slow target: the working proxy finishes after the one whose
+    // password is refused at once.
+    let target = FakeTarget::start(Reply::ok("pong").delay(std::time::Duration::from_millis(700)))
+        .await
+        .unwrap();
+    let authed = FakeProxy::http(ProxyBehavior::healthy().with_auth("alice", SECRET))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let inv = twin_inventory(dir.path(), authed.addr());
+
+    // Before: no ID column; the two rows were the same redacted URL.
+    let mut cmd = bin();
+    cmd.args(["check", "--inventory"]).arg(&inv).args([
+        "--target-url",
+        target.url("/").as_str(),
+        "--timeout",
+        "5",
+    ]);
+    let out = run(cmd).await;
+    assert_no_secret(&out);
+    let table = text(&out.stdout);
+    let rows: Vec<&str> = table.lines().collect();
+    assert!(
+        rows[0].starts_with("ID ") && rows[0].contains("PROXY"),
+        "{table}"
+    );
+    assert!(
+        rows[1].starts_with("wrong ") && rows[1].contains("proxy_auth_failed"),
+        "{table}"
+    );
+    assert!(
+        rows[2].starts_with("right ") && rows[2].contains("ACTIVE"),
+        "{table}"
+    );
+
+    // Before: two arguments with one derived id printed in completion order
+    // (the refused one, fast, first).
+    let good = format!("http://alice:{SECRET}@{}", authed.addr());
+    let bad = format!("http://alice:{SECRET}-not@{}", authed.addr());
+    let mut cmd = bin();
+    cmd.args(["check", "--output", "json", &good, &bad]).args([
+        "--target-url",
+        target.url("/").as_str(),
+        "--timeout",
+        "5",
+    ]);
+    let out = run(cmd).await;
+    assert_no_secret(&out);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["status"], "active", "argument order: {lines:?}");
+    assert_eq!(lines[1]["reason"], "proxy_auth_failed", "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_target_is_announced_and_an_unconfigured_exporter_refuses_to_start() {
+    let dead = refused_port();
+    // Before: silent about checking through a third-party service.
+    let mut cmd = bin();
+    cmd.args(["check", "--timeout", "1"])
+        .arg(format!("socks5://127.0.0.1:{}", dead.port()));
+    let out = run(cmd).await;
+    let err = text(&out.stderr);
+    assert_eq!(
+        err.lines().filter(|l| l.contains("httpbin.org")).count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("https://httpbin.org/ip") && err.contains("--target-url"),
+        "{err}"
+    );
+
+    // With a target, no note.
+    let mut cmd = bin();
+    cmd.args([
+        "check",
+        "--timeout",
+        "1",
+        "--target-url",
+        "http://127.0.0.1:9/",
+    ])
+    .arg(format!("socks5://127.0.0.1:{}", dead.port()));
+    assert!(!text(&run(cmd).await.stderr).contains("httpbin"));
+
+    // Before: served /metrics and swept 0 proxies until killed.
+    let mut cmd = bin();
+    cmd.args(["--web.listen-address", "127.0.0.1:0"]);
+    let (code, err) = run_for(cmd, std::time::Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("nothing to sweep") && err.contains("--inventory"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_messages_are_said_once_with_absolute_paths_and_useful_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |args: &[&str]| {
+        bin()
+            .current_dir(dir.path())
+            .arg("validate")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Before: "missing.csv: cannot read inventory: No such file or directory
+    // (os error 2): No such file or directory (os error 2)".
+    let out = validate(&["--inventory", "missing.csv"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+    let abs = dir.path().join("missing.csv");
+    assert!(
+        err.contains(&format!("{}: cannot read inventory", abs.display())),
+        "{err}"
+    );
+
+    // Before: an empty CSV was an error, a header-only one "0 proxies".
+    std::fs::write(dir.path().join("empty.csv"), "").unwrap();
+    std::fs::write(dir.path().join("header.csv"), "id,protocol,host,port\n").unwrap();
+    for f in ["empty.csv", "header.csv"] {
+        let out = validate(&["--inventory", f]);
+        assert_eq!(out.status.code(), Some(0), "{f}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(&format!("{f}: 0 proxies, 0 malformed")),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+
+    // Before: "2 duplicates", no lines.
+    std::fs::write(
+        dir.path().join("dups.txt"),
+        "socks5://127.0.0.1:1080\nsocks5://127.0.0.1:1081\nsocks5://127.0.0.1:1080\n",
+    )
+    .unwrap();
+    let out = validate(&["--inventory", "dups.txt"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("dups.txt:3: duplicate id \"socks5://127.0.0.1:1080\" (first at line 1)"),
+        "{err}"
+    );
+
+    // Before: `invalid duration unit "m30s"`.
+    std::fs::write(
+        dir.path().join("durations.yaml"),
+        "sweep:\n  interval: 1m30s\n  shutdown_grace: 500ms\ndefaults:\n  timeout: 1m\n",
+    )
+    .unwrap();
+    let out = validate(&["--config.file", "durations.yaml", "--timeout", "1m30s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // Before: "relative URL without a base".
+    let out = validate(&["--target-url", "example.com"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("must be an absolute http:// or https:// URL")
+            && !err.contains("relative URL without a base"),
+        "{err}"
+    );
+
+    // Before: "postgres connect: error connecting to server: Connection refused".
+    let dead = refused_port();
+    let url = format!(
+        "postgresql://pharox:{SECRET}@127.0.0.1:{}/pharox",
+        dead.port()
+    );
+    let out = validate(&["--inventory", &url]);
+    assert_no_secret(&out);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "127.0.0.1:{} (database pharox, user pharox)",
+            dead.port()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_shows_defaults_and_groups_exporter_flags_and_version_names_the_build() {
+    let out = bin().arg("--help").output().unwrap();
+    let help = text(&out.stdout);
+    // Before: no defaults for config-layer options, one flat list.
+    for want in [
+        "[default: 60s",
+        "[default: 0.0.0.0:10187",
+        "[default: /metrics",
+        "[default: 5s",
+        "[default: 256",
+        "[default: https://httpbin.org/ip",
+        "[default: info]",
+        "Global options",
+        "Exporter options (without a subcommand only):",
+    ] {
+        assert!(help.contains(want), "--help lacks {want:?}:\n{help}");
+    }
+    let exporter = &help[help.find("Exporter options (without").unwrap()..];
+    assert!(exporter.contains("--sweep.interval") && !exporter.contains("--inventory"));
+
+    // Before: "pharox-exporter 0.1.0".
+    let out = bin().arg("--version").output().unwrap();
+    let v = text(&out.stdout);
+    let first = v.lines().next().unwrap_or_default();
+    let prefix = format!(
+        "pharox-exporter, version {} (revision: ",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(first.starts_with(&prefix), "{v}");
+    let revision = first[prefix.len()..].trim_end_matches(')');
+    assert!(
+        v.contains("build date:") && v.contains("rustc version:"),
+        "{v}"
+    );
+    assert_eq!(revision, crate::support::expected_revision(), "{v}");
 }

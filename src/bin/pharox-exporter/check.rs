@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 
 use pharox_exporter::{redact_credentials, Userinfo};
 use pharox_exporter::{run_sweep, SweepParams};
-use pharox_exporter::{CheckResult, Proxy};
+use pharox_exporter::{CheckResult, Config, Proxy, PHAROX_DEFAULT_TARGET};
 
 use crate::cli::{CommonArgs, Output, RunArgs};
 use crate::output::{self, ResultLine};
@@ -49,12 +49,14 @@ pub(crate) async fn run(
             }
         );
     }
-    // Arguments first, then the inventory, each in the order given.
-    let order: HashMap<String, usize> = proxies
+    warn_if_default_target(&cfg, &proxies);
+    // Arguments first, then the inventory, each in the order given. Keyed by
+    // the Arc, not the id: two arguments that differ only in their password
+    // share a derived id, and must still print in the order typed.
+    let order: HashMap<*const Proxy, usize> = proxies
         .iter()
         .enumerate()
-        .rev()
-        .map(|(i, p)| (p.id.clone(), i))
+        .map(|(i, p)| (Arc::as_ptr(p), i))
         .collect();
     let results = Arc::new(Mutex::new(Vec::with_capacity(proxies.len())));
     let sink = results.clone();
@@ -67,7 +69,7 @@ pub(crate) async fn run(
     .await;
     let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     // Results arrive in completion order; print them in the order asked.
-    results.sort_by_key(|(p, _)| order.get(p.id.as_str()).copied());
+    results.sort_by_key(|(p, _)| order.get(&Arc::as_ptr(p)).copied());
     print(&results, output)?;
     let any_down = results.iter().any(|(_, r)| !r.is_up());
     Ok(if any_down {
@@ -75,6 +77,20 @@ pub(crate) async fn run(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Say so when a check would go to pharox's default target, a third-party
+/// service, because neither `--target-url` nor the config names one.
+fn warn_if_default_target(cfg: &Config, proxies: &[Arc<Proxy>]) {
+    let default = proxies
+        .iter()
+        .any(|p| cfg.options.for_proxy(p).target_url.as_str() == PHAROX_DEFAULT_TARGET);
+    if default {
+        eprintln!(
+            "note: no target configured: checking through each proxy against {PHAROX_DEFAULT_TARGET} \
+             (a third-party service; pharox's default); set --target-url or defaults.target_url"
+        );
+    }
 }
 
 fn print(results: &[(Arc<Proxy>, CheckResult)], output: Output) -> Result<()> {

@@ -41,11 +41,17 @@ pub(crate) async fn read(cfg: &Config) -> Result<InventoryRead> {
             read.proxies.len() + read.other_shards
         );
     }
-    if read.duplicates > 0 {
-        eprintln!(
-            "warning: {} duplicate inventory entries (same id) ignored",
-            read.duplicates
-        );
-    }
+    warn_duplicates(&read);
     Ok(read)
+}
+
+/// Each duplicate listed with its line, then how many more there were.
+pub(crate) fn warn_duplicates(read: &InventoryRead) {
+    for d in &read.first_duplicates {
+        eprintln!("warning: {d}");
+    }
+    let more = read.duplicates.saturating_sub(read.first_duplicates.len());
+    if more > 0 {
+        eprintln!("warning: {more} more duplicate inventory entries (same id) ignored");
+    }
 }

@@ -13,17 +13,38 @@ mod validate;
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use clap::Parser;
+use anyhow::{bail, Result};
 
 use cli::{Cli, Cmd, CommonArgs, RunArgs};
 use pharox_exporter::App;
 use pharox_exporter::Shutdown;
 
+/// The `--log.level` filter: the level given for this program, and for
+/// every other crate (rustls, hyper, tokio-postgres) only warnings and
+/// errors, so `debug` means our debug lines, not a TLS trace.
+fn log_filter(level: &str) -> Result<tracing_subscriber::filter::Targets> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let ours = match level.to_ascii_lowercase().as_str() {
+        "trace" => LevelFilter::TRACE,
+        "debug" => LevelFilter::DEBUG,
+        "info" => LevelFilter::INFO,
+        "warn" => LevelFilter::WARN,
+        "error" => LevelFilter::ERROR,
+        _ => bail!(
+            "--log.level {level:?}: expected one of {} (any case)",
+            cli::LOG_LEVELS.join(", ")
+        ),
+    };
+    // The library and this binary are both `pharox_exporter`. LevelFilter
+    // orders by verbosity: min() is the quieter of the two.
+    Ok(Targets::new()
+        .with_target("pharox_exporter", ours)
+        .with_default(ours.min(LevelFilter::WARN)))
+}
+
 fn init_logging(common: &CommonArgs) -> Result<()> {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_new(&common.log_level)
-        .with_context(|| format!("--log.level {:?}", common.log_level))?;
+    let filter = log_filter(&common.log_level)?;
     let registry = tracing_subscriber::registry().with(filter);
     match common.log_format.as_str() {
         "json" => registry
@@ -48,16 +69,45 @@ fn init_logging(common: &CommonArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--version`, in the shape of Prometheus binaries' `--version`.
+fn version_text() -> String {
+    format!(
+        "pharox-exporter, version {} (revision: {})\n  build date:       {}\n  rustc version:    {}\n  platform:         {}/{}\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("PHAROX_GIT_REVISION"),
+        env!("PHAROX_BUILD_DATE"),
+        env!("PHAROX_RUSTC_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+    )
+}
+
+/// An error and its causes, each once: library errors quote their source
+/// in their own message (so a log line is complete), and anyhow's `{:#}`
+/// would print it a second time.
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let common = match &cli.cmd {
-        Some(Cmd::Check { common, .. })
-        | Some(Cmd::Sweep { common, .. })
-        | Some(Cmd::Validate { common }) => common,
-        None => &cli.common,
-    };
-    if let Err(e) = init_logging(common) {
-        eprintln!("error: {e:#}");
+    let cli = Cli::parse_checked();
+    if cli.version {
+        print!("{}", version_text());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = init_logging(&cli.common) {
+        eprintln!("error: {}", render_error(&e));
         return ExitCode::from(1);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -71,21 +121,18 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async move {
+        let common = &cli.common;
         match cli.cmd {
-            Some(Cmd::Check {
-                urls,
-                output,
-                common,
-            }) => check::run(urls, output, &common).await,
-            Some(Cmd::Sweep { common, .. }) => sweep_once::run(&common).await,
-            Some(Cmd::Validate { common }) => validate::run(&common).await,
-            None => run_exporter(&cli.common, &cli.run).await,
+            Some(Cmd::Check { urls, output }) => check::run(urls, output, common).await,
+            Some(Cmd::Sweep { .. }) => sweep_once::run(common).await,
+            Some(Cmd::Validate) => validate::run(common).await,
+            None => run_exporter(common, &cli.run).await,
         }
     });
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_error(&e));
             ExitCode::from(1)
         }
     }
@@ -93,8 +140,16 @@ fn main() -> ExitCode {
 
 /// The exporter itself (no subcommand): runs until SIGTERM/SIGINT.
 async fn run_exporter(common: &CommonArgs, run: &RunArgs) -> Result<ExitCode> {
+    // A config file may gain an inventory at the next reload; with neither,
+    // the exporter would sweep nothing, forever, and look healthy.
+    if common.nothing_configured() {
+        bail!(
+            "nothing to sweep: pass --inventory FILE (or a postgresql:// URL) or --config.file FILE \
+             (see --help; `check URL...` checks proxies once)"
+        );
+    }
     let overrides = common.overrides(run)?;
-    App::build(common.config_file.clone(), overrides)
+    App::build(common.config_path(), overrides)
         .await?
         .run(Shutdown::new())
         .await;

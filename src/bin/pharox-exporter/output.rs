@@ -1,6 +1,7 @@
 //! Human and machine output of check results for the CLI: one JSON object
 //! per line, a readable table, and a sweep summary. Only the proxy's id,
-//! protocol, host and port are printed: never credentials.
+//! protocol, user, host and port are printed: never passwords. The id is
+//! what tells apart two entries that differ only in their password.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -83,6 +84,7 @@ fn ms(v: Option<f64>) -> String {
 /// A fixed-width table of results, one row per proxy.
 pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
     let header = [
+        "ID",
         "PROXY",
         "STATUS",
         "LATENCY",
@@ -102,6 +104,7 @@ pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
             _ => "-".into(),
         };
         cells.push(vec![
+            p.id.clone(),
             p.redacted_url(),
             r.status.as_str().to_uppercase(),
             format!("{}ms", r.latency_ms),

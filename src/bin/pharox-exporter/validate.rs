@@ -30,6 +30,7 @@ pub(crate) async fn run(common: &CommonArgs) -> Result<ExitCode> {
     for e in &read.errors {
         eprintln!("error: {e}");
     }
+    crate::inventory::warn_duplicates(&read);
     match &spec {
         SourceSpec::PharoxDb(_) => println!(
             "{name}: config OK; postgres inventory: {} proxies, {} malformed rows",

@@ -357,6 +357,11 @@ fn dockerfile_is_multi_stage_small_and_non_root() {
     let uid = user.split(':').next().expect("uid").trim();
     assert!(uid != "root" && uid != "0", "runs as root: USER {user}");
     assert!(text.contains("cargo build --release --locked --bin pharox-exporter"));
+    // The context has no .git: the revision comes in as a build argument.
+    assert!(
+        text.contains("ARG REVISION") && text.contains("PHAROX_REVISION=${REVISION}"),
+        "the build stage passes REVISION to build.rs"
+    );
     assert!(final_stage.contains("ENTRYPOINT [\"/usr/local/bin/pharox-exporter\"]"));
     assert!(final_stage.contains("EXPOSE 10187"));
     // Every COPY source of the final stage that comes from the context exists.

@@ -169,6 +169,11 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
         build[0].labels.get("version").map(String::as_str),
         Some(env!("CARGO_PKG_VERSION"))
     );
+    // build.rs's revision (git HEAD here), not the old constant "unknown".
+    assert_eq!(
+        build[0].labels.get("revision"),
+        Some(&crate::support::expected_revision())
+    );
     assert_eq!(
         m.value("pharox_exporter_config_last_reload_successful"),
         1.0

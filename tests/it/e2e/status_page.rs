@@ -273,6 +273,11 @@ async fn status_page_renders_in_headless_chromium() {
         row.contains("svc:***@") && row.contains("datacenter"),
         "the row names the redacted proxy and its pool: {row}"
     );
+    // And its id, which tells apart entries that differ only in their password.
+    assert!(
+        worst.contains("<th>ID</th>") && row.contains(">socks5://svc@127.0.0.1:"),
+        "the row names the proxy's id: {row}"
+    );
     assert_no_secret("the status page", &dom, &[WRONG_PASS]);
     assert!(
         !dom.contains(XSS_PROVIDER) && worst.contains("&lt;i id=\"xss\"&gt;delta&lt;/i&gt;"),

@@ -66,3 +66,21 @@ pub(crate) fn restore_default_signals() {
         }
     }
 }
+
+/// The revision a binary built from this tree must report (`--version`,
+/// `pharox_exporter_build_info{revision}`): `$PHAROX_REVISION` as given at
+/// build time, else the checkout's `git rev-parse HEAD`, else `unknown` (a
+/// source tarball), as build.rs decides.
+pub(crate) fn expected_revision() -> String {
+    if let Some(r) = option_env!("PHAROX_REVISION").filter(|r| !r.trim().is_empty()) {
+        return r.trim().to_string();
+    }
+    std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
