@@ -34,7 +34,9 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::model::{CheckResult, Proxy, ProxyStatus};
-use crate::pharox_db::{Config, Connector, Error, Stats, StatsSnapshot};
+use crate::pharox_db::{
+    is_server_timeout, Config, Connector, Error, Operation, Stats, StatsSnapshot,
+};
 
 mod batch;
 mod events;
@@ -98,7 +100,7 @@ impl ResultWriter {
     /// [`crate::inventory::pharox_db::PharoxDbSource`], so its lease cleanup
     /// is counted in the same place).
     pub fn spawn_with_stats(cfg: Config, stats: Arc<Stats>) -> Result<ResultWriter, Error> {
-        let connector = Connector::new(&cfg)?;
+        let connector = Connector::new(&cfg)?.with_stats(stats.clone());
         let spill = match &cfg.spill_dir {
             Some(dir) => Some(Spill::open(dir, &stats)?),
             None => None,
@@ -283,7 +285,10 @@ async fn run_writer(
             }
         }
         let Some(c) = client.as_mut() else { continue };
-        let attempt = tokio::time::timeout(WRITE_TIMEOUT, write_batch(c, &batch, protect_banned));
+        let attempt = tokio::time::timeout(
+            WRITE_TIMEOUT.max(connector.operation_timeout()),
+            write_batch(c, &batch, protect_banned),
+        );
         let outcome = tokio::select! {
             r = attempt => r,
             _ = inner.stop_notify.notified() => break,
@@ -313,6 +318,9 @@ async fn run_writer(
             }
             Ok(Err(e)) => {
                 inner.stats.writes_error.fetch_add(1, Ordering::Relaxed);
+                if is_server_timeout(&e) {
+                    connector.timed_out(Operation::Write, "batch write", Some(&Error::query(&e)));
+                }
                 let class = e
                     .code()
                     .map(|c| c.code().get(..2).unwrap_or("").to_string());
@@ -346,6 +354,7 @@ async fn run_writer(
             }
             Err(_) => {
                 inner.stats.writes_error.fetch_add(1, Ordering::Relaxed);
+                connector.timed_out(Operation::Write, "batch write", None);
                 client = None;
                 let wait = backoff.step();
                 tracing::warn!(
