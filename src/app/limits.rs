@@ -7,7 +7,7 @@ const FD_RESERVE: u64 = 64;
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit and check that
 /// `concurrency` sockets (one per check in flight) fit. Returns the limit.
 #[allow(unsafe_code)]
-pub(crate) fn ensure_fd_limit(concurrency: usize) -> Result<u64, String> {
+pub fn ensure_fd_limit(concurrency: usize) -> Result<u64, String> {
     #[cfg(unix)]
     {
         let mut lim = libc::rlimit {

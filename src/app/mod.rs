@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-pub(crate) use limits::ensure_fd_limit;
+pub use limits::ensure_fd_limit;
 
 use crate::config::{Config, ConfigError, Overrides};
 use crate::inventory::SourceSpec;

@@ -64,7 +64,12 @@ impl Sweeper {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             let started = Instant::now();
-            let paused = self.refresh_inventory(&cfg).await;
+            // A read stuck on the database or a file must not hold SIGTERM
+            // back: shutdown wins, the read is dropped (its deadlines end it).
+            let paused = tokio::select! {
+                p = self.refresh_inventory(&cfg) => p,
+                _ = shutdown.wait() => break,
+            };
             if self.warned_size != Some((self.proxies.len(), cfg.sweep.concurrency)) {
                 warn_if_undersized(&cfg, self.proxies.len());
                 self.warned_size = Some((self.proxies.len(), cfg.sweep.concurrency));
@@ -118,7 +123,7 @@ impl Sweeper {
         let Some(source) = &self.source else {
             return false;
         };
-        let stamp = source.stamp(cfg.inventory.shard);
+        let stamp = source.stamp(cfg.inventory.shard).await;
         if stamp.is_some() && stamp == self.last_read {
             return false;
         }
@@ -126,11 +131,18 @@ impl Sweeper {
         let read = match source.read(cfg.inventory.shard, ReadMode::Sweep).await {
             Ok(read) => read,
             Err(e) => {
-                metrics.inventory_error("read", 1);
-                tracing::error!(error = %e, "inventory read failed; keeping the previous inventory");
+                metrics.inventory_error(e.kind(), 1);
+                metrics.inventory_last_read_ok.set(0);
+                tracing::error!(
+                    error = %e,
+                    kind = e.kind(),
+                    kept = self.proxies.len(),
+                    "inventory read failed; keeping the previous inventory"
+                );
                 return false;
             }
         };
+        metrics.inventory_last_read_ok.set(1);
         // The source answered: the inventory we hold is real, even when paused.
         self.loaded = true;
         if read.paused.is_some() {

@@ -296,5 +296,18 @@ pub(super) fn parse_file(name: &str, text: &str) -> Result<FileConfig, ConfigErr
     if text.trim().is_empty() {
         return Ok(FileConfig::default());
     }
+    // Refused before the parser sees it: a deeply nested document costs the
+    // parser far more than this linear scan.
+    if let Err(line) = crate::inventory::check_depth(text, crate::inventory::MAX_DEPTH) {
+        return Err(ConfigError::Parse {
+            file: name.to_string(),
+            line,
+            column: 1,
+            message: format!(
+                "nested more than {} levels deep; refused before parsing",
+                crate::inventory::MAX_DEPTH
+            ),
+        });
+    }
     serde_yaml_ng::from_str(text).map_err(|e| ConfigError::from_yaml(name, e))
 }

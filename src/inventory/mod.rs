@@ -12,9 +12,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod depth;
 pub(crate) mod pharox_db;
 pub(crate) mod shard;
 mod source;
+
+pub(crate) use depth::{check_depth, MAX_DEPTH};
 
 pub use shard::Shard;
 pub(crate) use source::FileStamp;
@@ -61,6 +64,43 @@ pub enum InventoryError {
         /// What is wrong.
         message: String,
     },
+    /// The file is empty (nothing but whitespace): most likely being
+    /// written, so it is not taken as "no proxies". Write a comment line
+    /// (or `[]` for JSON/YAML) to mean an empty inventory.
+    #[error("{file}: inventory is empty (a file being written?); it was not read")]
+    Empty {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Not a regular file (a FIFO, a device, a directory): reading it could
+    /// block forever or never end.
+    #[error("{file}: inventory is not a regular file ({kind}); it was not read")]
+    NotRegular {
+        /// The file.
+        file: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// Reading did not finish in time (a hung network file system).
+    #[error("{file}: reading the inventory did not finish within {seconds}s; it was abandoned")]
+    Timeout {
+        /// The file.
+        file: PathBuf,
+        /// The bound.
+        seconds: u64,
+    },
+}
+
+impl InventoryError {
+    /// The `kind` label of `pharox_inventory_errors_total` for this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InventoryError::Read { .. } | InventoryError::Format { .. } => "read",
+            InventoryError::Empty { .. } => "empty",
+            InventoryError::NotRegular { .. } => "not_regular",
+            InventoryError::Timeout { .. } => "timeout",
+        }
+    }
 }
 
 /// One entry skipped as malformed.
@@ -171,17 +211,119 @@ impl Loaded {
 }
 
 /// Read an inventory file, keeping only the entries `shard` owns
-/// ([`Shard::default`] owns every entry).
+/// ([`Shard::default`] owns every entry). Blocking: callers on the runtime
+/// go through `Source::read`, which runs it on its own thread.
+///
+/// Only a regular file is read (a FIFO would block until a writer comes, a
+/// device might never end); an empty one is an error, not "no proxies".
 pub(crate) fn load_file(
     path: &Path,
     format: Format,
     shard: Shard,
 ) -> Result<Loaded, InventoryError> {
-    let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+    use std::io::Read;
+    let io = |source| InventoryError::Read {
         file: path.to_path_buf(),
         source,
-    })?;
-    parse(path, &text, format, shard)
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        // Opening a FIFO for reading blocks until a writer opens it;
+        // non-blocking, the open returns and fstat says what it is.
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let mut file = opts.open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(InventoryError::NotRegular {
+            file: path.to_path_buf(),
+            kind: file_kind(&meta),
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(io)?;
+    parse_bytes(path, &bytes, format, shard)
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+    }
+    if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Parse a file's bytes. Lines and CSV are decoded line by line, so a
+/// non-UTF-8 byte rejects its line only; JSON and YAML are documents, so
+/// there it rejects the file (naming the line).
+pub(crate) fn parse_bytes(
+    path: &Path,
+    bytes: &[u8],
+    format: Format,
+    shard: Shard,
+) -> Result<Loaded, InventoryError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(InventoryError::Empty {
+            file: path.to_path_buf(),
+        });
+    }
+    let (text, bad_lines) = match std::str::from_utf8(bytes) {
+        Ok(t) => (std::borrow::Cow::Borrowed(t), Vec::new()),
+        Err(_) => {
+            let mut text = String::with_capacity(bytes.len());
+            let mut bad = Vec::new();
+            for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                if i > 0 {
+                    text.push('\n');
+                }
+                // A bad line becomes an empty one: line numbers stay right.
+                match std::str::from_utf8(line) {
+                    Ok(l) => text.push_str(l),
+                    Err(_) => bad.push(i + 1),
+                }
+            }
+            (std::borrow::Cow::Owned(text), bad)
+        }
+    };
+    let format = match format {
+        Format::Auto => sniff(path, &text),
+        f => f,
+    };
+    if let (Some(&line), Format::Json | Format::Yaml) = (bad_lines.first(), format) {
+        return Err(InventoryError::Format {
+            file: path.to_path_buf(),
+            line,
+            message: "not valid UTF-8".into(),
+        });
+    }
+    let mut loaded = parse(path, &text, format, shard)?;
+    for line in bad_lines {
+        loaded.errors.push(RowError {
+            file: path.to_path_buf(),
+            line,
+            field: "row".into(),
+            message: "not valid UTF-8".into(),
+        });
+    }
+    loaded.errors.sort_by_key(|e| e.line);
+    Ok(loaded)
 }
 
 /// Parse inventory text (the path only names it in errors and picks the
@@ -345,18 +487,31 @@ fn build(
     Ok(p)
 }
 
+/// Said of a bad last line with no newline after it: the usual sign of a
+/// file read while it was being written.
+const HALF_WRITTEN: &str = "the last line has no newline at the end (a file being written?)";
+
 fn parse_lines(path: &Path, text: &str, out: &mut Loaded) {
+    let last = last_line_if_unterminated(text);
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        out.push(
-            path,
-            i + 1,
-            parse_proxy_url(line).map_err(|m| ("url".to_string(), m)),
-        );
+        let entry = parse_proxy_url(line).map_err(|m| {
+            if Some(i + 1) == last {
+                ("url".to_string(), format!("{m}; {HALF_WRITTEN}"))
+            } else {
+                ("url".to_string(), m)
+            }
+        });
+        out.push(path, i + 1, entry);
     }
+}
+
+/// The 1-based number of the last line when the text does not end with a newline.
+fn last_line_if_unterminated(text: &str) -> Option<usize> {
+    (!text.is_empty() && !text.ends_with('\n')).then(|| text.split('\n').count())
 }
 
 /// One entry of a YAML/JSON list, or one CSV row: either a URL or fields.
@@ -447,56 +602,66 @@ const CSV_COLUMNS: [&str; 9] = [
     "id", "url", "protocol", "host", "port", "username", "password", "pool", "provider",
 ];
 
+/// CSV, one record per line: inventories hold no multi-line fields, and
+/// reading line by line means a stray `"` costs its own line only (the csv
+/// crate, fed the whole file, reads an unclosed quote to the end of the
+/// file and swallows every row after it). A line with an odd number of
+/// quotes is reported with its number and skipped.
 fn parse_csv(path: &Path, text: &str, out: &mut Loaded) -> Result<(), InventoryError> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .comment(Some(b'#'))
-        .from_reader(text.as_bytes());
-    let headers = rdr
-        .headers()
-        .map_err(|e| InventoryError::Format {
-            file: path.to_path_buf(),
-            line: 1,
-            message: format!("bad CSV header: {e}"),
-        })?
-        .clone();
+    let fmt_err = |line: usize, message: String| InventoryError::Format {
+        file: path.to_path_buf(),
+        line,
+        message,
+    };
+    let last = last_line_if_unterminated(text);
+    let mut lines = text
+        .split('\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let Some((header_line, header)) = lines.next() else {
+        return Err(fmt_err(1, "CSV has no header row".into()));
+    };
+    let headers =
+        csv_fields(header).map_err(|m| fmt_err(header_line, format!("bad CSV header: {m}")))?;
     let cols: Vec<Option<usize>> = headers
         .iter()
-        .map(|h| {
-            CSV_COLUMNS
-                .iter()
-                .position(|c| c.eq_ignore_ascii_case(h.trim()))
-        })
+        .map(|h| CSV_COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(h)))
         .collect();
-    let has = |name: &str| headers.iter().any(|h| h.trim().eq_ignore_ascii_case(name));
+    let has = |name: &str| headers.iter().any(|h| h.eq_ignore_ascii_case(name));
     let by_fields = has("protocol") && has("host") && has("port");
     if !(has("url") || by_fields) {
-        return Err(InventoryError::Format {
-            file: path.to_path_buf(),
-            line: 1,
-            message: "CSV header must name `url`, or `protocol`, `host` and `port` (optional: id, username, password, pool, provider)"
+        return Err(fmt_err(
+            header_line,
+            "CSV header must name `url`, or `protocol`, `host` and `port` (optional: id, username, password, pool, provider)"
                 .into(),
-        });
+        ));
     }
-    for rec in rdr.records() {
-        let rec = match rec {
+    for (line, raw) in lines {
+        let rec = match csv_fields(raw) {
             Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+            Err(m) => {
                 out.errors.push(RowError {
                     file: path.to_path_buf(),
                     line,
                     field: "row".into(),
-                    message: "malformed CSV row".into(),
+                    message: m,
                 });
                 continue;
             }
         };
-        let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
+        if Some(line) == last && rec.len() < headers.len() {
+            out.errors.push(RowError {
+                file: path.to_path_buf(),
+                line,
+                field: "row".into(),
+                message: format!("{} of {} fields; {HALF_WRITTEN}", rec.len(), headers.len()),
+            });
+            continue;
+        }
         let mut e = Entry::default();
-        for (i, v) in rec.iter().enumerate() {
-            let v = Some(v.to_string()).filter(|s| !s.is_empty());
+        for (i, v) in rec.into_iter().enumerate() {
+            let v = Some(v).filter(|s| !s.is_empty());
             match cols.get(i).copied().flatten() {
                 Some(0) => e.id = v,
                 Some(1) => e.url = v,
@@ -515,6 +680,26 @@ fn parse_csv(path: &Path, text: &str, out: &mut Loaded) -> Result<(), InventoryE
     Ok(())
 }
 
+/// The fields of one CSV line, trimmed. The message never quotes the line
+/// (it may hold a password).
+fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+    if line.bytes().filter(|b| *b == b'"').count() % 2 == 1 {
+        return Err(
+            "malformed CSV row: unbalanced quote (\"); a quoted field must end on its line".into(),
+        );
+    }
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(line.as_bytes());
+    match rdr.records().next() {
+        Some(Ok(rec)) => Ok(rec.iter().map(str::to_string).collect()),
+        Some(Err(_)) => Err("malformed CSV row".into()),
+        None => Ok(Vec::new()),
+    }
+}
+
 fn parse_list(
     path: &Path,
     text: &str,
@@ -526,6 +711,12 @@ fn parse_list(
         line,
         message,
     };
+    if let Err(line) = check_depth(text, MAX_DEPTH) {
+        return Err(fmt_err(
+            line,
+            format!("nested more than {MAX_DEPTH} levels deep; refused before parsing"),
+        ));
+    }
     let items: Vec<serde_json::Value> = match format {
         Format::Json => serde_json::from_str(text)
             .map_err(|e| fmt_err(e.line(), format!("not a JSON list of proxies: {e}")))?,
@@ -770,6 +961,123 @@ mod tests {
         );
         assert_eq!(l.proxies[1].provider, DEFAULT_PROVIDER);
         assert_eq!((l.errors[0].line, l.errors[0].field.as_str()), (3, "port"));
+    }
+
+    #[test]
+    fn a_stray_quote_costs_its_own_line_only() {
+        let mut text = String::from("url,pool\n");
+        for i in 0..10 {
+            text.push_str(&format!("http://127.0.0.1:{},p\n", 1000 + i));
+            if i == 2 {
+                text.push_str("http://127.0.0.1:2000\",p\n");
+            }
+        }
+        let l = load("inv.csv", &text);
+        assert_eq!(l.proxies.len(), 10, "{:?}", l.errors);
+        assert_eq!(l.errors.len(), 1);
+        assert_eq!(l.errors[0].line, 5);
+        assert!(
+            l.errors[0].message.contains("unbalanced quote"),
+            "{}",
+            l.errors[0]
+        );
+    }
+
+    #[test]
+    fn a_non_utf8_byte_rejects_its_line_not_the_file() {
+        let mut bytes =
+            b"url\nhttp://127.0.0.1:1\nhttp://127.0.0.1:2\xff\nhttp://127.0.0.1:3\n".to_vec();
+        let l = parse_bytes(Path::new("inv.csv"), &bytes, Format::Auto, Shard::default()).unwrap();
+        assert_eq!(l.proxies.len(), 2);
+        assert_eq!(
+            (l.errors[0].line, l.errors[0].message.as_str()),
+            (3, "not valid UTF-8")
+        );
+        bytes.drain(..4);
+        let l = parse_bytes(Path::new("inv.txt"), &bytes, Format::Auto, Shard::default()).unwrap();
+        assert_eq!(
+            (l.proxies.len(), l.errors.len(), l.errors[0].line),
+            (2, 1, 2)
+        );
+        let yaml = b"- http://127.0.0.1:1\n- http://\xfe\n";
+        let e =
+            parse_bytes(Path::new("inv.yaml"), yaml, Format::Auto, Shard::default()).unwrap_err();
+        assert!(e.to_string().contains("inv.yaml:2: not valid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn empty_and_half_written_files() {
+        for text in ["", "  \n\n"] {
+            let e = parse_bytes(
+                Path::new("inv.csv"),
+                text.as_bytes(),
+                Format::Auto,
+                Shard::default(),
+            )
+            .unwrap_err();
+            assert_eq!(e.kind(), "empty", "{e}");
+        }
+        // A comment is a deliberate "no proxies".
+        let l = parse_bytes(
+            Path::new("inv.txt"),
+            b"# none\n",
+            Format::Auto,
+            Shard::default(),
+        )
+        .unwrap();
+        assert!(l.proxies.is_empty() && l.errors.is_empty());
+        // The last line cut short: reported, the rest kept.
+        let l = load(
+            "inv.csv",
+            "protocol,host,port,pool\nhttp,127.0.0.1,1,a\nhttp,127.0.0.1,2,a\nhttp,127.0",
+        );
+        assert_eq!(l.proxies.len(), 2);
+        assert_eq!(l.errors[0].line, 4);
+        assert!(
+            l.errors[0].message.contains("no newline at the end"),
+            "{}",
+            l.errors[0]
+        );
+        let l = load("inv.txt", "http://127.0.0.1:1\nhttp://127.0.0.1:99");
+        assert_eq!(
+            l.proxies.len(),
+            2,
+            "a complete last line without newline is fine"
+        );
+        let l = load("inv.txt", "http://127.0.0.1:1\nhttp://u:p@127.0.0.1:31x");
+        assert!(
+            l.errors[0].message.contains("no newline at the end"),
+            "{}",
+            l.errors[0]
+        );
+    }
+
+    #[test]
+    fn deep_yaml_and_json_inventories_are_refused_naming_the_file() {
+        for name in ["deep.yaml", "deep.json"] {
+            let text = "[".repeat(100_000);
+            let e = parse(Path::new(name), &text, Format::Auto, Shard::default()).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("{name}:1:")) && msg.contains("levels deep"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("inv.txt");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        assert_eq!(rc, 0);
+        let e = load_file(&fifo, Format::Auto, Shard::default()).unwrap_err();
+        assert_eq!(e.kind(), "not_regular");
+        assert!(e.to_string().contains("a FIFO"), "{e}");
     }
 
     #[test]

@@ -69,9 +69,12 @@ impl PharoxDbSource {
 
     /// Share counters with the result writer, so `expired_leases_released`
     /// shows up in its stats (and in `pharox_storage_*`).
-    pub fn with_stats(mut self, stats: Arc<Stats>) -> PharoxDbSource {
-        self.stats = stats;
-        self
+    pub fn with_stats(self, stats: Arc<Stats>) -> PharoxDbSource {
+        PharoxDbSource {
+            session: self.session.with_stats(stats.clone()),
+            stats,
+            ..self
+        }
     }
 
     /// The configuration in use (pools from the URL merged in).
@@ -91,7 +94,11 @@ impl PharoxDbSource {
         let statuses: Vec<&str> = self.cfg.statuses.iter().map(|s| s.as_str()).collect();
         let rows = self
             .session
-            .query(LOAD_SQL, &[&self.cfg.pools, &statuses, &Utc::now()])
+            .query(
+                "proxy inventory query",
+                LOAD_SQL,
+                &[&self.cfg.pools, &statuses, &Utc::now()],
+            )
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::pharox_db::PharoxDbSource as PgSource;
 use super::{dedup, load_file, Duplicate, Format, InventoryError, RowError, Shard};
@@ -59,6 +59,41 @@ pub enum SourceError {
     /// The database could not be reached or queried.
     #[error(transparent)]
     Db(#[from] PgError),
+}
+
+impl SourceError {
+    /// The `kind` label of `pharox_inventory_errors_total` for this error:
+    /// `empty`, `not_regular`, `timeout` for a file in those states, else `read`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceError::File(e) => e.kind(),
+            SourceError::Db(_) => "read",
+        }
+    }
+}
+
+/// A file read (or stat) that takes longer than this is abandoned: a hung
+/// network file system must not hold a sweep (or shutdown) hostage.
+pub(crate) const FILE_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Run blocking file work on a thread of its own, bounded by `timeout`.
+/// Not `spawn_blocking`: a read stuck in the kernel would keep the runtime
+/// from shutting down, while a detached thread dies with the process.
+/// `None` when it did not finish in time (or could not be started).
+async fn off_runtime<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("inventory-read".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
+    if spawned.is_err() {
+        return None;
+    }
+    tokio::time::timeout(timeout, rx).await.ok()?.ok()
 }
 
 /// What one read produced.
@@ -154,10 +189,18 @@ impl Source {
     }
 
     /// The file's current stamp; `None` for the database, which has no cheap
-    /// "unchanged" test and is read every time.
-    pub fn stamp(&self, shard: Shard) -> Option<FileStamp> {
+    /// "unchanged" test and is read every time, and for a file whose stat
+    /// did not answer in time (the read then reports it).
+    pub async fn stamp(&self, shard: Shard) -> Option<FileStamp> {
         match &self.spec {
-            SourceSpec::File { path, format } => FileStamp::of(path, *format, shard),
+            SourceSpec::File { path, format } => {
+                let (path, format) = (path.clone(), *format);
+                off_runtime(FILE_READ_TIMEOUT, move || {
+                    FileStamp::of(&path, format, shard)
+                })
+                .await
+                .flatten()
+            }
             SourceSpec::PharoxDb(_) => None,
         }
     }
@@ -168,7 +211,13 @@ impl Source {
         match (&self.spec, &self.db) {
             (SourceSpec::File { path, format }, _) => {
                 // Filtered by shard while parsing: peak memory follows the share.
-                let loaded = load_file(path, *format, shard)?;
+                let (p, f) = (path.clone(), *format);
+                let loaded = off_runtime(FILE_READ_TIMEOUT, move || load_file(&p, f, shard))
+                    .await
+                    .ok_or_else(|| InventoryError::Timeout {
+                        file: path.clone(),
+                        seconds: FILE_READ_TIMEOUT.as_secs(),
+                    })??;
                 Ok(InventoryRead {
                     proxies: loaded.proxies,
                     errors: loaded.errors,
@@ -266,15 +315,15 @@ mod tests {
         assert_eq!(half.proxies.len() + half.other_shards + half.duplicates, 21);
         assert!(half.paused.is_none());
 
-        let stamp = src.stamp(Shard::default());
+        let stamp = src.stamp(Shard::default()).await;
         assert!(stamp.is_some());
-        assert_eq!(stamp, src.stamp(Shard::default()), "unchanged file");
+        assert_eq!(stamp, src.stamp(Shard::default()).await, "unchanged file");
         assert_ne!(
             stamp,
-            src.stamp(Shard::new(0, 2).unwrap()),
+            src.stamp(Shard::new(0, 2).unwrap()).await,
             "shard is part of it"
         );
         std::fs::write(&path, "socks5://127.0.0.1:1080\n").unwrap();
-        assert_ne!(stamp, src.stamp(Shard::default()), "rewritten file");
+        assert_ne!(stamp, src.stamp(Shard::default()).await, "rewritten file");
     }
 }

@@ -2,6 +2,12 @@
 //! result writer: the URL is resolved again on every connect (so a rotated
 //! password in `url_file`/`url_env` is picked up without a restart), and TLS
 //! trusts what the probe trusts ([`crate::tls_roots`]).
+//!
+//! Every exchange has a deadline (docs/postgres.md "Deadlines"): the server
+//! is told `statement_timeout` and `lock_timeout` in the startup packet, and
+//! the client bounds the whole connect (TCP, TLS, startup, authentication)
+//! and each query with `operation_timeout`, since a server that accepts and
+//! never answers is invisible to the server-side settings.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -11,13 +17,14 @@ use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
 use super::error::redact;
-use super::{Config, Error, PgTls};
+use super::{Config, Error, Operation, PgTls, Stats};
 
 /// Opens connections to the database; shared by the source and the sink.
 #[derive(Clone)]
 pub(crate) struct Connector {
     cfg: Config,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    stats: Arc<Stats>,
 }
 
 impl Connector {
@@ -32,9 +39,61 @@ impl Connector {
         let c = Connector {
             cfg: cfg.clone(),
             tls,
+            stats: Arc::new(Stats::default()),
         };
         c.driver_config()?;
         Ok(c)
+    }
+
+    /// Count deadlines hit in `stats` (shared with the writer and the
+    /// source, read by the storage collector).
+    pub(crate) fn with_stats(mut self, stats: Arc<Stats>) -> Connector {
+        self.stats = stats;
+        self
+    }
+
+    /// The client-side bound on one exchange (`operation_timeout`).
+    pub(crate) fn operation_timeout(&self) -> Duration {
+        self.cfg.operation_timeout
+    }
+
+    /// Log and count a deadline hit while doing `what`; the returned error
+    /// says what, where (host and port only) and after how long.
+    pub(crate) fn timed_out(&self, op: Operation, what: &str, detail: Option<&Error>) -> Error {
+        self.stats.timeout(op);
+        let host = self.host();
+        let message = match detail {
+            Some(e) => format!("{what} on {host}: {e}"),
+            None if op == Operation::Write => {
+                format!("{what} on {host}: did not finish within the client deadline")
+            }
+            None => format!(
+                "{what} on {host}: the server did not answer within operation_timeout ({:?})",
+                self.cfg.operation_timeout
+            ),
+        };
+        tracing::warn!(
+            operation = op.as_str(),
+            what,
+            host = %host,
+            error = %message,
+            "postgres deadline exceeded"
+        );
+        Error::Timeout(message)
+    }
+
+    /// `host:port` of the server, for logs: never the user or password.
+    pub(crate) fn host(&self) -> String {
+        let Ok(config) = self.driver_config() else {
+            return "(unresolved)".into();
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => redact(&format!("{h}:{port}")),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(p)) => format!("{}:{port}", p.display()),
+            None => format!("localhost:{port}"),
+        }
     }
 
     /// The driver's config, from the URL as it is now: `url_file` and
@@ -47,9 +106,25 @@ impl Connector {
         if config.get_application_name().is_none() {
             config.application_name("pharox-exporter");
         }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
+        // The TCP connect alone; the whole connect is bounded in `connect`.
+        let op = self.cfg.operation_timeout;
+        if config.get_connect_timeout().is_none_or(|t| *t > op) {
+            config.connect_timeout(op);
         }
+        // Sent in the startup packet, so they hold for every statement of the
+        // session, the first included. Settings already in the URL's
+        // `options` stay; ours come last and win.
+        let ms = |d: Duration| d.as_millis().max(1);
+        let ours = format!(
+            "-c statement_timeout={} -c lock_timeout={}",
+            ms(self.cfg.statement_timeout),
+            ms(self.cfg.lock_timeout)
+        );
+        let options = match config.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {ours}"),
+            _ => ours,
+        };
+        config.options(&options);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         if self.tls.is_some() {
@@ -64,9 +139,17 @@ impl Connector {
         Ok(config)
     }
 
-    /// Connect once; the connection's I/O runs on its own task until the
-    /// client is dropped or the server goes away.
+    /// Connect once, within `operation_timeout` (TCP, TLS, startup and
+    /// authentication together); the connection's I/O runs on its own task
+    /// until the client is dropped or the server goes away.
     pub(crate) async fn connect(&self) -> Result<Client, Error> {
+        match tokio::time::timeout(self.cfg.operation_timeout, self.connect_unbounded()).await {
+            Ok(r) => r,
+            Err(_) => Err(self.timed_out(Operation::Connect, "connect", None)),
+        }
+    }
+
+    async fn connect_unbounded(&self) -> Result<Client, Error> {
         let config = self.driver_config()?;
         let server = server_name(&config);
         let to_err = |e: tokio_postgres::Error| Error::connect_to(&server, &e);
@@ -167,16 +250,59 @@ impl Session {
         Ok(())
     }
 
-    /// Run one query, reconnecting once if the connection died since the last call.
+    /// Count deadlines in `stats`.
+    pub(crate) fn with_stats(self, stats: Arc<Stats>) -> Session {
+        Session {
+            connector: self.connector.with_stats(stats),
+            client: self.client,
+        }
+    }
+
+    /// Run one query (`what` names it in logs), reconnecting once if the
+    /// connection died since the last call. The whole call, connecting
+    /// included, ends within `operation_timeout`; a server-side
+    /// `statement_timeout` or `lock_timeout` ends it sooner. Either way it is
+    /// logged and counted, and the connection is dropped, since the
+    /// server may still be running the statement on it.
     pub(crate) async fn query(
         &self,
+        what: &str,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, Error> {
         let mut guard = self.client.lock().await;
+        let bound = self.connector.operation_timeout();
+        let result = tokio::time::timeout(
+            bound,
+            Self::query_on(&mut guard, &self.connector, sql, params),
+        )
+        .await;
+        match result {
+            Ok(Ok(rows)) => Ok(rows),
+            // A connect deadline was logged and counted where it happened.
+            Ok(Err(e @ Error::Timeout(_))) if guard.is_none() => Err(e),
+            Ok(Err(e @ Error::Timeout(_))) => {
+                *guard = None;
+                Err(self.connector.timed_out(Operation::Read, what, Some(&e)))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                *guard = None;
+                Err(self.connector.timed_out(Operation::Read, what, None))
+            }
+        }
+    }
+
+    async fn query_on(
+        guard: &mut Option<Client>,
+        connector: &Connector,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, Error> {
         for attempt in 0..2 {
             if guard.as_ref().is_none_or(|c| c.is_closed()) {
-                *guard = Some(self.connector.connect().await?);
+                *guard = None;
+                *guard = Some(connector.connect().await?);
             }
             let Some(client) = guard.as_ref() else {
                 continue;

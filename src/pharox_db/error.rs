@@ -22,12 +22,24 @@ pub enum Error {
     /// The spill directory could not be used.
     #[error("postgres spill: {0}")]
     Spill(String),
+    /// A deadline was hit: the client-side `operation_timeout`, or the
+    /// server's `statement_timeout` / `lock_timeout` (SQLSTATE 57014, 55P03).
+    #[error("postgres timeout: {0}")]
+    Timeout(String),
 }
 
 impl Error {
     /// A failed query, with the server's message and SQLSTATE, redacted.
     pub(crate) fn query(e: &tokio_postgres::Error) -> Self {
+        if is_server_timeout(e) {
+            return Error::Timeout(redact(&pg_error_text(e)));
+        }
         Error::Query(redact(&pg_error_text(e)))
+    }
+
+    /// True when a deadline ended the operation (client or server side).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout(_))
     }
 
     /// A failed connect to `server` (host:port, database, user: never the
@@ -35,6 +47,15 @@ impl Error {
     pub(crate) fn connect_to(server: &str, e: &tokio_postgres::Error) -> Self {
         Error::Connect(redact(&format!("{server}: {}", pg_error_text(e))))
     }
+}
+
+/// The server cancelled a statement at `statement_timeout` (57014,
+/// query_canceled) or gave up waiting for a lock at `lock_timeout` (55P03,
+/// lock_not_available).
+pub(crate) fn is_server_timeout(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code()
+        .is_some_and(|c| *c == SqlState::QUERY_CANCELED || *c == SqlState::LOCK_NOT_AVAILABLE)
 }
 
 /// What every database message goes through: the whole `user:password@` goes.

@@ -69,7 +69,9 @@ WHERE p.max_concurrency IS NOT NULL AND p.current_leases >= p.max_concurrency
 /// like pharox. Returns how many leases were released.
 pub(crate) async fn cleanup_expired_leases(session: &Session, stats: &Stats) -> Result<u64, Error> {
     let now = Utc::now();
-    let rows = session.query(CLEANUP_SQL, &[&now]).await?;
+    let rows = session
+        .query("expired-lease cleanup", CLEANUP_SQL, &[&now])
+        .await?;
     let n: i64 = rows.first().map(|r| r.get(0)).unwrap_or(0);
     let n = u64::try_from(n).unwrap_or(0);
     stats
@@ -90,7 +92,9 @@ pub(crate) async fn acquisition_rate(
     let secs = window.as_secs_f64().max(1e-3);
     let since = Utc::now()
         - chrono::Duration::from_std(window).map_err(|e| Error::Config(format!("window: {e}")))?;
-    let rows = session.query(RATE_SQL, &[&since, &pools]).await?;
+    let rows = session
+        .query("lease burst check", RATE_SQL, &[&since, &pools])
+        .await?;
     let n: i64 = rows.first().map(|r| r.get(0)).unwrap_or(0);
     Ok(n as f64 / secs)
 }
@@ -115,7 +119,9 @@ pub(crate) async fn leased_proxy_ids(
     session: &Session,
     pools: &[String],
 ) -> Result<HashSet<String>, Error> {
-    let rows = session.query(LEASED_SQL, &[&Utc::now(), &pools]).await?;
+    let rows = session
+        .query("leased proxies query", LEASED_SQL, &[&Utc::now(), &pools])
+        .await?;
     Ok(rows
         .iter()
         .map(|r| r.get::<_, uuid::Uuid>(0).to_string())

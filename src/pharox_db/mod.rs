@@ -15,6 +15,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -26,11 +27,12 @@ pub(crate) mod leases;
 mod stats;
 
 pub(crate) use connect::{Connector, Session};
+pub(crate) use error::is_server_timeout;
 pub use error::Error;
 pub(crate) use leases::BurstState;
 pub use leases::LeaseBurst;
 pub use stats::Stats;
-pub(crate) use stats::StatsSnapshot;
+pub(crate) use stats::{Operation, StatsSnapshot};
 
 /// TLS to the database server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -95,6 +97,25 @@ pub struct Config {
     /// Upper bound of the exponential backoff between write retries.
     #[serde(default = "default_max_backoff")]
     pub retry_max_backoff_seconds: f64,
+    /// Server-side limit on one statement (PostgreSQL's `statement_timeout`,
+    /// set on every session at connect). `15s`, `500ms`, `1m` or seconds.
+    #[serde(
+        default = "default_statement_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub statement_timeout: Duration,
+    /// Server-side limit on waiting for a lock (PostgreSQL's `lock_timeout`):
+    /// a row held by another client ends the statement instead of stalling it.
+    #[serde(default = "default_lock_timeout", deserialize_with = "de_duration")]
+    pub lock_timeout: Duration,
+    /// Client-side limit on one whole exchange: connecting (TCP, TLS, startup
+    /// and authentication) plus the query, so a server that accepts and never
+    /// answers cannot hang a sweep or a command.
+    #[serde(
+        default = "default_operation_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub operation_timeout: Duration,
 }
 
 fn default_statuses() -> Vec<ProxyStatus> {
@@ -112,6 +133,54 @@ fn default_queue_capacity() -> usize {
 }
 fn default_max_backoff() -> f64 {
     30.0
+}
+fn default_statement_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_lock_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_operation_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+/// A duration as the config file writes it: `15s`, `500ms`, `2m`, or a
+/// number of seconds. (The config layer's `parse_duration` sits above this
+/// module, so this small parser is its own.)
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(f64),
+        Text(String),
+    }
+    let secs = match Raw::deserialize(d)? {
+        Raw::Secs(s) => s,
+        Raw::Text(t) => parse_secs(&t).map_err(serde::de::Error::custom)?,
+    };
+    if !(secs.is_finite() && secs > 0.0 && secs < 86_400.0) {
+        return Err(serde::de::Error::custom(format!(
+            "expected a duration between 1ms and 24h, got {secs}s"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_secs(t: &str) -> Result<f64, String> {
+    let t = t.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    num.trim()
+        .parse::<f64>()
+        .map(|v| v * scale)
+        .map_err(|_| format!("invalid duration {t:?}: expected e.g. 15s, 500ms, 1m"))
 }
 
 impl Default for Config {
@@ -131,6 +200,9 @@ impl Default for Config {
             lease_burst: None,
             leased_event_webhook: None,
             retry_max_backoff_seconds: default_max_backoff(),
+            statement_timeout: default_statement_timeout(),
+            lock_timeout: default_lock_timeout(),
+            operation_timeout: default_operation_timeout(),
         }
     }
 }
@@ -155,6 +227,9 @@ impl fmt::Debug for Config {
                 &self.leased_event_webhook.as_deref().map(error::redact),
             )
             .field("retry_max_backoff_seconds", &self.retry_max_backoff_seconds)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("operation_timeout", &self.operation_timeout)
             .finish()
     }
 }
@@ -202,6 +277,15 @@ impl Config {
             return Err(Error::Config(
                 "retry_max_backoff_seconds must be a positive number".into(),
             ));
+        }
+        for (name, d) in [
+            ("statement_timeout", self.statement_timeout),
+            ("lock_timeout", self.lock_timeout),
+            ("operation_timeout", self.operation_timeout),
+        ] {
+            if d < Duration::from_millis(1) {
+                return Err(Error::Config(format!("{name} must be at least 1ms")));
+            }
         }
         if let Some(b) = &self.lease_burst {
             if b.window_seconds == 0
@@ -449,6 +533,28 @@ mod tests {
         let c: Config = serde_yaml_ng::from_str(yaml).unwrap();
         assert_eq!(c.statuses, vec![ProxyStatus::Active]);
         assert_eq!(c.batch_size, 1000);
+        assert_eq!(
+            (c.statement_timeout, c.lock_timeout, c.operation_timeout),
+            (
+                Duration::from_secs(15),
+                Duration::from_secs(5),
+                Duration::from_secs(20)
+            )
+        );
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn deadlines_parse_from_the_section() {
+        let yaml =
+            "url_env: X\nstatement_timeout: 2s\nlock_timeout: 500ms\noperation_timeout: 1.5\n";
+        let c: Config = serde_yaml_ng::from_str(yaml).unwrap();
+        assert_eq!(c.statement_timeout, Duration::from_secs(2));
+        assert_eq!(c.lock_timeout, Duration::from_millis(500));
+        assert_eq!(c.operation_timeout, Duration::from_millis(1500));
+        for bad in ["lock_timeout: 0", "lock_timeout: soon", "lock_timeout: -1s"] {
+            let yaml = format!("url_env: X\n{bad}\n");
+            assert!(serde_yaml_ng::from_str::<Config>(&yaml).is_err(), "{bad}");
+        }
     }
 }

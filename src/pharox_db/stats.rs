@@ -29,6 +29,12 @@ pub struct Stats {
     pub leased_events: AtomicU64,
     /// Webhook deliveries that failed, timed out, or were dropped because the event queue was full.
     pub webhook_errors: AtomicU64,
+    /// Connects (TCP, TLS, startup, authentication) that hit `operation_timeout`.
+    pub timeouts_connect: AtomicU64,
+    /// Inventory and lease queries ended by a deadline (client or server side).
+    pub timeouts_read: AtomicU64,
+    /// Batch writes ended by a deadline (client or server side).
+    pub timeouts_write: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`] for the metrics module.
@@ -54,6 +60,12 @@ pub struct StatsSnapshot {
     pub leased_events: u64,
     /// See [`Stats::webhook_errors`].
     pub webhook_errors: u64,
+    /// See [`Stats::timeouts_connect`].
+    pub timeouts_connect: u64,
+    /// See [`Stats::timeouts_read`].
+    pub timeouts_read: u64,
+    /// See [`Stats::timeouts_write`].
+    pub timeouts_write: u64,
 }
 
 impl Stats {
@@ -71,6 +83,42 @@ impl Stats {
             unknown_proxy: g(&self.unknown_proxy),
             leased_events: g(&self.leased_events),
             webhook_errors: g(&self.webhook_errors),
+            timeouts_connect: g(&self.timeouts_connect),
+            timeouts_read: g(&self.timeouts_read),
+            timeouts_write: g(&self.timeouts_write),
+        }
+    }
+
+    /// Count one deadline hit by `operation` (`connect`, `read`, `write`).
+    pub(crate) fn timeout(&self, operation: Operation) {
+        let c = match operation {
+            Operation::Connect => &self.timeouts_connect,
+            Operation::Read => &self.timeouts_read,
+            Operation::Write => &self.timeouts_write,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What was being done when a deadline was hit (the `operation` label of
+/// `pharox_storage_timeouts_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    /// TCP connect, TLS, startup and authentication.
+    Connect,
+    /// The inventory query and the lease bookkeeping before a sweep.
+    Read,
+    /// A batch of results written back.
+    Write,
+}
+
+impl Operation {
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Operation::Connect => "connect",
+            Operation::Read => "read",
+            Operation::Write => "write",
         }
     }
 }

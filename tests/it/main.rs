@@ -18,6 +18,7 @@ mod support;
 
 mod bundle;
 mod cli;
+mod deadlines;
 mod demo;
 mod deploy_k8s;
 mod e2e;

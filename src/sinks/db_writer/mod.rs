@@ -34,7 +34,9 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::model::{CheckResult, Proxy, ProxyStatus};
-use crate::pharox_db::{Config, Connector, Error, Stats, StatsSnapshot};
+use crate::pharox_db::{
+    is_server_timeout, Config, Connector, Error, Operation, Stats, StatsSnapshot,
+};
 
 mod batch;
 mod events;
@@ -98,7 +100,7 @@ impl ResultWriter {
     /// [`crate::inventory::pharox_db::PharoxDbSource`], so its lease cleanup
     /// is counted in the same place).
     pub fn spawn_with_stats(cfg: Config, stats: Arc<Stats>) -> Result<ResultWriter, Error> {
-        let connector = Connector::new(&cfg)?;
+        let connector = Connector::new(&cfg)?.with_stats(stats.clone());
         let spill = match &cfg.spill_dir {
             Some(dir) => Some(Spill::open(dir, &stats)?),
             None => None,
@@ -257,8 +259,10 @@ async fn run_writer(
             continue;
         }
         let Some(c) = w.client.as_mut() else { continue };
-        let attempt =
-            tokio::time::timeout(WRITE_TIMEOUT, write_batch(c, &w.batch, w.protect_banned));
+        let attempt = tokio::time::timeout(
+            WRITE_TIMEOUT.max(w.connector.operation_timeout()),
+            write_batch(c, &w.batch, w.protect_banned),
+        );
         let outcome = tokio::select! {
             r = attempt => r,
             _ = w.inner.stop_notify.notified() => break,
@@ -387,6 +391,10 @@ impl Writer {
             .stats
             .writes_error
             .fetch_add(1, Ordering::Relaxed);
+        if is_server_timeout(e) {
+            self.connector
+                .timed_out(Operation::Write, "batch write", Some(&Error::query(e)));
+        }
         let class = e
             .code()
             .map(|c| c.code().get(..2).unwrap_or("").to_string());
@@ -430,6 +438,8 @@ impl Writer {
             .stats
             .writes_error
             .fetch_add(1, Ordering::Relaxed);
+        self.connector
+            .timed_out(Operation::Write, "batch write", None);
         self.client = None;
         let wait = self.backoff.step();
         tracing::warn!(

@@ -163,6 +163,9 @@ pub(crate) struct Metrics {
     sweeps: Counter,
     overruns: Counter,
     inventory_errors: Family<KindLabel, Counter>,
+    /// 1 when the last inventory read succeeded, 0 when it failed and the
+    /// previous inventory was kept.
+    pub inventory_last_read_ok: Gauge,
     /// Gauges set by the run loop.
     pub exporter: Arc<ExporterGauges>,
     /// Per-proxy series settings.
@@ -231,8 +234,14 @@ impl Metrics {
         let inventory_errors = Family::<KindLabel, Counter>::default();
         registry.register(
             "inventory_errors",
-            "Inventory reads that failed (kind=read), malformed entries skipped (kind=row), duplicate ids ignored (kind=duplicate)",
+            "Inventory reads that failed (kind=read, empty, not_regular, timeout), malformed entries skipped (kind=row), duplicate ids ignored (kind=duplicate)",
             inventory_errors.clone(),
+        );
+        let inventory_last_read_ok = Gauge::default();
+        registry.register(
+            "inventory_last_read_successful",
+            "1 when the last inventory read succeeded; 0 when it failed and the previous inventory is still swept",
+            inventory_last_read_ok.clone(),
         );
         let exporter = Arc::new(ExporterGauges::default());
         let per_proxy = Arc::new(PerProxy::default());
@@ -256,6 +265,7 @@ impl Metrics {
             sweeps,
             overruns,
             inventory_errors,
+            inventory_last_read_ok,
             exporter,
             per_proxy,
         }

@@ -79,6 +79,19 @@ impl Collector for StorageCollector {
             MetricType::Counter,
         )?;
         ConstCounter::new(s.webhook_errors).encode(e)?;
+        let mut fam = enc.encode_descriptor(
+            "storage_timeouts",
+            "Database operations ended by a deadline (operation_timeout, statement_timeout or lock_timeout)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (op, v) in [
+            ("connect", s.timeouts_connect),
+            ("read", s.timeouts_read),
+            ("write", s.timeouts_write),
+        ] {
+            ConstCounter::new(v).encode(fam.encode_family(&[("operation", op)])?)?;
+        }
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 
 mod cli;
 mod compat;
+mod deadlines;
 mod exporter;
 mod leases;
 mod sink;
