@@ -56,6 +56,7 @@ pub use pharox_db::{
 };
 pub use probe::{check, client_config, CheckOptions, TlsConfigError, USER_AGENT};
 pub use secret::{redact_credentials, Userinfo};
+pub use server::WebConfigError;
 pub use shutdown::Shutdown;
 pub use sinks::db_writer::{CloseReport, ResultWriter};
 pub use sweep::{run as run_sweep, SweepOutcome, SweepParams};

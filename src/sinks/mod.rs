@@ -30,7 +30,17 @@ impl Sinks {
     /// Record one result; called on a sweep worker, never blocks. The
     /// database gets the raw result, as pharox's own checker would write it;
     /// hysteresis only shapes what the exporter reports.
+    ///
+    /// A check that could not be done for a reason of ours (no file
+    /// descriptor left) is counted and goes nowhere else: the proxy keeps
+    /// the status it had, in the state and in the database alike.
     pub(crate) fn record(&self, proxy: &Arc<Proxy>, result: &CheckResult) {
+        if result.is_unchecked() {
+            if let Some(reason) = result.reason {
+                self.metrics.skipped(reason.as_str());
+            }
+            return;
+        }
         self.state.record(proxy, result, Instant::now());
         self.metrics.observe(proxy, result);
         if let Some(db) = &self.db {
