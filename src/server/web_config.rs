@@ -345,24 +345,8 @@ fn tls_config(
     files: &mut Vec<PathBuf>,
     io: &dyn Fn(&Path, std::io::Error) -> WebConfigError,
 ) -> Result<Option<ServerConfig>, Built> {
-    let cert = pem(t.cert, t.cert_file, ("cert", "cert_file"), dir, files, io)?;
-    let key = pem(t.key, t.key_file, ("key", "key_file"), dir, files, io)?;
-    let (cert, key) = match (cert, key) {
-        (None, None) => return Ok(None), // as exporter-toolkit: no certificate, no TLS
-        (Some(_), None) => return Err(bad("key_file", "missing (cert_file is set)")),
-        (None, Some(_)) => return Err(bad("cert_file", "missing (key_file is set)")),
-        (Some(c), Some(k)) => (c, k),
-    };
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad("cert_file", format!("not PEM: {e}")))?;
-    if chain.is_empty() {
-        return Err(bad("cert_file", "no certificate in it"));
-    }
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key.as_slice())
-        .map_err(|e| bad("key_file", format!("not PEM: {e}")))?
-        .ok_or_else(|| bad("key_file", "no private key in it"))?;
-
+    // Every field is checked, with or without a certificate: a typo must
+    // not pass because TLS happens to be off.
     if t.client_allowed_sans
         .as_ref()
         .is_some_and(|s| !s.is_empty())
@@ -390,6 +374,25 @@ fn tls_config(
         io,
     )?;
     let verifier = client_verifier(t.client_auth_type.as_deref(), ca, &provider)?;
+
+    let cert = pem(t.cert, t.cert_file, ("cert", "cert_file"), dir, files, io)?;
+    let key = pem(t.key, t.key_file, ("key", "key_file"), dir, files, io)?;
+    let (cert, key) = match (cert, key) {
+        (None, None) => return Ok(None), // as exporter-toolkit: no certificate, no TLS
+        (Some(_), None) => return Err(bad("key_file", "missing (cert_file is set)")),
+        (None, Some(_)) => return Err(bad("cert_file", "missing (key_file is set)")),
+        (Some(c), Some(k)) => (c, k),
+    };
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("cert_file", format!("not PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(bad("cert_file", "no certificate in it"));
+    }
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key.as_slice())
+        .map_err(|e| bad("key_file", format!("not PEM: {e}")))?
+        .ok_or_else(|| bad("key_file", "no private key in it"))?;
+
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|e| bad("cipher_suites", e.to_string()))?
