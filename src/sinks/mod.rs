@@ -57,3 +57,60 @@ impl Sinks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Phase, Phases, ProxyProtocol, ProxyStatus, Reason};
+
+    fn result(proxy: &Proxy, status: ProxyStatus, reason: Option<Reason>) -> CheckResult {
+        CheckResult {
+            proxy_id: proxy.id.clone(),
+            status,
+            latency_ms: 10,
+            attempts: 1,
+            status_code: None,
+            reason,
+            phase: reason.map(|_| Phase::Connect),
+            error: None,
+            checked_at: chrono::Utc::now(),
+            phases: Phases::default(),
+        }
+    }
+
+    #[test]
+    fn a_check_short_of_descriptors_is_counted_and_recorded_nowhere() {
+        let state = Arc::new(StateStore::new());
+        let metrics = Arc::new(Metrics::new(
+            &[1.0],
+            state.clone(),
+            Arc::new(crate::sweep::SweepGauges::default()),
+            Vec::new(),
+        ));
+        let sinks = Sinks {
+            state: state.clone(),
+            metrics,
+            db: None,
+        };
+        let p = Arc::new(Proxy::new(ProxyProtocol::Socks5, "127.0.0.1", 1080));
+        sinks.record(&p, &result(&p, ProxyStatus::Active, None));
+        let unchecked = result(&p, ProxyStatus::Inactive, Some(Reason::LocalResources));
+        assert!(unchecked.is_unchecked());
+        for _ in 0..5 {
+            sinks.record(&p, &unchecked);
+        }
+        let s = state.get(&p.id).expect("recorded once");
+        assert_eq!(s.reported, Some(ProxyStatus::Active), "still ACTIVE");
+        let text = sinks.metrics.render(false);
+        assert!(
+            text.contains("pharox_checks_skipped_total{reason=\"local_resources\"} 5"),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| l.contains("local_resources")) {
+            assert!(
+                line.starts_with("pharox_checks_skipped_total") || line.starts_with('#'),
+                "counted nowhere else: {line}"
+            );
+        }
+    }
+}

@@ -21,6 +21,7 @@ mod cli;
 mod demo;
 mod deploy_k8s;
 mod e2e;
+mod fd_exhaustion;
 mod layering;
 mod postgres;
 mod probe_faults;
