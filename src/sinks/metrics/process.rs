@@ -185,7 +185,11 @@ mod tests {
             ("max_fds", f.max_fds),
         ] {
             // A short test may not have used a whole clock tick of CPU yet.
-            let min = if name == "cpu" { 0.0 } else { f64::MIN_POSITIVE };
+            let min = if name == "cpu" {
+                0.0
+            } else {
+                f64::MIN_POSITIVE
+            };
             assert!(v.is_some_and(|v| v >= min), "{name}: {v:?}");
         }
         let start = f.start_time.unwrap_or_default();

@@ -8,7 +8,9 @@
 //! - a flood of `POST /-/reload` without `--web.enable-lifecycle`: 403 each,
 //!   and the changed config file is not applied;
 //! - concurrent `/probe` of one proxy: one check reaches the proxy, the
-//!   others are refused (429), instead of one connection per request.
+//!   others are refused (429), instead of one connection per request;
+//! - a slowloris and an idle kept-alive connection are closed by the header
+//!   timeout (10 s), instead of being held forever.
 //!
 //! The exporter runs with a file-descriptor limit of 1024 (soft and hard,
 //! the common default), which the idle connections would exhaust if the
@@ -369,5 +371,116 @@ async fn concurrent_probes_of_one_proxy_reach_it_once() {
         codes.get(&200).copied().unwrap_or(0) + codes.get(&429).copied().unwrap_or(0),
         50,
         "{codes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_and_idle_keep_alive_connections_are_closed_by_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = ServerDir::new("exporter-abuse-timeout");
+    let target = FakeTarget::start(Reply::ok("ok")).await.expect("target");
+    let live = FakeProxy::socks5(ProxyBehavior::healthy())
+        .await
+        .expect("fake");
+    let inv = dir.write("inventory.txt", format!("socks5://{}\n", live.addr()));
+    let ex = Exporter::start(dir.path(), &base_args(&inv, target.url("/").as_str())).await;
+    let addr = ex.base.trim_start_matches("http://").to_string();
+    let started = Instant::now();
+
+    // A slowloris: one header byte a second; the server must hang up.
+    let slow_addr = addr.clone();
+    let slowloris = tokio::spawn(async move {
+        let mut c = TcpStream::connect(&slow_addr).await.expect("connect");
+        let head =
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        for b in head {
+            if c.write_all(&[*b]).await.is_err() {
+                return Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        None
+    });
+    // A kept-alive connection that goes quiet after one request.
+    let mut c = TcpStream::connect(&addr).await.expect("connect");
+    c.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = vec![0u8; 4096];
+    let n = c.read(&mut buf).await.expect("response");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let idle_closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return Instant::now(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let slow_closed = tokio::time::timeout(Duration::from_secs(20), slowloris)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    eprintln!(
+        "abuse: idle keep-alive closed after {:?}, slowloris cut off after {:?}",
+        idle_closed.as_ref().map(|t| t.duration_since(started)),
+        slow_closed.map(|t| t.duration_since(started))
+    );
+    let idle_after = idle_closed.expect("the idle keep-alive connection was closed");
+    assert!(idle_after.duration_since(started) < Duration::from_secs(15));
+    let slow_after = slow_closed.expect("the slowloris was cut off");
+    assert!(slow_after.duration_since(started) < Duration::from_secs(15));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_renders_past_max_requests_get_503() {
+    let dir = ServerDir::new("exporter-abuse-renders");
+    let (target, _fakes, inv) = fleet(&dir).await;
+    let mut args = base_args(&inv, target.url("/").as_str());
+    let i = args.iter().position(|a| a == "--log.level").expect("flag");
+    args[i + 1] = s("info");
+    // Per-proxy series make each render walk every proxy; one at a time.
+    args.extend([s("--metrics.per-proxy"), s("--web.max-requests"), s("1")]);
+    let ex = Exporter::start(dir.path(), &args).await;
+    ex.wait_sweeps(1.0).await;
+    let mut flood = tokio::task::JoinSet::new();
+    for n in 0..100 {
+        let path = if n % 2 == 0 {
+            "/metrics"
+        } else {
+            "/api/status"
+        };
+        let (http, url) = (ex.http.clone(), ex.url(path));
+        flood.spawn(async move {
+            match http.get(url).send().await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            }
+        });
+    }
+    let mut codes = std::collections::BTreeMap::new();
+    while let Some(r) = flood.join_next().await {
+        *codes.entry(r.expect("render task")).or_insert(0u32) += 1;
+    }
+    eprintln!("abuse: 100 concurrent /metrics + /api/status with --web.max-requests 1: {codes:?}");
+    let (ok, busy) = (
+        codes.get(&200).copied().unwrap_or(0),
+        codes.get(&503).copied().unwrap_or(0),
+    );
+    assert_eq!(ok + busy, 100, "{codes:?}");
+    assert!(ok >= 1 && busy >= 1, "{codes:?}");
+    let m = ex.scrape().await;
+    assert_eq!(
+        m.sum(
+            "pharox_exporter_http_rejected_total",
+            &[("reason", "max_requests")]
+        ),
+        f64::from(busy)
     );
 }
