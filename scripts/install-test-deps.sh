@@ -39,12 +39,13 @@ declare -A MARKER=(
     [procps]=/usr/bin/pkill
     [openssh-server]=/usr/sbin/sshd
     [openssh-client]=/usr/bin/ssh
+    [apache2-utils]=/usr/bin/htpasswd
 )
 # Stable order for the output.
 PACKAGES=(squid tinyproxy dante-server microsocks stunnel4 prometheus
     prometheus-alertmanager postgresql chromium chromium-driver iproute2 curl
     python3-venv ca-certificates openssl procps
-    openssh-server openssh-client)
+    openssh-server openssh-client apache2-utils)
 
 is_present() {
     local pkg="$1" marker="${MARKER[$1]}"

@@ -58,6 +58,7 @@ pub use probe::{
     check, client_config, CheckOptions, TlsConfigError, PHAROX_DEFAULT_TARGET, USER_AGENT,
 };
 pub use secret::{redact_credentials, Userinfo};
+pub use server::WebConfigError;
 pub use shutdown::Shutdown;
 pub use sinks::db_writer::{CloseReport, ResultWriter};
 pub use sweep::{run as run_sweep, SweepOutcome, SweepParams};

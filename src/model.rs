@@ -244,11 +244,15 @@ pub enum Reason {
     ExitIpLeak,
     /// Too many redirects, or a redirect without a usable Location.
     Redirect,
+    /// Not the proxy's fault: the exporter itself had no file descriptor
+    /// left to dial it (EMFILE/ENFILE). Such a check counts as not done
+    /// ([`CheckResult::is_unchecked`]): never recorded as a status.
+    LocalResources,
 }
 
 impl Reason {
     /// Every reason, in a stable order.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Timeout,
         Reason::ConnectRefused,
         Reason::ConnectError,
@@ -264,6 +268,7 @@ impl Reason {
         Reason::BodyMismatch,
         Reason::ExitIpLeak,
         Reason::Redirect,
+        Reason::LocalResources,
     ];
 
     /// Label and JSON spelling.
@@ -284,6 +289,7 @@ impl Reason {
             Reason::BodyMismatch => "body_mismatch",
             Reason::ExitIpLeak => "exit_ip_leak",
             Reason::Redirect => "redirect",
+            Reason::LocalResources => "local_resources",
         }
     }
 }
@@ -482,6 +488,13 @@ impl CheckResult {
     /// True when the proxy is ACTIVE or SLOW.
     pub fn is_up(&self) -> bool {
         self.status.is_up()
+    }
+
+    /// True when the check could not be done for a reason that is not the
+    /// proxy's ([`Reason::LocalResources`]): its INACTIVE says nothing about
+    /// the proxy, so it must not be recorded as a status.
+    pub fn is_unchecked(&self) -> bool {
+        self.reason == Some(Reason::LocalResources)
     }
 }
 

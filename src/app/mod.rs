@@ -27,7 +27,9 @@ use crate::inventory::SourceSpec;
 use crate::model::unix_now;
 use crate::pharox_db::Error as PgError;
 use crate::pharox_db::Stats as PgStats;
-use crate::server::{self, AppState, ReloadRequest};
+use crate::server::{
+    self, AppState, Front, ReloadRequest, Requests, WebConfigError, WebConfigFile,
+};
 use crate::shutdown::Shutdown;
 use crate::sinks::db_writer::ResultWriter;
 use crate::sinks::metrics::{Metrics, StorageCollector};
@@ -55,6 +57,9 @@ pub enum StartError {
     /// The PostgreSQL writer could not start (bad spill directory, webhook URL).
     #[error(transparent)]
     Postgres(#[from] PgError),
+    /// The web config file (`--web.config.file`) is unusable.
+    #[error(transparent)]
+    WebConfig(#[from] WebConfigError),
 }
 
 /// The inventory source a config names, if any: pharox's database when
@@ -77,6 +82,7 @@ pub struct App {
     overrides: Overrides,
     config: Arc<RwLock<Arc<Config>>>,
     listener: TcpListener,
+    front: Front,
     web: Arc<AppState>,
     reload_tx: mpsc::Sender<ReloadRequest>,
     reload_rx: mpsc::Receiver<ReloadRequest>,
@@ -99,7 +105,12 @@ impl App {
             Some(p) => Some(ResultWriter::spawn_with_stats(p.clone(), db_stats.clone())?),
             None => None,
         };
-        let fd_limit = ensure_fd_limit(cfg.sweep.concurrency).map_err(StartError::Limits)?;
+        let web_config = match &cfg.web.config_file {
+            Some(p) => Some(Arc::new(WebConfigFile::load(p)?)),
+            None => None,
+        };
+        let fd_limit = ensure_fd_limit(cfg.sweep.concurrency, cfg.web.max_connections)
+            .map_err(StartError::Limits)?;
         tracing::debug!(fd_limit, "file descriptor limit");
 
         let state = Arc::new(StateStore::new());
@@ -125,6 +136,11 @@ impl App {
         let listener = server::bind(&addr)
             .await
             .map_err(|source| StartError::Listen { addr, source })?;
+        let front = Front {
+            web_config,
+            max_connections: cfg.web.max_connections,
+        };
+        let requests = Requests::new(cfg.web.max_requests);
         let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(8);
         let config = Arc::new(RwLock::new(cfg));
         let web = Arc::new(AppState {
@@ -135,12 +151,14 @@ impl App {
             ready: false.into(),
             reload: reload_tx.clone(),
             started: Instant::now(),
+            requests,
         });
         Ok(App {
             config_path,
             overrides,
             config,
             listener,
+            front,
             web,
             reload_tx,
             reload_rx,
@@ -169,6 +187,7 @@ impl App {
         let server_task = tokio::spawn(server::serve(
             self.listener,
             self.web.clone(),
+            self.front,
             server_stop.clone(),
         ));
         signals::spawn(shutdown.clone(), self.reload_tx);

@@ -198,6 +198,14 @@ pub(super) struct WebSpec {
     pub(super) telemetry_path: String,
     /// Let `/probe` check proxies that are not in the inventory.
     pub(super) allow_arbitrary_probe_targets: bool,
+    /// exporter-toolkit web config (TLS, basic auth, headers).
+    pub(super) config_file: Option<PathBuf>,
+    /// Allow `POST /-/reload`.
+    pub(super) enable_lifecycle: bool,
+    /// Open HTTP connections at most.
+    pub(super) max_connections: usize,
+    /// Concurrent `/metrics` and `/api/status` requests at most (0 = no cap).
+    pub(super) max_requests: usize,
 }
 
 /// Default listen port; see README ("Why port 10187").
@@ -209,6 +217,10 @@ impl Default for WebSpec {
             listen_address: format!("0.0.0.0:{DEFAULT_PORT}"),
             telemetry_path: "/metrics".into(),
             allow_arbitrary_probe_targets: false,
+            config_file: None,
+            enable_lifecycle: false,
+            max_connections: 256,
+            max_requests: 40,
         }
     }
 }

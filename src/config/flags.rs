@@ -42,6 +42,14 @@ pub struct Overrides {
     pub listen_address: Option<String>,
     /// `--web.telemetry-path`.
     pub telemetry_path: Option<String>,
+    /// `--web.config.file`.
+    pub web_config_file: Option<PathBuf>,
+    /// `--web.enable-lifecycle`.
+    pub enable_lifecycle: bool,
+    /// `--web.max-connections`.
+    pub max_connections: Option<usize>,
+    /// `--web.max-requests`.
+    pub max_requests: Option<usize>,
     /// `--metrics.per-proxy`.
     pub per_proxy: bool,
     /// `--shard.index`.
@@ -95,6 +103,18 @@ pub(super) fn apply(o: &Overrides, file: &mut FileConfig) {
     }
     if let Some(t) = &o.telemetry_path {
         file.web.telemetry_path = t.clone();
+    }
+    if let Some(w) = &o.web_config_file {
+        file.web.config_file = Some(w.clone());
+    }
+    if o.enable_lifecycle {
+        file.web.enable_lifecycle = true;
+    }
+    if let Some(n) = o.max_connections {
+        file.web.max_connections = n;
+    }
+    if let Some(n) = o.max_requests {
+        file.web.max_requests = n;
     }
     if o.per_proxy {
         file.metrics.per_proxy = true;

@@ -105,9 +105,10 @@ pub struct SweepConfig {
     pub shutdown_grace: Duration,
 }
 
-/// The HTTP server. `listen_address` takes effect only at start; the
-/// telemetry path and the `/probe` switch are read per request, so a reload
-/// changes them at once.
+/// The HTTP server. `listen_address`, `config_file` and the two caps take
+/// effect only at start (the web config file itself is re-read when it
+/// changes); the telemetry path, the `/probe` switch and `enable_lifecycle`
+/// are read per request, so a reload changes them at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebConfig {
     /// `host:port` to listen on.
@@ -117,6 +118,14 @@ pub struct WebConfig {
     /// Let `/probe` check proxies that are not in the inventory. Off by
     /// default so the exporter cannot be used as an open relay prober.
     pub allow_arbitrary_probe_targets: bool,
+    /// The exporter-toolkit web config file (TLS, basic auth, headers).
+    pub config_file: Option<PathBuf>,
+    /// Allow `POST /-/reload` (as Prometheus' `--web.enable-lifecycle`).
+    pub enable_lifecycle: bool,
+    /// Open HTTP connections at most; past it, new ones are closed.
+    pub max_connections: usize,
+    /// Concurrent `/metrics` and `/api/status` requests at most (0 = no cap).
+    pub max_requests: usize,
 }
 
 /// What `/metrics` exports.
@@ -200,6 +209,13 @@ impl Config {
         if let Some(src) = &source {
             resolve_inventory_path(src, &mut file);
         }
+        if let (Some(src), Some(web)) = (&source, &file.web.config_file) {
+            if web.is_relative() {
+                if let Some(dir) = src.parent() {
+                    file.web.config_file = Some(dir.join(web));
+                }
+            }
+        }
         // A flag's path is taken as given, relative to the working directory.
         flags::apply(o, &mut file);
         let invalid = |field: &str, message: String| ConfigError::Invalid {
@@ -249,6 +265,10 @@ impl Config {
                 listen_address: web.listen_address,
                 telemetry_path: web.telemetry_path,
                 allow_arbitrary_probe_targets: web.allow_arbitrary_probe_targets,
+                config_file: web.config_file,
+                enable_lifecycle: web.enable_lifecycle,
+                max_connections: web.max_connections,
+                max_requests: web.max_requests,
             },
             metrics: MetricsConfig {
                 latency_buckets: metrics.latency_buckets,
@@ -297,6 +317,9 @@ fn check_merged(file: &FileConfig) -> Result<(), (&'static str, &'static str)> {
     }
     if !file.web.telemetry_path.starts_with('/') {
         return Err(("web.telemetry_path", "must start with /"));
+    }
+    if !(1..=1_000_000).contains(&file.web.max_connections) {
+        return Err(("web.max_connections", "must be between 1 and 1000000"));
     }
     let b = &file.metrics.latency_buckets;
     if b.is_empty()

@@ -95,6 +95,10 @@ pub(crate) async fn connect(host: &str, port: u16) -> Result<TcpStream, StepErro
     }
     let authority = authority(host, port);
     Err(match last {
+        Some(e) if is_out_of_fds(&e) => StepError::new(
+            Reason::LocalResources,
+            format!("no file descriptor left to connect to proxy {authority}: {e}"),
+        ),
         Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => StepError::new(
             Reason::ConnectRefused,
             format!("connection to proxy {authority} refused"),
@@ -105,6 +109,12 @@ pub(crate) async fn connect(host: &str, port: u16) -> Result<TcpStream, StepErro
         ),
         None => StepError::new(Reason::Dns, format!("{host} has no address")),
     })
+}
+
+/// EMFILE or ENFILE: this process (or the system) is out of file
+/// descriptors; the proxy was never reached.
+pub(crate) fn is_out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// `host:port`, with IPv6 literals bracketed.

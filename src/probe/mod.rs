@@ -6,6 +6,8 @@
 //! Every read from the network is bounded in bytes and by the attempt's
 //! deadline, so one misbehaving proxy can only ever cost its own timeout.
 
+use std::time::Duration;
+
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use url::Url;
@@ -46,8 +48,7 @@ pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
     let attempts = opts.attempts.max(1);
     let mut last: Option<(AttemptError, Phases, Option<u16>)> = None;
     for n in 1..=attempts {
-        let mut att = Attempt::new(opts.timeout);
-        let outcome = run_attempt(proxy, opts, &mut att).await;
+        let (att, outcome) = attempt_with_fds(proxy, opts).await;
         let total = att.start.elapsed();
         let phases = att.phases(total);
         match outcome {
@@ -98,6 +99,33 @@ pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
         error: Some(redact(failure.error, proxy)),
         checked_at: chrono::Utc::now(),
         phases,
+    }
+}
+
+/// Retries of an attempt that found no file descriptor to dial with.
+const FD_RETRIES: u32 = 3;
+/// The first wait before such a retry (then twice, three times as long).
+const FD_RETRY_WAIT: Duration = Duration::from_millis(50);
+
+/// One attempt; when it could not dial for lack of file descriptors (our
+/// shortage, usually momentary, not the proxy's fault), wait a little and
+/// run it again with fresh timings. Still short after the retries, the
+/// failure says `local_resources` and the check counts as not done.
+async fn attempt_with_fds(
+    proxy: &Proxy,
+    opts: &CheckOptions,
+) -> (Attempt, Result<u16, AttemptError>) {
+    let mut retries = 0;
+    loop {
+        let mut att = Attempt::new(opts.timeout);
+        let outcome = run_attempt(proxy, opts, &mut att).await;
+        match &outcome {
+            Err(f) if f.reason == Reason::LocalResources && retries < FD_RETRIES => {
+                retries += 1;
+                tokio::time::sleep(FD_RETRY_WAIT * retries).await;
+            }
+            _ => return (att, outcome),
+        }
     }
 }
 

@@ -9,24 +9,39 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::shutdown::{Shutdown, Tracker};
+use crate::shutdown::{Shutdown, TrackGuard, Tracker};
 use crate::sinks::metrics::Metrics;
 use crate::state::StateStore;
 use crate::sweep::SweepGauges;
 
+mod auth;
+mod limits;
 mod probe;
 pub(crate) mod routes;
 mod status;
+mod web_config;
 
+pub(crate) use limits::Requests;
 pub(crate) use routes::route;
+pub use web_config::WebConfigError;
+pub(crate) use web_config::WebConfigFile;
+
+use auth::BasicAuth;
+use limits::{Admission, Connections, Ticket};
+use web_config::WebSettings;
 
 /// A reload request: the reply says whether the new file was accepted.
 pub(crate) type ReloadRequest = oneshot::Sender<Result<(), String>>;
@@ -34,6 +49,18 @@ pub(crate) type ReloadRequest = oneshot::Sender<Result<(), String>>;
 /// How long open connections get to finish their request once the server
 /// stops; keep-alive connections idle at that moment close at once.
 pub(crate) const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+
+/// A client must send a whole request head within this, on a new
+/// connection and between requests on a kept-alive one (hyper's header
+/// timer restarts for each request head, so it is the idle timeout too).
+/// Slowloris clients and idle sockets are closed after it.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake must finish within this.
+pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head read (hyper answers 431 past it).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Header lines per request at most.
+const MAX_HEADERS: usize = 64;
 
 /// Everything the handlers read.
 pub(crate) struct AppState {
@@ -51,6 +78,8 @@ pub(crate) struct AppState {
     pub reload: mpsc::Sender<ReloadRequest>,
     /// When the process started.
     pub started: Instant,
+    /// Caps on concurrent requests.
+    pub requests: Requests,
 }
 
 impl AppState {
@@ -62,10 +91,33 @@ impl AppState {
     }
 }
 
+/// What the server applies before any handler: fixed at start.
+pub(crate) struct Front {
+    /// `--web.config.file`, when given.
+    pub web_config: Option<Arc<WebConfigFile>>,
+    /// Open connections at most.
+    pub max_connections: usize,
+}
+
+/// Per-server state shared by every connection.
+struct Shared {
+    app: Arc<AppState>,
+    web_config: Option<Arc<WebConfigFile>>,
+    auth: BasicAuth,
+    stop: Shutdown,
+}
+
 /// Serve until `stop` triggers; then stop accepting, let open connections
 /// finish their request (at most [`CONNECTION_DRAIN`]) and return.
-pub(crate) async fn serve(listener: TcpListener, app: Arc<AppState>, stop: Shutdown) {
+pub(crate) async fn serve(listener: TcpListener, app: Arc<AppState>, front: Front, stop: Shutdown) {
     let connections = Tracker::new();
+    let slots = Connections::new(front.max_connections);
+    let shared = Arc::new(Shared {
+        app,
+        web_config: front.web_config,
+        auth: BasicAuth::default(),
+        stop: stop.clone(),
+    });
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -79,8 +131,20 @@ pub(crate) async fn serve(listener: TcpListener, app: Arc<AppState>, stop: Shutd
             },
             _ = stop.wait() => break,
         };
+        let ticket = match slots.admit() {
+            Admission::Admitted(t) => t,
+            Admission::Evicted(t) => {
+                shared.app.metrics.http_rejected("idle_evicted");
+                t
+            }
+            Admission::Full => {
+                shared.app.metrics.http_rejected("max_connections");
+                drop(stream);
+                continue;
+            }
+        };
         let guard = connections.track();
-        tokio::spawn(serve_connection(stream, app.clone(), stop.clone(), guard));
+        tokio::spawn(serve_connection(stream, shared.clone(), ticket, guard));
     }
     drop(listener);
     let open = connections.live();
@@ -96,21 +160,90 @@ pub(crate) async fn serve(listener: TcpListener, app: Arc<AppState>, stop: Shutd
     }
 }
 
+/// Settings when there is no web config file.
+fn open_settings() -> Arc<WebSettings> {
+    static OPEN: OnceLock<Arc<WebSettings>> = OnceLock::new();
+    OPEN.get_or_init(|| Arc::new(WebSettings::open())).clone()
+}
+
 async fn serve_connection(
     stream: TcpStream,
-    app: Arc<AppState>,
-    stop: Shutdown,
-    _guard: crate::shutdown::TrackGuard,
+    shared: Arc<Shared>,
+    ticket: Ticket,
+    _guard: TrackGuard,
 ) {
-    let svc = hyper::service::service_fn(move |req| {
-        let app = app.clone();
-        async move { Ok::<_, Infallible>(route(req, app).await) }
+    let settings = match &shared.web_config {
+        None => open_settings(),
+        // A stat per file, and a read when one changed: off the async workers.
+        Some(w) => {
+            let w = w.clone();
+            match tokio::task::spawn_blocking(move || w.current()).await {
+                Ok(s) => s,
+                Err(_) => return,
+            }
+        }
+    };
+    let ticket = Arc::new(ticket);
+    let Some(acceptor) = settings.tls.clone() else {
+        return http(stream, shared, settings, ticket).await;
+    };
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let tls = tokio::select! {
+        r = handshake => r,
+        _ = ticket.evicted.notified() => return,
+        _ = shared.stop.wait() => return,
+    };
+    match tls {
+        Ok(Ok(tls)) => http(tls, shared, settings, ticket).await,
+        Ok(Err(e)) => {
+            shared.app.metrics.http_rejected("tls_handshake");
+            tracing::debug!(error = %e, "tls handshake failed");
+        }
+        Err(_) => {
+            shared.app.metrics.http_rejected("tls_handshake");
+            tracing::debug!("tls handshake timed out");
+        }
+    }
+}
+
+async fn http<I>(io: I, shared: Arc<Shared>, settings: Arc<WebSettings>, ticket: Arc<Ticket>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let evicted = ticket.evicted.clone();
+    let stop = shared.stop.clone();
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let (shared, settings, ticket) = (shared.clone(), settings.clone(), ticket.clone());
+        async move {
+            ticket.busy();
+            let allowed = shared
+                .auth
+                .allows(&settings.users, req.headers().get(AUTHORIZATION))
+                .await;
+            let mut resp = if allowed {
+                route(req, shared.app.clone()).await
+            } else {
+                shared.app.metrics.http_rejected("unauthorized");
+                unauthorized()
+            };
+            for (name, value) in &settings.headers {
+                resp.headers_mut().insert(name.clone(), value.clone());
+            }
+            ticket.idle();
+            Ok::<_, Infallible>(resp)
+        }
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
+        // A newer connection took this idle one's slot: close it.
+        _ = evicted.notified() => return,
         _ = stop.wait() => {
             // Finish the request in progress, then close (idle: at once).
             conn.as_mut().graceful_shutdown();
@@ -121,6 +254,13 @@ async fn serve_connection(
     if let Err(e) = result {
         tracing::debug!(error = %e, "http connection ended with an error");
     }
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut r = routes::respond(StatusCode::UNAUTHORIZED, routes::PLAIN, "Unauthorized\n");
+    r.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+    r
 }
 
 /// Bind the listen address (`:9199` means every interface, as Prometheus

@@ -42,6 +42,22 @@ pub(super) async fn probe(req: &Parts, app: &Arc<AppState>) -> Resp {
         Ok(p) => p,
         Err(resp) => return resp,
     };
+    // Each probe dials the proxy with its stored credentials: capped overall
+    // and one at a time per proxy, so /probe cannot be used to hammer one.
+    let _slot = match app.requests.probe(&proxy.id) {
+        Ok(s) => s,
+        Err(super::limits::ProbeBusy::Full) => {
+            return super::routes::busy(app, "probe_concurrency")
+        }
+        Err(super::limits::ProbeBusy::SameProxy) => {
+            app.metrics.http_rejected("probe_same_proxy");
+            return respond(
+                StatusCode::TOO_MANY_REQUESTS,
+                PLAIN,
+                "a probe of this proxy is already running\n",
+            );
+        }
+    };
     let cfg = app.current_config();
     let opts = cfg.options.for_proxy(&proxy).clone();
     let started = Instant::now();

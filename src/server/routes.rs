@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
@@ -71,12 +73,35 @@ pub(crate) fn route<B>(req: Request<B>, app: Arc<AppState>) -> impl Future<Outpu
     handle(parts, app)
 }
 
+/// Request bodies are never read; one announced larger than this is
+/// refused before anything else happens.
+pub(crate) const MAX_BODY_BYTES: u64 = 64 * 1024;
+
 async fn handle(req: Parts, app: Arc<AppState>) -> Resp {
+    let body_len = req
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    if body_len > MAX_BODY_BYTES {
+        return respond(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            PLAIN,
+            format!("request bodies are limited to {MAX_BODY_BYTES} bytes\n"),
+        );
+    }
     // Read per request: web.telemetry_path is reloadable, unlike the listen address.
-    let telemetry = app.current_config().web.telemetry_path.clone();
+    let cfg = app.current_config();
+    let telemetry = cfg.web.telemetry_path.clone();
     let path = req.uri.path().to_string();
     match (&req.method, path.as_str()) {
-        (&Method::GET, p) if p == telemetry => metrics(&req, &app).await,
+        (&Method::GET, p) if p == telemetry => {
+            let Ok(_slot) = app.requests.render() else {
+                return busy(&app, "max_requests");
+            };
+            metrics(&req, &app).await
+        }
         (&Method::GET, "/-/healthy") => respond(StatusCode::OK, PLAIN, "Healthy.\n"),
         (&Method::GET, "/-/ready") => {
             if app.ready.load(Ordering::Relaxed) {
@@ -89,10 +114,22 @@ async fn handle(req: Parts, app: Arc<AppState>) -> Resp {
                 )
             }
         }
+        (&Method::POST, "/-/reload") | (&Method::PUT, "/-/reload") if !cfg.web.enable_lifecycle => {
+            app.metrics.http_rejected("lifecycle_disabled");
+            respond(
+                StatusCode::FORBIDDEN,
+                PLAIN,
+                "Lifecycle API is not enabled: start with --web.enable-lifecycle to reload by HTTP \
+                 (SIGHUP always reloads).\n",
+            )
+        }
         (&Method::POST, "/-/reload") | (&Method::PUT, "/-/reload") => reload(&app).await,
         (_, "/-/reload") => respond(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "use POST\n"),
         (&Method::GET, "/probe") => super::probe::probe(&req, &app).await,
         (&Method::GET, "/api/status") => {
+            let Ok(_slot) = app.requests.render() else {
+                return busy(&app, "max_requests");
+            };
             let app2 = app.clone();
             let body = tokio::task::spawn_blocking(move || status_json(&app2))
                 .await
@@ -110,6 +147,19 @@ async fn handle(req: Parts, app: Arc<AppState>) -> Resp {
             "Not found. See / for the endpoints.\n",
         ),
     }
+}
+
+/// 503 for a request past a cap, counted by `reason`.
+pub(super) fn busy(app: &AppState, reason: &'static str) -> Resp {
+    app.metrics.http_rejected(reason);
+    let mut r = respond(
+        StatusCode::SERVICE_UNAVAILABLE,
+        PLAIN,
+        "Too many concurrent requests; try again shortly.\n",
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 async fn metrics(req: &Parts, app: &Arc<AppState>) -> Resp {
@@ -172,6 +222,7 @@ mod tests {
             ready: false.into(),
             reload,
             started: Instant::now(),
+            requests: super::super::limits::Requests::new(1),
         })
     }
 
@@ -211,17 +262,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reload_wants_post() {
+    async fn reload_wants_post_and_the_lifecycle_flag() {
         let (s, _, body) = get(Method::GET, "/-/reload", None).await;
         assert_eq!(
             (s, body.as_str()),
             (StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
         );
-        let (s, _, _) = get(Method::POST, "/-/reload", None).await;
+        let (s, _, body) = get(Method::POST, "/-/reload", None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "off by default");
+        assert!(body.contains("--web.enable-lifecycle"), "{body}");
+        let app = app();
+        {
+            let mut cfg = (*app.current_config()).clone();
+            cfg.web.enable_lifecycle = true;
+            *app.config.write().unwrap() = Arc::new(cfg);
+        }
+        let req = Request::post("/-/reload").body(()).unwrap();
+        let resp = route(req, app).await;
         assert_eq!(
-            s,
+            resp.status(),
             StatusCode::SERVICE_UNAVAILABLE,
-            "nobody reloads: shutting down"
+            "enabled; nobody reloads: shutting down"
+        );
+    }
+
+    #[tokio::test]
+    async fn renders_past_the_cap_and_big_bodies_are_refused() {
+        let app = app(); // max_requests 1
+        let held = app.requests.render().expect("first slot");
+        let resp = route(Request::get("/metrics").body(()).unwrap(), app.clone()).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[RETRY_AFTER], "1");
+        let resp = route(Request::get("/api/status").body(()).unwrap(), app.clone()).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(held);
+        let resp = route(Request::get("/metrics").body(()).unwrap(), app.clone()).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let big = Request::post("/-/reload")
+            .header(CONTENT_LENGTH, "1000000")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            route(big, app).await.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
         );
     }
 

@@ -1,5 +1,6 @@
 //! Throwaway PKIs for TLS fakes and real TLS servers: a CA and one leaf
-//! certificate for `localhost` and `127.0.0.1`.
+//! certificate for `localhost` and `127.0.0.1`, good for server and client
+//! authentication alike.
 //!
 //! [`pki`] is one PKI shared by the whole test process (the in-process fakes
 //! present it); [`TestPki::generate`] makes a fresh one, for tests that need
@@ -147,7 +148,12 @@ fn build() -> Result<TestPki, Box<dyn std::error::Error>> {
         .push(DnType::CommonName, "localhost");
     leaf_params.is_ca = IsCa::ExplicitNoCa;
     leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    // Client auth too: the same leaf serves as a client certificate in the
+    // tests of servers that require one.
+    leaf_params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     let leaf_key = KeyPair::generate()?;
     let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key)?;
 

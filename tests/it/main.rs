@@ -22,6 +22,7 @@ mod deadlines;
 mod demo;
 mod deploy_k8s;
 mod e2e;
+mod fd_exhaustion;
 mod layering;
 mod postgres;
 mod probe_faults;

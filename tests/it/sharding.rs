@@ -206,7 +206,7 @@ async fn a_reload_that_changes_the_shard_takes_the_new_share_of_an_unchanged_fil
             &cfg,
             format!(
                 "defaults:\n  target_url: {}\ninventory:\n  path: {}\nsweep:\n  interval: 1s\n\
-                 web:\n  listen_address: 127.0.0.1:{port}\nmetrics:\n  per_proxy: true\n\
+                 web:\n  listen_address: 127.0.0.1:{port}\n  enable_lifecycle: true\nmetrics:\n  per_proxy: true\n\
                  sharding:\n  index: {index}\n  count: 2\n",
                 target.url("/"),
                 inv.display()

@@ -53,7 +53,7 @@ pub(crate) async fn run(
     // The exporter's guard: a concurrency the fd limit cannot hold would
     // blame "Too many open files" on the proxies. Only sockets that can be
     // open at once count (never more than there are proxies).
-    pharox_exporter::ensure_fd_limit(cfg.sweep.concurrency.min(proxies.len()))
+    pharox_exporter::ensure_fd_limit(cfg.sweep.concurrency.min(proxies.len()), 0)
         .map_err(anyhow::Error::msg)?;
     // Arguments first, then the inventory, each in the order given. Keyed by
     // the Arc, not the id: two arguments that differ only in their password

@@ -169,6 +169,18 @@ pub(crate) struct RunArgs {
     /// Export per-proxy series (capped by metrics.per_proxy_limit).
     #[arg(long = "metrics.per-proxy")]
     per_proxy: bool,
+    /// Web config (exporter-toolkit format): TLS, basic auth, response headers.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
+    /// Allow POST /-/reload (SIGHUP always reloads).
+    #[arg(long = "web.enable-lifecycle")]
+    enable_lifecycle: bool,
+    /// Open HTTP connections at most (default 256); past it, new ones are closed.
+    #[arg(long = "web.max-connections", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Concurrent /metrics and /api/status requests at most, 503 past it (default 40, 0 = no cap).
+    #[arg(long = "web.max-requests", value_name = "N")]
+    max_requests: Option<usize>,
 }
 
 impl Cli {
@@ -275,6 +287,10 @@ impl CommonArgs {
             listen_address: run.listen_address.clone(),
             telemetry_path: run.telemetry_path.clone(),
             per_proxy: run.per_proxy,
+            web_config_file: run.web_config_file.clone(),
+            enable_lifecycle: run.enable_lifecycle,
+            max_connections: run.max_connections,
+            max_requests: run.max_requests,
             shard_index: self.shard_index,
             shard_count: self.shard_count,
             shard_from_hostname: self.shard_from_hostname,

@@ -26,7 +26,7 @@ pub(crate) async fn run(common: &CommonArgs) -> Result<ExitCode> {
     let read = crate::inventory::read(&cfg).await?;
     let skipped = read.malformed() as usize;
     // The exporter's guard, before anything is probed or written (see check.rs).
-    pharox_exporter::ensure_fd_limit(cfg.sweep.concurrency.min(read.proxies.len()))
+    pharox_exporter::ensure_fd_limit(cfg.sweep.concurrency.min(read.proxies.len()), 0)
         .map_err(anyhow::Error::msg)?;
     let store = match &cfg.db {
         Some(pg) => Some(ResultWriter::spawn(pg.clone())?),

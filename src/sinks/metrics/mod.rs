@@ -7,7 +7,8 @@
 //!
 //! Files: this one (event metrics), `state_collector` (gauges computed from
 //! the state at scrape time), `storage` (`pharox_storage_*` from the result
-//! writer's counters), [`exposition`] (content negotiation and encoding).
+//! writer's counters), `process` (`process_*` and the tokio runtime's
+//! facts), [`exposition`] (content negotiation and encoding).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::state::StateStore;
 use crate::sweep::SweepGauges;
 
 pub(crate) mod exposition;
+mod process;
 mod state_collector;
 mod storage;
 
@@ -82,6 +84,29 @@ pub(crate) struct PhaseLabels {
     /// Phase.
     pub phase: String,
 }
+
+/// `reason`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    /// The reason.
+    pub reason: String,
+}
+
+/// Reasons of `pharox_checks_skipped_total`, every one exported from the start.
+const SKIP_REASONS: [&str; 1] = ["local_resources"];
+
+/// Reasons of `pharox_exporter_http_rejected_total`, every one exported
+/// from the start (an absent series is not zero).
+pub(crate) const HTTP_REJECT_REASONS: [&str; 8] = [
+    "max_connections",
+    "idle_evicted",
+    "max_requests",
+    "probe_concurrency",
+    "probe_same_proxy",
+    "lifecycle_disabled",
+    "unauthorized",
+    "tls_handshake",
+];
 
 /// `kind` / `outcome` style single label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -166,6 +191,8 @@ pub(crate) struct Metrics {
     /// 1 when the last inventory read succeeded, 0 when it failed and the
     /// previous inventory was kept.
     pub inventory_last_read_ok: Gauge,
+    skipped: Family<ReasonLabel, Counter>,
+    http_rejected: Family<ReasonLabel, Counter>,
     /// Gauges set by the run loop.
     pub exporter: Arc<ExporterGauges>,
     /// Per-proxy series settings.
@@ -184,7 +211,11 @@ impl Metrics {
         // created, registered under its name and help, and kept for
         // `observe`. Read top to bottom it matches docs/metrics.md; split into
         // helpers, a family's name would sit apart from the field it fills.
-        let mut registry = Registry::with_prefix("pharox");
+        // `process_*` are standard names without our prefix; every other
+        // family lives in the `pharox` sub-registry.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("pharox");
         let check_duration =
             Family::new_with_constructor(Buckets(Arc::new(latency_buckets.to_vec())));
         registry.register_with_unit(
@@ -243,6 +274,32 @@ impl Metrics {
             "1 when the last inventory read succeeded; 0 when it failed and the previous inventory is still swept",
             inventory_last_read_ok.clone(),
         );
+        let skipped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "checks_skipped",
+            "Checks not done, so not recorded, for a reason that is not the proxy's \
+             (local_resources: the exporter had no file descriptor left to dial)",
+            skipped.clone(),
+        );
+        let http_rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "exporter_http_rejected",
+            "HTTP connections and requests turned away, by reason",
+            http_rejected.clone(),
+        );
+        for (family, reasons) in [
+            (&skipped, &SKIP_REASONS[..]),
+            (&http_rejected, &HTTP_REJECT_REASONS[..]),
+        ] {
+            for r in reasons {
+                drop(family.get_or_create(&ReasonLabel {
+                    reason: r.to_string(),
+                }));
+            }
+        }
+        registry.register_collector(Box::new(process::RuntimeCollector(
+            tokio::runtime::Handle::try_current().ok(),
+        )));
         let exporter = Arc::new(ExporterGauges::default());
         let per_proxy = Arc::new(PerProxy::default());
         registry.register_collector(Box::new(StateCollector::new(
@@ -255,7 +312,7 @@ impl Metrics {
             registry.register_collector(c);
         }
         Metrics {
-            registry,
+            registry: root,
             check_duration,
             phase_duration,
             checks,
@@ -266,9 +323,30 @@ impl Metrics {
             overruns,
             inventory_errors,
             inventory_last_read_ok,
+            skipped,
+            http_rejected,
             exporter,
             per_proxy,
         }
+    }
+
+    /// Count a check that was not done for a reason that is not the proxy's.
+    pub(crate) fn skipped(&self, reason: &str) {
+        self.skipped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Count an HTTP connection or request turned away (see
+    /// [`HTTP_REJECT_REASONS`]).
+    pub(crate) fn http_rejected(&self, reason: &'static str) {
+        self.http_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Count one completed check.

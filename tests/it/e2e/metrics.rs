@@ -279,6 +279,16 @@ async fn promtool_accepts_text_and_openmetrics_scrapes() {
         "pharox_proxies",
         "pharox_proxy_up",
         "pharox_exporter_build_info",
+        "pharox_checks_skipped_total",
+        "pharox_exporter_http_rejected_total",
+        "pharox_exporter_tokio_workers",
+        "pharox_exporter_tokio_alive_tasks",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
     ] {
         assert!(
             !text.series(family, &[]).is_empty(),
@@ -294,6 +304,15 @@ async fn promtool_accepts_text_and_openmetrics_scrapes() {
         text.text
     );
     assert!(out.trim().is_empty(), "promtool complains: {out}");
+    // Every family served is in the contract, docs/metrics.md.
+    let documented = crate::support::bundle::contract_series();
+    let served: BTreeSet<&str> = text.samples.iter().map(|s| s.name.as_str()).collect();
+    for name in served {
+        assert!(
+            documented.contains(name),
+            "{name} is served but not listed in docs/metrics.md"
+        );
+    }
     assert!(
         text.text.contains("# TYPE pharox_checks_total counter")
             && text
@@ -489,7 +508,11 @@ async fn per_proxy_series_are_capped_and_never_carry_passwords() {
     let cfg = dir.join("reloadable.yaml");
     write_atomic(&cfg, "metrics:\n  per_proxy: true\n  per_proxy_limit: 2\n");
     let mut args = base_args(&inv, &target.url("/"));
-    args.extend([s("--config.file"), cfg.display().to_string()]);
+    args.extend([
+        s("--config.file"),
+        cfg.display().to_string(),
+        s("--web.enable-lifecycle"),
+    ]);
     let ex = Exporter::start(dir.path(), &args).await;
     ex.wait_for("the cap at 2", |m| {
         m.series("pharox_proxy_up", &[]).len() == 2 && m.value("pharox_proxy_series_dropped") == 3.0

@@ -16,17 +16,22 @@
 //! the old config; SIGTERM mid-sweep (hanging checks cut at the grace,
 //! short ones allowed to finish, overruns counted); inventory edits reaching
 //! the gauges; readiness; the per-proxy cap; `/probe`; the status page in
-//! headless chromium (screenshot kept in `target/test-artifacts/`).
+//! headless chromium (screenshot kept in `target/test-artifacts/`); the web
+//! config (TLS, basic auth, client certificates, rotation) with curl and a
+//! real Prometheus; abuse of the web port (idle connections, slowloris,
+//! reload and `/probe` floods).
 //!
 //! External tools are required, never skipped: `promtool` (Debian package
 //! `prometheus`) and `chromium` (Debian package `chromium`).
 
+mod abuse;
 mod inventory;
 mod metrics;
 mod probe_endpoint;
 mod reload;
 mod shutdown;
 mod status_page;
+mod web_security;
 
 use std::process::{Command, Stdio};
 

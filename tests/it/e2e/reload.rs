@@ -44,6 +44,7 @@ async fn reload_by_http_and_sighup_keeps_the_old_config_on_errors() {
             cfg.display().to_string(),
             s("--log.level"),
             s("debug"),
+            s("--web.enable-lifecycle"),
         ],
     )
     .await;

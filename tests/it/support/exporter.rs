@@ -21,6 +21,56 @@ pub(crate) const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) static LOG_SEQ: AtomicUsize = AtomicUsize::new(0);
 
+/// The binary tests start: this build's, or the one named by
+/// `PHAROX_TEST_EXPORTER` (to measure another build with the same tests,
+/// e.g. the before/after figures of the abuse tests).
+pub(crate) fn exporter_bin() -> String {
+    std::env::var("PHAROX_TEST_EXPORTER").unwrap_or_else(|_| EXPORTER.to_string())
+}
+
+/// How [`Exporter::start_with`] starts and reaches the exporter.
+#[derive(Clone)]
+pub(crate) struct Launch {
+    /// Polled until it answers 200.
+    pub(crate) up_path: String,
+    /// The client for every request (TLS roots, credentials); default: plain.
+    pub(crate) http: Option<reqwest::Client>,
+    /// The web config serves TLS: `https://` URLs.
+    pub(crate) tls: bool,
+    /// Soft and hard `RLIMIT_NOFILE` of the exporter (it raises its soft
+    /// limit to the hard one, so both are set).
+    pub(crate) nofile: Option<u64>,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch {
+            up_path: "/-/ready".to_string(),
+            http: None,
+            tls: false,
+            nofile: None,
+        }
+    }
+}
+
+/// Set the child's file-descriptor limit (soft and hard) before exec.
+fn limit_nofile(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    let lim = libc::rlimit {
+        rlim_cur: n as libc::rlim_t,
+        rlim_max: n as libc::rlim_t,
+    };
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A running exporter; killed (whole process group) when dropped.
 pub(crate) struct Exporter {
     pub(crate) child: ChildGuard,
@@ -39,26 +89,42 @@ impl Exporter {
 
     /// Like [`Exporter::start`], waiting for `up_path` to answer 200 instead.
     pub(crate) async fn start_until(dir: &Path, args: &[String], up_path: &str) -> Exporter {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("reqwest client");
+        let launch = Launch {
+            up_path: up_path.to_string(),
+            ..Launch::default()
+        };
+        Exporter::start_with(dir, args, launch).await
+    }
+
+    /// Start as `launch` says (TLS, a client of its own, a descriptor limit).
+    pub(crate) async fn start_with(dir: &Path, args: &[String], launch: Launch) -> Exporter {
+        let http = launch.http.clone().unwrap_or_else(|| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("reqwest client")
+        });
+        let scheme = if launch.tls { "https" } else { "http" };
+        let up_path = launch.up_path.as_str();
         for _ in 0..3 {
             let port = free_port();
             let log = dir.join(format!(
                 "exporter-{}.log",
                 LOG_SEQ.fetch_add(1, Ordering::SeqCst)
             ));
-            let mut cmd = Command::new(EXPORTER);
+            let mut cmd = Command::new(exporter_bin());
             cmd.args(args)
                 .arg("--web.listen-address")
                 .arg(format!("127.0.0.1:{port}"))
                 .env_remove("RUST_LOG");
+            if let Some(n) = launch.nofile {
+                limit_nofile(&mut cmd, n);
+            }
             let child = ChildGuard::spawn("pharox-exporter", cmd, &log);
             let mut ex = Exporter {
                 child,
-                base: format!("http://127.0.0.1:{port}"),
+                base: format!("{scheme}://127.0.0.1:{port}"),
                 log,
                 http: http.clone(),
             };
