@@ -642,16 +642,29 @@ async fn error_messages_are_said_once_with_absolute_paths_and_useful_detail() {
         "{err}"
     );
 
-    // Before: an empty CSV was an error, a header-only one "0 proxies".
-    std::fs::write(dir.path().join("empty.csv"), "").unwrap();
+    // Before: an empty CSV failed on its "header" ("CSV header must name
+    // ..."), while a header-only one was "0 proxies". Now each says what it
+    // is: a header (or `[]`, or a comment) is a deliberate "no proxies"; a
+    // file with nothing in it at all is most likely being written, so it is
+    // refused the same way in every format (and the exporter keeps its last
+    // good inventory rather than wiping its state).
     std::fs::write(dir.path().join("header.csv"), "id,protocol,host,port\n").unwrap();
-    for f in ["empty.csv", "header.csv"] {
+    let out = validate(&["--inventory", "header.csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("header.csv: 0 proxies, 0 malformed"),
+        "{}",
+        text(&out.stdout)
+    );
+    for f in ["empty.csv", "empty.txt", "empty.yaml"] {
+        std::fs::write(dir.path().join(f), "").unwrap();
         let out = validate(&["--inventory", f]);
-        assert_eq!(out.status.code(), Some(0), "{f}: {}", text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{f}");
+        let abs = dir.path().join(f);
         assert!(
-            text(&out.stdout).contains(&format!("{f}: 0 proxies, 0 malformed")),
-            "{}",
-            text(&out.stdout)
+            text(&out.stderr).contains(&format!("{}: inventory is empty", abs.display())),
+            "{f}: {}",
+            text(&out.stderr)
         );
     }
 
