@@ -291,7 +291,11 @@ async fn tls_and_basic_auth_with_curl_rotation_and_client_certificates() {
 async fn a_broken_web_config_at_start_names_the_file_and_field() {
     let dir = ServerDir::new("exporter-web-broken");
     let web = dir.write("web.yml", "basic_auth_users:\n  alice: not-a-hash\n");
+    // Something to sweep, so that the web config is what stops the start.
+    let inv = dir.write("inventory.txt", "http://127.0.0.1:9\n");
     let out = Command::new(exporter_bin())
+        .arg("--inventory")
+        .arg(&inv)
         .args(["--web.listen-address", "127.0.0.1:0", "--web.config.file"])
         .arg(&web)
         .output()
@@ -308,6 +312,8 @@ async fn a_broken_web_config_at_start_names_the_file_and_field() {
     assert!(!err.contains("not-a-hash"), "the hash is not echoed: {err}");
     let missing = dir.join("absent.yml");
     let out = Command::new(exporter_bin())
+        .arg("--inventory")
+        .arg(&inv)
         .args(["--web.listen-address", "127.0.0.1:0", "--web.config.file"])
         .arg(&missing)
         .output()
