@@ -333,3 +333,41 @@ p("Harness: `sudo bench/run.sh` (env RUNS, SIZES, CONCS, PHAROX_SIZES, PHAROX_EX
   "HEALTHY_SIZES, TIMEOUT_S, SLOW_MS, SLOW_DELAY_MS, EXPORTER_STAGE, EXPORTER_STAGES, EXPORTER_1M, KEEP_OUT; "
   "see the top of the script). Fleet: `target/release/fleet --addr 0.0.0.0 --in-netns "
   "--slow-delay-ms 800` inside a fresh netns holding only `lo`.")
+
+soak_csv = os.path.join(OUT, "soak", "samples.csv")
+if os.path.exists(soak_csv):
+    with open(soak_csv) as f:
+        rows = list(csv.DictReader(f))
+
+    def num(r, k):
+        try:
+            return float(r[k])
+        except (KeyError, TypeError, ValueError):
+            return float("nan")
+
+    p("## Soak (bench/soak.sh)")
+    p()
+    p(f"Revision {read(os.path.join(OUT, 'soak', 'revision'), '?')}; {read(os.path.join(OUT, 'soak', 'knobs'))}. "
+      "A fleet of which a third misbehaves, an inventory that churns (ids change address and behaviour; "
+      "1,000 proxies leave and come back), a scrape every 5 s on a fresh connection, and idle connections "
+      "held against the web port throughout (re-opened whenever the server closes them). One row per "
+      "minute: medians of that minute's samples, and the slowest scrape. Flat RSS, fds and scrape times "
+      "are the point.")
+    p()
+    p("| minute | samples | RSS MiB | open fds | scrape ms (median) | scrape ms (max) | sweeps done | INACTIVE |")
+    p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    by_min = collections.defaultdict(list)
+    for r in rows:
+        by_min[int(num(r, "t_s") // 60)].append(r)
+    for m in sorted(by_min):
+        rs = by_min[m]
+        scr = [num(r, "scrape_ms") for r in rs if num(r, "scrape_ms") == num(r, "scrape_ms")]
+        p(f"| {m} | {len(rs)} | {med([num(r, 'rss_kib') / 1024 for r in rs]):.1f} | "
+          f"{med([num(r, 'fds') for r in rs]):.0f} | {med(scr):.1f} | {max(scr) if scr else float('nan'):.1f} | "
+          f"{rs[-1].get('sweeps', '')} | {rs[-1].get('inactive', '')} |")
+    p()
+    if rows:
+        failed = sum(1 for r in rows if num(r, "scrape_bytes") == 0)
+        p(f"Scrapes that failed or timed out (10 s): {failed} of {len(rows)}. "
+          f"Final: {read(os.path.join(OUT, 'soak', 'final_rss.txt')).replace(chr(10), '; ')}.")
+        p()

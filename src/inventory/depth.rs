@@ -17,61 +17,78 @@ pub(crate) fn check_depth(text: &str, limit: usize) -> Result<(), usize> {
     let mut flow = 0usize;
     let mut indents: Vec<usize> = Vec::new();
     for (i, line) in text.split('\n').enumerate() {
-        let lineno = i + 1;
-        let body = line.trim_start_matches(' ');
-        let indent = line.len() - body.len();
-        let mut block = 0;
-        if flow == 0 && !body.trim().is_empty() && !body.starts_with('#') {
-            while indents.last().is_some_and(|t| *t > indent) {
-                indents.pop();
-            }
-            if indents.last() != Some(&indent) {
-                indents.push(indent);
-            }
-            // `- - - x`: each compact entry is one more level.
-            let mut rest = body;
-            while let Some(r) = rest.strip_prefix("- ").or(rest.strip_prefix("-\t")) {
-                block += 1;
-                rest = r.trim_start();
-            }
-            block += indents.len();
-            if block > limit {
-                return Err(lineno);
-            }
-        }
-        let mut prev = ' ';
-        let mut chars = line.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '#' if prev.is_whitespace() => break,
-                '"' | '\'' if prev.is_whitespace() || "[{,:".contains(prev) => {
-                    // Skip the quoted scalar (to the end of this line at most:
-                    // a multi-line scalar only hides brackets, it adds none).
-                    let mut esc = false;
-                    for q in chars.by_ref() {
-                        if c == '"' && !esc && q == '\\' {
-                            esc = true;
-                            continue;
-                        }
-                        if q == c && !esc {
-                            break;
-                        }
-                        esc = false;
-                    }
-                }
-                '[' | '{' => {
-                    flow += 1;
-                    if flow + block > limit {
-                        return Err(lineno);
-                    }
-                }
-                ']' | '}' => flow = flow.saturating_sub(1),
-                _ => {}
-            }
-            prev = c;
+        let block = if flow == 0 {
+            block_depth(line, &mut indents)
+        } else {
+            0
+        };
+        if block > limit || !scan_flow(line, &mut flow, block, limit) {
+            return Err(i + 1);
         }
     }
     Ok(())
+}
+
+/// The block nesting of `line` (outside any flow collection): indentation
+/// levels seen so far (`indents`, updated) plus compact `- - -` entries.
+/// 0 for blank and comment lines.
+fn block_depth(line: &str, indents: &mut Vec<usize>) -> usize {
+    let body = line.trim_start_matches(' ');
+    if body.trim().is_empty() || body.starts_with('#') {
+        return 0;
+    }
+    let indent = line.len() - body.len();
+    while indents.last().is_some_and(|t| *t > indent) {
+        indents.pop();
+    }
+    if indents.last() != Some(&indent) {
+        indents.push(indent);
+    }
+    // `- - - x`: each compact entry is one more level.
+    let mut block = 0;
+    let mut rest = body;
+    while let Some(r) = rest.strip_prefix("- ").or(rest.strip_prefix("-\t")) {
+        block += 1;
+        rest = r.trim_start();
+    }
+    block + indents.len()
+}
+
+/// Track flow brackets (`[`, `{`) across `line`, outside quoted scalars and
+/// comments, into `flow`. False as soon as `flow + block` exceeds `limit`.
+fn scan_flow(line: &str, flow: &mut usize, block: usize, limit: usize) -> bool {
+    let mut prev = ' ';
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '#' if prev.is_whitespace() => break,
+            '"' | '\'' if prev.is_whitespace() || "[{,:".contains(prev) => {
+                // Skip the quoted scalar (to the end of this line at most:
+                // a multi-line scalar only hides brackets, it adds none).
+                let mut esc = false;
+                for q in chars.by_ref() {
+                    if c == '"' && !esc && q == '\\' {
+                        esc = true;
+                        continue;
+                    }
+                    if q == c && !esc {
+                        break;
+                    }
+                    esc = false;
+                }
+            }
+            '[' | '{' => {
+                *flow += 1;
+                if *flow + block > limit {
+                    return false;
+                }
+            }
+            ']' | '}' => *flow = flow.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    true
 }
 
 #[cfg(test)]
