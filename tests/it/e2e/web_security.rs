@@ -339,7 +339,9 @@ async fn prometheus_scrapes_over_tls_with_basic_auth() {
     let cfg = st.dir.write(
         "prometheus.yml",
         format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+            // A generous timeout: a loaded CI machine (bcrypt for the
+            // intruder, a TLS handshake, a debug build) must not read as down.
+            "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n\
              scrape_configs:\n\
              - job_name: pharox\n  scheme: https\n  tls_config:\n    ca_file: {ca}\n\
              \x20 basic_auth:\n    username: {USER}\n    password: {PASSWORD}\n\
