@@ -14,7 +14,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
-use super::status::{status_json, status_page};
+use super::status::status_page;
 use super::AppState;
 use crate::sinks::metrics::exposition;
 
@@ -90,15 +90,9 @@ async fn handle(req: Parts, app: Arc<AppState>) -> Resp {
             }
         }
         (&Method::POST, "/-/reload") | (&Method::PUT, "/-/reload") => reload(&app).await,
-        (_, "/-/reload") => respond(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "use POST\n"),
+        (_, "/-/reload") => method_not_allowed("POST, PUT"),
         (&Method::GET, "/probe") => super::probe::probe(&req, &app).await,
-        (&Method::GET, "/api/status") => {
-            let app2 = app.clone();
-            let body = tokio::task::spawn_blocking(move || status_json(&app2))
-                .await
-                .unwrap_or_default();
-            respond(StatusCode::OK, "application/json", body)
-        }
+        (&Method::GET, "/api/status") => super::status::api_status(&req, &app).await,
         (&Method::GET, "/") | (&Method::GET, "/status") => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -110,6 +104,14 @@ async fn handle(req: Parts, app: Arc<AppState>) -> Resp {
             "Not found. See / for the endpoints.\n",
         ),
     }
+}
+
+/// 405 with the `Allow` header RFC 9110 requires on it.
+fn method_not_allowed(allow: &'static str) -> Resp {
+    let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "use POST\n");
+    r.headers_mut()
+        .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+    r
 }
 
 async fn metrics(req: &Parts, app: &Arc<AppState>) -> Resp {
@@ -216,6 +218,18 @@ mod tests {
         assert_eq!(
             (s, body.as_str()),
             (StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
+        );
+        let req = Request::builder()
+            .uri("/-/reload")
+            .body(())
+            .expect("request");
+        let resp = route(req, app()).await;
+        assert_eq!(
+            resp.headers()
+                .get(hyper::header::ALLOW)
+                .map(|v| v.as_bytes()),
+            Some(&b"POST, PUT"[..]),
+            "a 405 names the methods that work"
         );
         let (s, _, _) = get(Method::POST, "/-/reload", None).await;
         assert_eq!(

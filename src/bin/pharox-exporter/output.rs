@@ -28,8 +28,10 @@ pub(crate) struct ResultLine<'a> {
     pub provider: &'a str,
     /// Outcome.
     pub status: ProxyStatus,
-    /// Latency (timeout for INACTIVE).
+    /// Latency (timeout for INACTIVE, as pharox reports it).
     pub latency_ms: u64,
+    /// How long the check really took, every attempt included.
+    pub elapsed_ms: u64,
     /// Attempts used.
     pub attempts: u8,
     /// HTTP status of the last response.
@@ -58,6 +60,7 @@ impl<'a> ResultLine<'a> {
             provider: &proxy.provider,
             status: r.status,
             latency_ms: r.latency_ms,
+            elapsed_ms: r.elapsed_ms,
             attempts: r.attempts,
             status_code: r.status_code,
             reason: r.reason.map(|x| x.as_str()),
@@ -81,17 +84,21 @@ fn ms(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into())
 }
 
-/// A fixed-width table of results, one row per proxy.
+/// A fixed-width table of results, one row per proxy. Times are in the
+/// headers' unit (ms). LATENCY is pharox's (the timeout for INACTIVE); TOOK
+/// is how long the check really took, so a refused connection reads 1, not
+/// the 5000 of its timeout.
 pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
     let header = [
         "ID",
         "PROXY",
         "STATUS",
-        "LATENCY",
-        "CONNECT",
-        "HANDSHAKE",
-        "TLS",
-        "TTFB",
+        "LATENCY(ms)",
+        "TOOK(ms)",
+        "CONNECT(ms)",
+        "HANDSHAKE(ms)",
+        "TLS(ms)",
+        "TTFB(ms)",
         "CODE",
         "REASON",
         "ERROR",
@@ -107,7 +114,8 @@ pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
             p.id.clone(),
             p.redacted_url(),
             r.status.as_str().to_uppercase(),
-            format!("{}ms", r.latency_ms),
+            r.latency_ms.to_string(),
+            r.elapsed_ms.to_string(),
             ms(r.phases.get(Phase::Connect)),
             ms(r.phases.get(Phase::Handshake)),
             ms(r.phases.get(Phase::Tls)),

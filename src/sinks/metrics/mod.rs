@@ -345,6 +345,11 @@ impl Metrics {
         }
     }
 
+    /// Sweeps completed since start.
+    pub(crate) fn sweeps_completed(&self) -> u64 {
+        self.sweeps.get()
+    }
+
     /// Count inventory problems.
     pub(crate) fn inventory_error(&self, kind: &str, n: u64) {
         self.inventory_errors

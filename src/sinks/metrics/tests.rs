@@ -35,6 +35,7 @@ fn result(status: ProxyStatus, latency_ms: u64, failed: Option<(Reason, Phase)>)
         proxy_id: String::new(),
         status,
         latency_ms,
+        elapsed_ms: latency_ms,
         attempts: 1,
         status_code: failed.is_none().then_some(200),
         reason: failed.map(|f| f.0),
