@@ -15,7 +15,7 @@ use crate::sinks::metrics::Metrics;
 use crate::state::StateStore;
 
 /// Apply the parts of `cfg` that live outside it: the state's hysteresis
-/// policy and the metrics' per-proxy switch and interval gauge.
+/// policy and the metrics' per-proxy switch, interval and slow thresholds.
 pub(super) fn apply_config(cfg: &Config, state: &StateStore, metrics: &Metrics) {
     state.set_policy(cfg.policy);
     metrics
@@ -25,6 +25,7 @@ pub(super) fn apply_config(cfg: &Config, state: &StateStore, metrics: &Metrics) 
         .exporter
         .interval
         .set(cfg.sweep.interval.as_secs_f64());
+    metrics.check_settings.set(cfg.options.clone());
 }
 
 /// Re-reads the config file on request.

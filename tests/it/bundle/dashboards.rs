@@ -194,9 +194,9 @@ fn every_metric_name_exists_in_the_contract() {
         "pharox_check_duration_seconds_bucket",
         "pharox_check_phase_duration_seconds_bucket",
         "pharox_check_phase_duration_seconds_sum",
-        "pharox_sweep_last_duration_seconds",
-        "pharox_sweep_interval_seconds",
-        "pharox_sweep_last_completed_timestamp_seconds",
+        "pharox_exporter_sweep_last_duration_seconds",
+        "pharox_exporter_sweep_interval_seconds",
+        "pharox_exporter_sweep_last_completed_timestamp_seconds",
         "pharox:alert_threshold:pool_inactive_ratio_warning",
         "pharox:alert_threshold:pool_inactive_ratio_critical",
     ] {
@@ -250,12 +250,12 @@ fn pool_health_dashboard_has_the_required_panels() {
     let sweep = exprs(find(&d, "Sweep duration vs interval"));
     assert!(sweep
         .iter()
-        .any(|e| e.contains("pharox_sweep_last_duration_seconds")));
+        .any(|e| e.contains("pharox_exporter_sweep_last_duration_seconds")));
     assert!(sweep
         .iter()
-        .any(|e| e.contains("pharox_sweep_interval_seconds")));
+        .any(|e| e.contains("pharox_exporter_sweep_interval_seconds")));
     assert!(exprs(find(&d, "Last sweep age"))[0]
-        .contains("time() - pharox_sweep_last_completed_timestamp_seconds"));
+        .contains("time() - pharox_exporter_sweep_last_completed_timestamp_seconds"));
 }
 
 #[test]

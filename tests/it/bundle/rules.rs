@@ -80,7 +80,10 @@ fn unit_tests_with_mutation(which: usize, edit: impl Fn(&str) -> String) -> (boo
 fn unit_tests_catch_a_strict_comparison() {
     // Every threshold alert must fire AT its threshold: with `>` instead of
     // `>=` the tests that sit exactly on a threshold must fail.
-    let (ok, out) = unit_tests_with_mutation(1, |t| t.replace(">= scalar(", "> scalar("));
+    let (ok, out) = unit_tests_with_mutation(1, |t| {
+        t.replace(">= scalar(", "> scalar(")
+            .replace(">= on (pool)", "> on (pool)")
+    });
     assert!(!ok, "unit tests still pass with strict comparisons:\n{out}");
     for name in [
         "PharoxPoolInactiveRatioHigh",
