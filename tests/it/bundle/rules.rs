@@ -35,7 +35,7 @@ fn promtool_check_rules_passes() {
         .arg("rules")
         .args(RULE_FILES.map(path)));
     assert!(ok, "promtool check rules failed:\n{out}");
-    assert!(out.contains("SUCCESS: 13 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 14 rules found"), "{out}");
 }
 
 #[test]
