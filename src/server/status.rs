@@ -448,8 +448,8 @@ fn walk(state: &StateStore, filter: &Filter) -> Walk {
             count,
         })
         .collect();
-    // Most frequent first; `sort_by` is stable, so ties keep Reason::ALL order.
-    failures.sort_by(|a, b| b.count.cmp(&a.count));
+    // Most frequent first; the sort is stable, so ties keep Reason::ALL order.
+    failures.sort_by_key(|r| std::cmp::Reverse(r.count));
     Walk {
         worst,
         worst_total,

@@ -332,7 +332,7 @@ fn contract_labels() -> std::collections::BTreeMap<String, BTreeSet<String>> {
         let Some(c) = re.captures(line) else { continue };
         // "pool, provider, protocol" or "kind (`read`, `empty`)": first word of each.
         let labels: BTreeSet<String> = c[3]
-            .split(|ch| ch == ',' || ch == '(')
+            .split([',', '('])
             .filter(|s| !s.contains('`'))
             .filter_map(|s| s.split_whitespace().next().map(str::to_string))
             .collect();

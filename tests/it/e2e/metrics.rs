@@ -119,13 +119,27 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
         ctx()
     );
 
-    // Failure reasons: exactly the ones the proxies provoke.
+    // Failure reasons: exactly the ones the proxies provoke...
     assert_eq!(
-        m.label_values("pharox_check_errors_total", "reason", &[("pool", "p1")]),
+        m.nonzero_label_values("pharox_check_errors_total", "reason", &[("pool", "p1")]),
         BTreeSet::from([s("connect_refused")]),
         "p1 reasons{}",
         ctx()
     );
+    // ...and every other one at 0, for every label set of the inventory.
+    for set in [("p1", "socks5"), ("p1", "http")] {
+        assert_eq!(
+            m.label_values(
+                "pharox_check_errors_total",
+                "reason",
+                &[("pool", set.0), ("protocol", set.1)]
+            )
+            .len(),
+            15,
+            "{set:?}: every reason pre-initialised{}",
+            ctx()
+        );
+    }
     assert!(
         m.sum(
             "pharox_check_errors_total",
@@ -135,7 +149,7 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
         ctx()
     );
     assert_eq!(
-        m.label_values("pharox_check_errors_total", "reason", &[("pool", "p2")]),
+        m.nonzero_label_values("pharox_check_errors_total", "reason", &[("pool", "p2")]),
         BTreeSet::from([s("proxy_auth_failed")]),
         "p2 reasons{}",
         ctx()
