@@ -161,17 +161,19 @@ impl OptionsByPool {
 
     /// The options for one proxy.
     pub fn for_proxy(&self, proxy: &Proxy) -> &Arc<CheckOptions> {
-        self.for_pool(&proxy.pool, proxy.protocol)
-    }
-
-    /// The options for proxies of `protocol` in `pool`.
-    pub(crate) fn for_pool(&self, pool: &str, protocol: ProxyProtocol) -> &Arc<CheckOptions> {
         if !self.by_pool.is_empty() {
-            if let Some(o) = self.by_pool.get(&(pool.to_string(), protocol)) {
+            if let Some(o) = self.by_pool.get(&(proxy.pool.clone(), proxy.protocol)) {
                 return o;
             }
         }
-        self.for_protocol(protocol)
+        self.for_protocol(proxy.protocol)
+    }
+
+    /// The options of every `pools.<name>` entry, per protocol.
+    pub(crate) fn pools(&self) -> impl Iterator<Item = (&str, ProxyProtocol, &Arc<CheckOptions>)> {
+        self.by_pool
+            .iter()
+            .map(|((pool, p), o)| (pool.as_str(), *p, o))
     }
 
     /// The options for a protocol, ignoring pools.

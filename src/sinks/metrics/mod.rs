@@ -14,6 +14,7 @@
 //! microseconds, so sums and bounds print without float noise),
 //! [`exposition`] (content negotiation and encoding).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -26,7 +27,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::model::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
-use crate::probe::OptionsByPool;
 use crate::state::StateStore;
 use crate::sweep::SweepGauges;
 
@@ -119,25 +119,38 @@ const CHECK_OUTCOMES: [ProxyStatus; 3] = [
 /// 12,000 series. Beyond it, series appear with their first event.
 const PREINIT_LABEL_SETS: usize = 500;
 
-/// The check options of the running config, for the per-pool slow
-/// threshold gauge; swapped whole on reload.
-#[derive(Default)]
-pub(crate) struct CheckSettings(RwLock<Option<Arc<OptionsByPool>>>);
+/// The slow threshold in force per (pool, protocol): what the running
+/// config resolved, as plain data (the metrics know nothing of probe
+/// options; the composition root fills this in on every (re)load).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct SlowThresholds {
+    /// Each protocol's threshold in pools without settings of their own.
+    pub by_protocol: HashMap<ProxyProtocol, Duration>,
+    /// `pools.<name>` thresholds, per protocol.
+    pub by_pool: HashMap<(String, ProxyProtocol), Duration>,
+}
 
-impl CheckSettings {
-    /// Apply the options of a (re)loaded config.
-    pub(crate) fn set(&self, options: Arc<OptionsByPool>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(options);
-    }
-
-    fn get(&self) -> Option<Arc<OptionsByPool>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+impl SlowThresholds {
+    fn get(&self, pool: &str, protocol: ProxyProtocol) -> Option<Duration> {
+        self.by_pool
+            .get(&(pool.to_string(), protocol))
+            .or_else(|| self.by_protocol.get(&protocol))
+            .copied()
     }
 }
 
-impl std::fmt::Debug for CheckSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckSettings").finish_non_exhaustive()
+/// [`SlowThresholds`] of the running config, swapped whole on reload.
+#[derive(Debug, Default)]
+pub(crate) struct CheckSettings(RwLock<Option<Arc<SlowThresholds>>>);
+
+impl CheckSettings {
+    /// Apply the thresholds of a (re)loaded config.
+    pub(crate) fn set(&self, thresholds: SlowThresholds) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(thresholds));
+    }
+
+    fn get(&self) -> Option<Arc<SlowThresholds>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

@@ -158,7 +158,7 @@ impl StateCollector {
         enc: &mut DescriptorEncoder,
         counts: &StatusCounts,
     ) -> std::fmt::Result {
-        let Some(options) = self.check_settings.get() else {
+        let Some(thresholds) = self.check_settings.get() else {
             return Ok(());
         };
         let sets: std::collections::BTreeSet<(&str, ProxyProtocol)> = counts
@@ -172,7 +172,11 @@ impl StateCollector {
             MetricType::Gauge,
         )?;
         for (pool, protocol) in sets {
-            let ms = options.for_pool(pool, protocol).slow_threshold.as_millis();
+            let Some(t) = thresholds.get(pool, protocol) else {
+                continue;
+            };
+            // Whole milliseconds (as configured) over 1000: an exact decimal.
+            let ms = t.as_millis();
             let labels = [("pool", pool), ("protocol", protocol.as_str())];
             ConstGauge::new(ms as f64 / 1000.0).encode(fam.encode_family(&labels)?)?;
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::Metrics;
+use super::{Metrics, SlowThresholds};
 use crate::model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
 use crate::state::StateStore;
 use crate::sweep::SweepGauges;
@@ -398,7 +398,6 @@ fn counters_of_the_inventory_label_sets_start_at_zero() {
 
 #[test]
 fn slow_thresholds_per_pool_and_protocol() {
-    use crate::config::{Config, Overrides};
     let m = fixture();
     let empty = scrape(&m);
     assert_eq!(
@@ -406,17 +405,18 @@ fn slow_thresholds_per_pool_and_protocol() {
         [],
         "no config applied yet"
     );
-    let dir = std::env::temp_dir().join(format!("pharox-slow-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let file = dir.join("pharox.yaml");
-    std::fs::write(
-        &file,
-        "defaults:\n  slow_threshold_ms: 1500\npools:\n  beta:\n    slow_threshold_ms: 300\n",
-    )
-    .expect("write config");
-    let cfg = Config::load(Some(&file), &Overrides::default()).expect("config");
-    let _ = std::fs::remove_dir_all(&dir);
-    m.check_settings.set(cfg.options.clone());
+    // As `defaults: {slow_threshold_ms: 1500}` and `pools: {beta: {slow_threshold_ms: 300}}`
+    // resolve (app/reload.rs fills this in from the config).
+    m.check_settings.set(SlowThresholds {
+        by_protocol: ProxyProtocol::ALL
+            .into_iter()
+            .map(|p| (p, Duration::from_millis(1500)))
+            .collect(),
+        by_pool: ProxyProtocol::ALL
+            .into_iter()
+            .map(|p| (("beta".to_string(), p), Duration::from_millis(300)))
+            .collect(),
+    });
     for (format, text, samples) in scrape(&m) {
         assert_eq!(
             series(&samples, "pharox_exporter_slow_threshold_seconds"),
