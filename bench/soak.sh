@@ -111,9 +111,9 @@ PY
         fds=$(ls "/proc/$exp_pid/fd" | wc -l)
         scr=$(curl -s -m 10 -o "$SOAK/last.prom" -w '%{time_total} %{size_download}' "$url" || echo "nan 0")
         local sweeps inactive inflight
-        sweeps=$(awk '/^pharox_sweeps_total / {print $2}' "$SOAK/last.prom" 2>/dev/null)
+        sweeps=$(awk '/^pharox_exporter_sweeps_total / {print $2}' "$SOAK/last.prom" 2>/dev/null)
         inactive=$(awk '/^pharox_proxies\{.*status="inactive"/ {s += $2} END {print s + 0}' "$SOAK/last.prom" 2>/dev/null)
-        inflight=$(awk '/^pharox_checks_in_flight / {print $2}' "$SOAK/last.prom" 2>/dev/null)
+        inflight=$(awk '/^pharox_exporter_checks_in_flight / {print $2}' "$SOAK/last.prom" 2>/dev/null)
         echo "$t,$rss,$fds,$(awk -v x="${scr% *}" 'BEGIN{printf "%.1f", x * 1000}'),${scr#* },${sweeps:-},${inactive:-},${inflight:-}" >>"$SOAK/samples.csv"
         sleep 5
     done

@@ -468,6 +468,11 @@ pub struct CheckResult {
     pub status: ProxyStatus,
     /// Latency of the deciding attempt; for INACTIVE, the timeout (as pharox).
     pub latency_ms: u64,
+    /// Wall-clock time of the whole check, every attempt included: how long
+    /// a failure really took (a refused connection fails in a millisecond,
+    /// while `latency_ms` reports the timeout, as pharox does).
+    #[serde(default)]
+    pub elapsed_ms: u64,
     /// Attempts made (1..=attempts).
     pub attempts: u8,
     /// HTTP status of the last response seen, if any.

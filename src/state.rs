@@ -78,8 +78,10 @@ impl Default for Policy {
 /// The last check of a proxy, kept small: 1M of these must fit in memory.
 #[derive(Debug, Clone)]
 pub(crate) struct LastCheck {
-    /// Latency, ms.
+    /// Latency, ms (for INACTIVE, the timeout, as pharox reports it).
     pub latency_ms: u64,
+    /// How long the check really took, ms.
+    pub elapsed_ms: u64,
     /// Unix time of the check, seconds.
     pub checked_at: f64,
     /// Failure reason.
@@ -346,6 +348,7 @@ impl StateStore {
         };
         s.last = Some(LastCheck {
             latency_ms: r.latency_ms,
+            elapsed_ms: r.elapsed_ms,
             checked_at: crate::model::unix_seconds(r.checked_at),
             reason: r.reason,
             phase: r.phase,
@@ -413,6 +416,7 @@ mod tests {
             proxy_id: "p".into(),
             status,
             latency_ms: 10,
+            elapsed_ms: 10,
             attempts: 1,
             status_code: None,
             reason: (!status.is_up()).then_some(Reason::Timeout),

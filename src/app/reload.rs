@@ -9,13 +9,14 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError, Overrides};
 use crate::model::unix_now;
+use crate::model::ProxyProtocol;
 use crate::server::ReloadRequest;
 use crate::shutdown::Shutdown;
-use crate::sinks::metrics::Metrics;
+use crate::sinks::metrics::{Metrics, SlowThresholds};
 use crate::state::StateStore;
 
 /// Apply the parts of `cfg` that live outside it: the state's hysteresis
-/// policy and the metrics' per-proxy switch and interval gauge.
+/// policy and the metrics' per-proxy switch, interval and slow thresholds.
 pub(super) fn apply_config(cfg: &Config, state: &StateStore, metrics: &Metrics) {
     state.set_policy(cfg.policy);
     metrics
@@ -25,6 +26,22 @@ pub(super) fn apply_config(cfg: &Config, state: &StateStore, metrics: &Metrics) 
         .exporter
         .interval
         .set(cfg.sweep.interval.as_secs_f64());
+    metrics.check_settings.set(slow_thresholds(cfg));
+}
+
+/// The slow thresholds `cfg` resolved, for `pharox_exporter_slow_threshold_seconds`.
+fn slow_thresholds(cfg: &Config) -> SlowThresholds {
+    SlowThresholds {
+        by_protocol: ProxyProtocol::ALL
+            .into_iter()
+            .map(|p| (p, cfg.options.for_protocol(p).slow_threshold))
+            .collect(),
+        by_pool: cfg
+            .options
+            .pools()
+            .map(|(pool, p, o)| ((pool.to_string(), p), o.slow_threshold))
+            .collect(),
+    }
 }
 
 /// Re-reads the config file on request.
@@ -79,5 +96,36 @@ impl Reloader {
         self.metrics.exporter.reload_ts.set(unix_now());
         tracing::info!("configuration reloaded; takes effect at the next sweep");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod slow_threshold_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn slow_thresholds_follow_the_config_layers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pharox.yaml");
+        std::fs::write(
+            &file,
+            "defaults:\n  slow_threshold_ms: 1500\nprotocols:\n  http:\n    slow_threshold_ms: 900\npools:\n  beta:\n    slow_threshold_ms: 300\n",
+        )
+        .expect("write");
+        let cfg = Config::load(Some(&file), &Overrides::default()).expect("config");
+        let t = slow_thresholds(&cfg);
+        let ms = Duration::from_millis;
+        assert_eq!(t.by_protocol[&ProxyProtocol::Socks5], ms(1500));
+        assert_eq!(t.by_protocol[&ProxyProtocol::Http], ms(900));
+        assert_eq!(
+            t.by_pool[&("beta".to_string(), ProxyProtocol::Http)],
+            ms(300)
+        );
+        assert_eq!(
+            t.by_pool.len(),
+            ProxyProtocol::ALL.len(),
+            "beta, every protocol"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! with every result going to the sinks, log the outcome, wait.
 //!
 //! Sweeps never overlap: the next one starts at `start + interval`, or at
-//! once if the last overran (counted in `pharox_sweep_overruns_total`).
+//! once if the last overran (counted in `pharox_exporter_sweep_overruns_total`).
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -180,6 +180,8 @@ impl Sweeper {
         }
         let proxies: Arc<[Arc<Proxy>]> = read.proxies.into_iter().map(Arc::new).collect();
         self.sinks.state.sync(&proxies);
+        // Counters of the inventory's label sets start at 0, not at their first event.
+        metrics.preinit(self.sinks.state.counts().keys());
         metrics.exporter.inventory_size.set(proxies.len() as i64);
         self.proxies = proxies;
         let (n, shard) = (self.proxies.len(), cfg.inventory.shard);

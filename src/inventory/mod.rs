@@ -92,7 +92,7 @@ pub enum InventoryError {
 }
 
 impl InventoryError {
-    /// The `kind` label of `pharox_inventory_errors_total` for this error.
+    /// The `kind` label of `pharox_exporter_inventory_errors_total` for this error.
     pub fn kind(&self) -> &'static str {
         match self {
             InventoryError::Read { .. } | InventoryError::Format { .. } => "read",

@@ -68,7 +68,7 @@ impl PharoxDbSource {
     }
 
     /// Share counters with the result writer, so `expired_leases_released`
-    /// shows up in its stats (and in `pharox_storage_*`).
+    /// shows up in its stats (and in `pharox_exporter_storage_*`).
     pub fn with_stats(self, stats: Arc<Stats>) -> PharoxDbSource {
         PharoxDbSource {
             session: self.session.with_stats(stats.clone()),

@@ -62,7 +62,7 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    /// The `kind` label of `pharox_inventory_errors_total` for this error:
+    /// The `kind` label of `pharox_exporter_inventory_errors_total` for this error:
     /// `empty`, `not_regular`, `timeout` for a file in those states, else `read`.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -101,7 +101,7 @@ impl Stats {
 }
 
 /// What was being done when a deadline was hit (the `operation` label of
-/// `pharox_storage_timeouts_total`).
+/// `pharox_exporter_storage_timeouts_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Operation {
     /// TCP connect, TLS, startup and authentication.

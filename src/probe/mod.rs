@@ -43,9 +43,12 @@ pub const USER_AGENT: &str = concat!("pharox-exporter/", env!("CARGO_PKG_VERSION
 /// phase and redirect hop. The first attempt that gets an expected status
 /// and passes the body checks decides ACTIVE or SLOW; if none does, the
 /// result is INACTIVE with the last attempt's reason, phase and error, and
-/// `latency_ms` is the timeout (as pharox reports it).
+/// `latency_ms` is the timeout (as pharox reports it); `elapsed_ms` is how
+/// long the check really took.
 pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
     let attempts = opts.attempts.max(1);
+    let started = std::time::Instant::now();
+    let elapsed_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut last: Option<(AttemptError, Phases, Option<u16>)> = None;
     for n in 1..=attempts {
         let (att, outcome) = attempt_with_fds(proxy, opts).await;
@@ -63,6 +66,7 @@ pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
                         ProxyStatus::Slow
                     },
                     latency_ms,
+                    elapsed_ms: elapsed_ms(),
                     attempts: n,
                     status_code: Some(status_code),
                     reason: None,
@@ -92,6 +96,7 @@ pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
         proxy_id: proxy.id.clone(),
         status: ProxyStatus::Inactive,
         latency_ms: u64::try_from(opts.timeout.as_millis()).unwrap_or(u64::MAX),
+        elapsed_ms: elapsed_ms(),
         attempts,
         status_code,
         reason: Some(failure.reason),

@@ -169,6 +169,13 @@ impl OptionsByPool {
         self.for_protocol(proxy.protocol)
     }
 
+    /// The options of every `pools.<name>` entry, per protocol.
+    pub(crate) fn pools(&self) -> impl Iterator<Item = (&str, ProxyProtocol, &Arc<CheckOptions>)> {
+        self.by_pool
+            .iter()
+            .map(|((pool, p), o)| (pool.as_str(), *p, o))
+    }
+
     /// The options for a protocol, ignoring pools.
     pub fn for_protocol(&self, protocol: ProxyProtocol) -> &Arc<CheckOptions> {
         // Every protocol is filled in by `try_per_protocol`, the only constructor.

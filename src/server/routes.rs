@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
-use super::status::{status_json, status_page};
+use super::status::status_page;
 use super::AppState;
 use crate::sinks::metrics::exposition;
 
@@ -124,17 +124,13 @@ async fn handle(req: Parts, app: Arc<AppState>) -> Resp {
             )
         }
         (&Method::POST, "/-/reload") | (&Method::PUT, "/-/reload") => reload(&app).await,
-        (_, "/-/reload") => respond(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "use POST\n"),
+        (_, "/-/reload") => method_not_allowed("POST, PUT"),
         (&Method::GET, "/probe") => super::probe::probe(&req, &app).await,
         (&Method::GET, "/api/status") => {
             let Ok(_slot) = app.requests.render() else {
                 return busy(&app, "max_requests");
             };
-            let app2 = app.clone();
-            let body = tokio::task::spawn_blocking(move || status_json(&app2))
-                .await
-                .unwrap_or_default();
-            respond(StatusCode::OK, "application/json", body)
+            super::status::api_status(&req, &app).await
         }
         (&Method::GET, "/") | (&Method::GET, "/status") => respond(
             StatusCode::OK,
@@ -159,6 +155,14 @@ pub(super) fn busy(app: &AppState, reason: &'static str) -> Resp {
     );
     r.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// 405 with the `Allow` header RFC 9110 requires on it.
+fn method_not_allowed(allow: &'static str) -> Resp {
+    let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "use POST\n");
+    r.headers_mut()
+        .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
@@ -267,6 +271,18 @@ mod tests {
         assert_eq!(
             (s, body.as_str()),
             (StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
+        );
+        let req = Request::builder()
+            .uri("/-/reload")
+            .body(())
+            .expect("request");
+        let resp = route(req, app()).await;
+        assert_eq!(
+            resp.headers()
+                .get(hyper::header::ALLOW)
+                .map(|v| v.as_bytes()),
+            Some(&b"POST, PUT"[..]),
+            "a 405 names the methods that work"
         );
         let (s, _, body) = get(Method::POST, "/-/reload", None).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "off by default");

@@ -1,14 +1,20 @@
-//! The status page and its JSON (`/api/status`): counts per pool, the worst
-//! proxies, a latency histogram. Built from the state store on demand.
+//! The status page and its JSON (`/api/status`): counts per pool and per
+//! provider, failures by reason, the worst proxies (filtered by pool,
+//! provider, status and reason), a latency histogram. Built from the state
+//! store on demand.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use hyper::http::request::Parts;
+use hyper::StatusCode;
 use serde::Serialize;
 
+use super::routes::{respond, Resp};
 use super::AppState;
-use crate::model::{unix_now, Phase, Proxy, ProxyStatus};
-use crate::state::{status_index, StateStore};
+use crate::model::{unix_now, Phase, Proxy, ProxyStatus, Reason};
+use crate::state::{status_index, StateStore, StatusCounts};
 
 /// The status page's data.
 #[derive(Debug, Serialize)]
@@ -25,7 +31,20 @@ pub(crate) struct StatusView {
     pub pools: Vec<PoolView>,
     /// Totals over every pool.
     pub totals: PoolView,
-    /// INACTIVE proxies (most recently checked first), then the slowest up ones.
+    /// One row per provider (of the pools the filter selects).
+    pub providers: Vec<ProviderView>,
+    /// Proxies whose last check failed, by reason (most frequent first),
+    /// among those the pool and provider filters select.
+    pub failures: Vec<ReasonCount>,
+    /// The filter applied to `worst` (and, for pool and provider, to
+    /// `providers` and `failures`), as understood.
+    pub filter: Filter,
+    /// Proxies that match the filter, of which `worst` shows at most
+    /// `filter.limit`.
+    pub worst_total: u64,
+    /// Without a status filter: INACTIVE proxies, then BANNED, then the
+    /// slowest up ones (and up ones whose last check failed). With one: the
+    /// proxies in that status, slowest first.
     pub worst: Vec<WorstView>,
     /// Latency distribution of up proxies' last checks.
     pub latency: LatencyView,
@@ -36,10 +55,12 @@ pub(crate) struct StatusView {
 pub(crate) struct SweepView {
     /// Configured interval.
     pub interval_seconds: f64,
-    /// Unix time of the last completed sweep (0 if none).
-    pub last_completed: f64,
-    /// Duration of the last completed sweep.
-    pub last_duration_seconds: f64,
+    /// Sweeps completed since start.
+    pub completed_sweeps: u64,
+    /// Unix time of the last completed sweep; `null` before the first one.
+    pub last_completed: Option<f64>,
+    /// Duration of the last completed sweep; `null` before the first one.
+    pub last_duration_seconds: Option<f64>,
     /// Checks running now.
     pub in_flight: i64,
     /// Proxies in the current sweep.
@@ -48,11 +69,9 @@ pub(crate) struct SweepView {
     pub completed: u64,
 }
 
-/// Counts for one pool.
-#[derive(Debug, Serialize, Default)]
-pub(crate) struct PoolView {
-    /// Pool name.
-    pub pool: String,
+/// Proxies per reported status.
+#[derive(Debug, Serialize, Default, Clone, Copy)]
+pub(crate) struct Counts {
     /// ACTIVE.
     pub active: u64,
     /// SLOW.
@@ -65,6 +84,55 @@ pub(crate) struct PoolView {
     pub unchecked: u64,
     /// All.
     pub total: u64,
+}
+
+impl Counts {
+    fn add_row(&mut self, row: &[u64; 5]) {
+        self.active += row[status_index(Some(ProxyStatus::Active))];
+        self.slow += row[status_index(Some(ProxyStatus::Slow))];
+        self.inactive += row[status_index(Some(ProxyStatus::Inactive))];
+        self.banned += row[status_index(Some(ProxyStatus::Banned))];
+        self.unchecked += row[status_index(None)];
+        self.total += row.iter().sum::<u64>();
+    }
+
+    fn add(&mut self, o: &Counts) {
+        self.active += o.active;
+        self.slow += o.slow;
+        self.inactive += o.inactive;
+        self.banned += o.banned;
+        self.unchecked += o.unchecked;
+        self.total += o.total;
+    }
+}
+
+/// Counts for one pool.
+#[derive(Debug, Serialize, Default)]
+pub(crate) struct PoolView {
+    /// Pool name.
+    pub pool: String,
+    /// Proxies per status.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// Counts for one provider.
+#[derive(Debug, Serialize, Default)]
+pub(crate) struct ProviderView {
+    /// Provider name.
+    pub provider: String,
+    /// Proxies per status.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// Proxies whose last check failed for one reason.
+#[derive(Debug, Serialize)]
+pub(crate) struct ReasonCount {
+    /// The reason.
+    pub reason: &'static str,
+    /// Proxies.
+    pub count: u64,
 }
 
 /// One bad proxy.
@@ -86,10 +154,104 @@ pub(crate) struct WorstView {
     pub phase: Option<&'static str>,
     /// Error of the last check.
     pub error: Option<String>,
-    /// Latency of the last check.
+    /// Latency of the last check as pharox reports it (the timeout for a
+    /// failed check).
     pub latency_ms: u64,
+    /// How long the last check really took.
+    pub elapsed_ms: u64,
     /// Unix time of the last check.
     pub checked_at: f64,
+}
+
+/// What the worst-proxies list shows: query parameters of `/api/status`
+/// (the page passes its own on). Unknown parameters are ignored; bad values
+/// are refused, so a typo never silently shows everything.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Filter {
+    /// Only this pool.
+    pub pool: Option<String>,
+    /// Only this provider.
+    pub provider: Option<String>,
+    /// Only proxies reported in this status.
+    pub status: Option<ProxyStatus>,
+    /// Only proxies whose last check failed for this reason.
+    pub reason: Option<Reason>,
+    /// At most this many rows.
+    pub limit: usize,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter {
+            pool: None,
+            provider: None,
+            status: None,
+            reason: None,
+            limit: WORST_LIMIT,
+        }
+    }
+}
+
+/// Longest pool or provider value accepted in a filter: labels are short,
+/// and a query string must not make the server copy megabytes.
+const MAX_FILTER_VALUE: usize = 256;
+/// Most rows a client can ask for.
+const MAX_WORST_LIMIT: usize = 1000;
+
+impl Filter {
+    /// Parse `pool`, `provider`, `status`, `reason` and `limit` from a query
+    /// string. An empty value means "any".
+    pub(crate) fn from_query(query: Option<&str>) -> Result<Filter, String> {
+        let mut f = Filter::default();
+        let Some(q) = query else { return Ok(f) };
+        if q.len() > 4 * MAX_FILTER_VALUE {
+            return Err(format!(
+                "query string longer than {} bytes",
+                4 * MAX_FILTER_VALUE
+            ));
+        }
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            let v = v.trim();
+            if v.is_empty() {
+                continue;
+            }
+            if v.len() > MAX_FILTER_VALUE {
+                return Err(format!("{k}: longer than {MAX_FILTER_VALUE} bytes"));
+            }
+            match &*k {
+                "pool" => f.pool = Some(v.to_string()),
+                "provider" => f.provider = Some(v.to_string()),
+                "status" => {
+                    f.status = Some(v.parse().map_err(|_| {
+                        format!("status: {v:?} is not one of active, slow, inactive, banned")
+                    })?)
+                }
+                "reason" => {
+                    let r = Reason::ALL.into_iter().find(|r| r.as_str() == v);
+                    f.reason = Some(r.ok_or_else(|| {
+                        let all: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+                        format!("reason: {v:?} is not one of {}", all.join(", "))
+                    })?);
+                }
+                "limit" => {
+                    f.limit = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_WORST_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            format!("limit: {v:?} is not a number from 1 to {MAX_WORST_LIMIT}")
+                        })?
+                }
+                _ => {}
+            }
+        }
+        Ok(f)
+    }
+
+    fn labels_match(&self, pool: &str, provider: &str) -> bool {
+        self.pool.as_deref().is_none_or(|p| p == pool)
+            && self.provider.as_deref().is_none_or(|p| p == provider)
+    }
 }
 
 /// A histogram of last latencies.
@@ -118,66 +280,98 @@ const LATENCY_BOUNDS_MS: [u64; 12] = [
 const WORST_LIMIT: usize = 50;
 
 /// Build the status view (walks every proxy once).
-pub(crate) fn status_view(app: &AppState) -> StatusView {
+pub(crate) fn status_view(app: &AppState, filter: Filter) -> StatusView {
     let cfg = app.current_config();
     let x = &app.metrics.exporter;
-    let (pools, totals) = pool_views(&app.state);
-    let (worst, latency) = worst_and_latency(&app.state);
+    let counts = app.state.counts();
+    let (pools, totals) = pool_views(&counts);
+    let providers = provider_views(&counts, &filter);
+    let walk = walk(&app.state, &filter);
+    // The run loop sets "last completed" to the start time until a sweep
+    // completes (so a stalled first sweep ages in alerts): only the sweep
+    // count says whether one has.
+    let completed_sweeps = app.metrics.sweeps_completed();
+    let done = completed_sweeps > 0;
     StatusView {
         generated_at: unix_now(),
         uptime_seconds: app.started.elapsed().as_secs_f64(),
         inventory: x.inventory_size.get().max(0) as u64,
         sweep: SweepView {
             interval_seconds: cfg.sweep.interval.as_secs_f64(),
-            last_completed: x.last_sweep_ts.get(),
-            last_duration_seconds: x.last_sweep_duration.get(),
+            completed_sweeps,
+            last_completed: done.then(|| x.last_sweep_ts.get()),
+            last_duration_seconds: done.then(|| x.last_sweep_duration.get()),
             in_flight: app.gauges.in_flight.load(Ordering::Relaxed).max(0),
             in_sweep: app.gauges.proxies.load(Ordering::Relaxed) as u64,
             completed: app.gauges.completed.load(Ordering::Relaxed) as u64,
         },
         pools,
         totals,
-        worst,
-        latency,
+        providers,
+        failures: walk.failures,
+        filter,
+        worst_total: walk.worst_total,
+        worst: walk.worst,
+        latency: walk.latency,
     }
 }
 
 /// One row per pool, and their totals.
-fn pool_views(state: &StateStore) -> (Vec<PoolView>, PoolView) {
-    let mut pools: std::collections::BTreeMap<String, PoolView> = Default::default();
-    for ((pool, _, _), row) in state.counts() {
-        let v = pools.entry(pool.clone()).or_insert_with(|| PoolView {
-            pool,
-            ..Default::default()
-        });
-        v.active += row[status_index(Some(ProxyStatus::Active))];
-        v.slow += row[status_index(Some(ProxyStatus::Slow))];
-        v.inactive += row[status_index(Some(ProxyStatus::Inactive))];
-        v.banned += row[status_index(Some(ProxyStatus::Banned))];
-        v.unchecked += row[4];
-        v.total += row.iter().sum::<u64>();
+fn pool_views(counts: &StatusCounts) -> (Vec<PoolView>, PoolView) {
+    let mut pools: BTreeMap<&str, Counts> = BTreeMap::new();
+    for ((pool, _, _), row) in counts {
+        pools.entry(pool).or_default().add_row(row);
     }
     let mut totals = PoolView {
         pool: "all".into(),
         ..Default::default()
     };
-    for v in pools.values() {
-        totals.active += v.active;
-        totals.slow += v.slow;
-        totals.inactive += v.inactive;
-        totals.banned += v.banned;
-        totals.unchecked += v.unchecked;
-        totals.total += v.total;
+    for c in pools.values() {
+        totals.counts.add(c);
     }
-    (pools.into_values().collect(), totals)
+    let pools = pools
+        .into_iter()
+        .map(|(pool, counts)| PoolView {
+            pool: pool.to_string(),
+            counts,
+        })
+        .collect();
+    (pools, totals)
+}
+
+/// One row per provider, over the pools the filter selects.
+fn provider_views(counts: &StatusCounts, filter: &Filter) -> Vec<ProviderView> {
+    let mut providers: BTreeMap<&str, Counts> = BTreeMap::new();
+    for ((pool, provider, _), row) in counts {
+        if filter.labels_match(pool, provider) {
+            providers.entry(provider).or_default().add_row(row);
+        }
+    }
+    providers
+        .into_iter()
+        .map(|(provider, counts)| ProviderView {
+            provider: provider.to_string(),
+            counts,
+        })
+        .collect()
 }
 
 type Candidate = (u8, std::cmp::Reverse<u64>, Arc<Proxy>);
 
-/// The worst proxies (INACTIVE first, then the slowest up ones) and the
-/// latency histogram of up proxies' last checks.
-fn worst_and_latency(state: &StateStore) -> (Vec<WorstView>, LatencyView) {
+/// What one walk over every proxy yields.
+struct Walk {
+    worst: Vec<WorstView>,
+    worst_total: u64,
+    failures: Vec<ReasonCount>,
+    latency: LatencyView,
+}
+
+/// One pass over every proxy: the latency histogram of up proxies' last
+/// checks (all of them), failures by reason and the worst proxies (those
+/// the filter selects).
+fn walk(state: &StateStore, filter: &Filter) -> Walk {
     let mut counts = vec![0u64; LATENCY_BOUNDS_MS.len()];
+    let mut by_reason = [0u64; Reason::ALL.len()];
     // Rank cheaply (an Arc clone per candidate), keep the worst few, and only
     // then build their views: with a million proxies, a quarter of them down,
     // cloning every candidate's strings made each refresh allocate megabytes.
@@ -193,24 +387,36 @@ fn worst_and_latency(state: &StateStore) -> (Vec<WorstView>, LatencyView) {
                 .unwrap_or(LATENCY_BOUNDS_MS.len() - 1);
             counts[i] += 1;
         }
-        if rep != ProxyStatus::Active || last.reason.is_some() {
-            let rank = match rep {
-                ProxyStatus::Inactive => 0,
-                ProxyStatus::Banned => 1,
-                ProxyStatus::Slow => 2,
-                ProxyStatus::Active => 3,
-            };
-            candidates.push((rank, std::cmp::Reverse(last.latency_ms), s.proxy.clone()));
+        if !filter.labels_match(&s.proxy.pool, &s.proxy.provider) {
+            return;
         }
+        if let Some(r) = last.reason {
+            by_reason[reason_index(r)] += 1;
+        }
+        let wanted = match filter.status {
+            Some(st) => rep == st,
+            None => rep != ProxyStatus::Active || last.reason.is_some(),
+        };
+        if !wanted || filter.reason.is_some_and(|r| last.reason != Some(r)) {
+            return;
+        }
+        let rank = match rep {
+            ProxyStatus::Inactive => 0,
+            ProxyStatus::Banned => 1,
+            ProxyStatus::Slow => 2,
+            ProxyStatus::Active => 3,
+        };
+        candidates.push((rank, std::cmp::Reverse(last.latency_ms), s.proxy.clone()));
     });
+    let worst_total = candidates.len() as u64;
     let order = |a: &Candidate, b: &Candidate| {
         (a.0, a.1)
             .cmp(&(b.0, b.1))
             .then_with(|| a.2.id.cmp(&b.2.id))
     };
-    if candidates.len() > WORST_LIMIT {
-        candidates.select_nth_unstable_by(WORST_LIMIT, order);
-        candidates.truncate(WORST_LIMIT);
+    if candidates.len() > filter.limit {
+        candidates.select_nth_unstable_by(filter.limit, order);
+        candidates.truncate(filter.limit);
     }
     candidates.sort_unstable_by(order);
     let worst: Vec<WorstView> = candidates
@@ -228,21 +434,59 @@ fn worst_and_latency(state: &StateStore) -> (Vec<WorstView>, LatencyView) {
                 phase: last.phase.map(Phase::as_str),
                 error: last.error.as_deref().map(str::to_string),
                 latency_ms: last.latency_ms,
+                elapsed_ms: last.elapsed_ms,
                 checked_at: last.checked_at,
             })
         })
         .collect();
-    (
+    let mut failures: Vec<ReasonCount> = Reason::ALL
+        .iter()
+        .zip(by_reason)
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, count)| ReasonCount {
+            reason: r.as_str(),
+            count,
+        })
+        .collect();
+    // Most frequent first; the sort is stable, so ties keep Reason::ALL order.
+    failures.sort_by_key(|r| std::cmp::Reverse(r.count));
+    Walk {
         worst,
-        LatencyView {
+        worst_total,
+        failures,
+        latency: LatencyView {
             bounds_ms: LATENCY_BOUNDS_MS.to_vec(),
             counts,
         },
-    )
+    }
 }
 
-pub(super) fn status_json(app: &AppState) -> String {
-    serde_json::to_string(&status_view(app)).unwrap_or_else(|_| "{}".into())
+fn reason_index(r: Reason) -> usize {
+    Reason::ALL.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+/// `GET /api/status`: the view as JSON, filtered by the query string; a bad
+/// filter is a 400 with the reason, as JSON.
+pub(super) async fn api_status(req: &Parts, app: &Arc<AppState>) -> Resp {
+    let filter = match Filter::from_query(req.uri.query()) {
+        Ok(f) => f,
+        Err(e) => {
+            let body = serde_json::json!({ "error": format!("bad filter: {e}") }).to_string();
+            return respond(StatusCode::BAD_REQUEST, JSON, body);
+        }
+    };
+    let app = app.clone();
+    // Walks every proxy: keep it off the async workers.
+    let body = tokio::task::spawn_blocking(move || status_json(&app, filter))
+        .await
+        .unwrap_or_default();
+    respond(StatusCode::OK, JSON, body)
+}
+
+const JSON: &str = "application/json";
+
+fn status_json(app: &AppState, filter: Filter) -> String {
+    serde_json::to_string(&status_view(app, filter)).unwrap_or_else(|_| "{}".into())
 }
 
 /// The status page: self-contained HTML (inline CSS, JS and SVG, no external
@@ -256,4 +500,204 @@ fn html_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::RwLock;
+    use std::time::Instant;
+
+    use crate::config::{Config, Overrides};
+    use crate::model::{CheckResult, Phases, ProxyProtocol};
+    use crate::sinks::metrics::Metrics;
+    use crate::sweep::SweepGauges;
+
+    fn app() -> AppState {
+        let cfg = Config::load(None, &Overrides::default()).expect("default config");
+        let state = Arc::new(StateStore::new());
+        let gauges = Arc::new(SweepGauges::default());
+        let metrics = Arc::new(Metrics::new(
+            &cfg.metrics.latency_buckets,
+            state.clone(),
+            gauges.clone(),
+            Vec::new(),
+        ));
+        let (reload, _) = tokio::sync::mpsc::channel(1);
+        AppState {
+            metrics,
+            state,
+            gauges,
+            config: Arc::new(RwLock::new(Arc::new(cfg))),
+            ready: false.into(),
+            reload,
+            started: Instant::now(),
+            requests: crate::server::limits::Requests::new(40),
+        }
+    }
+
+    fn proxy(port: u16, pool: &str, provider: &str) -> Arc<Proxy> {
+        let mut p = Proxy::new(ProxyProtocol::Socks5, "127.0.0.1", port);
+        p.pool = pool.into();
+        p.provider = provider.into();
+        Arc::new(p)
+    }
+
+    fn result(status: ProxyStatus, reason: Option<Reason>, elapsed_ms: u64) -> CheckResult {
+        CheckResult {
+            proxy_id: String::new(),
+            status,
+            latency_ms: if status.is_up() { elapsed_ms } else { 5000 },
+            elapsed_ms,
+            attempts: 1,
+            status_code: None,
+            reason,
+            phase: reason.map(|_| Phase::Connect),
+            error: None,
+            checked_at: chrono::Utc::now(),
+            phases: Phases::default(),
+        }
+    }
+
+    /// 60 refused proxies in pool a (provider x), 3 timeouts in pool b
+    /// (provider y), one ACTIVE in a, one unchecked in b.
+    fn fixture() -> AppState {
+        let app = app();
+        let mut all = Vec::new();
+        for i in 0..60 {
+            all.push((
+                proxy(1000 + i, "a", "x"),
+                Some(result(
+                    ProxyStatus::Inactive,
+                    Some(Reason::ConnectRefused),
+                    1,
+                )),
+            ));
+        }
+        for i in 0..3 {
+            all.push((
+                proxy(2000 + i, "b", "y"),
+                Some(result(ProxyStatus::Inactive, Some(Reason::Timeout), 5000)),
+            ));
+        }
+        all.push((
+            proxy(3000, "a", "y"),
+            Some(result(ProxyStatus::Active, None, 80)),
+        ));
+        all.push((proxy(3001, "b", "x"), None));
+        let proxies: Vec<Arc<Proxy>> = all.iter().map(|(p, _)| p.clone()).collect();
+        app.state.sync(&proxies);
+        for (p, r) in &all {
+            if let Some(r) = r {
+                app.state.record(p, r, Instant::now());
+            }
+        }
+        app
+    }
+
+    #[test]
+    fn filters_parse_bounded_and_refuse_typos() {
+        let f = Filter::from_query(Some(
+            "pool=a%20b&status=INACTIVE&reason=timeout&limit=5&x=1",
+        ))
+        .expect("valid");
+        assert_eq!(f.pool.as_deref(), Some("a b"));
+        assert_eq!(f.status, Some(ProxyStatus::Inactive));
+        assert_eq!(f.reason, Some(Reason::Timeout));
+        assert_eq!(f.limit, 5);
+        assert_eq!(
+            Filter::from_query(Some("pool=&status=")),
+            Ok(Filter::default())
+        );
+        for bad in [
+            "status=down",
+            "reason=refused",
+            "limit=0",
+            "limit=100000",
+            "limit=x",
+        ] {
+            let e = Filter::from_query(Some(bad)).expect_err(bad);
+            assert!(
+                e.starts_with(bad.split('=').next().unwrap_or("")),
+                "{bad}: {e}"
+            );
+        }
+        let long = format!("pool={}", "p".repeat(MAX_FILTER_VALUE + 1));
+        assert!(Filter::from_query(Some(&long)).is_err());
+        let huge = format!("x={}", "p".repeat(10_000));
+        assert!(Filter::from_query(Some(&huge)).is_err());
+    }
+
+    #[test]
+    fn worst_says_how_many_match_and_filters_apply() {
+        let app = fixture();
+        let v = status_view(&app, Filter::default());
+        assert_eq!((v.worst.len(), v.worst_total), (50, 63), "50 of 63");
+        // Failures by reason, most frequent first.
+        let failures: Vec<(&str, u64)> = v.failures.iter().map(|r| (r.reason, r.count)).collect();
+        assert_eq!(failures, [("connect_refused", 60), ("timeout", 3)]);
+        let providers: Vec<(&str, u64, u64, u64)> = v
+            .providers
+            .iter()
+            .map(|p| {
+                (
+                    p.provider.as_str(),
+                    p.counts.inactive,
+                    p.counts.active,
+                    p.counts.unchecked,
+                )
+            })
+            .collect();
+        assert_eq!(providers, [("x", 60, 0, 1), ("y", 3, 1, 0)]);
+        // A refused connection took 1 ms, though pharox's latency is the timeout.
+        let refused = v
+            .worst
+            .iter()
+            .find(|w| w.reason == Some("connect_refused"))
+            .expect("a refused proxy");
+        assert_eq!((refused.elapsed_ms, refused.latency_ms), (1, 5000));
+
+        let by_reason = Filter::from_query(Some("reason=timeout")).expect("filter");
+        let v = status_view(&app, by_reason);
+        assert_eq!((v.worst.len(), v.worst_total), (3, 3));
+        assert!(v.worst.iter().all(|w| w.pool == "b"));
+
+        let by_pool = Filter::from_query(Some("pool=a&limit=10")).expect("filter");
+        let v = status_view(&app, by_pool);
+        assert_eq!((v.worst.len(), v.worst_total), (10, 60));
+        assert_eq!(v.failures.len(), 1, "only pool a's failures");
+        assert_eq!(v.pools.len(), 2, "the pools table is never filtered");
+
+        let active = Filter::from_query(Some("status=active")).expect("filter");
+        let v = status_view(&app, active);
+        assert_eq!(v.worst_total, 1, "a status filter lists that status");
+        assert_eq!(v.worst[0].status, "active");
+    }
+
+    #[test]
+    fn no_sweep_completed_means_no_last_sweep() {
+        let app = fixture();
+        let v = status_view(&app, Filter::default());
+        assert_eq!(v.sweep.completed_sweeps, 0);
+        assert_eq!(v.sweep.last_completed, None);
+        assert_eq!(v.sweep.last_duration_seconds, None);
+        app.metrics.sweep_completed(
+            std::time::Duration::from_millis(1500),
+            std::time::Duration::from_secs(60),
+            1.7e9,
+        );
+        let v = status_view(&app, Filter::default());
+        assert_eq!(v.sweep.last_completed, Some(1.7e9));
+        assert_eq!(v.sweep.last_duration_seconds, Some(1.5));
+    }
+
+    #[test]
+    fn the_page_knows_every_reason() {
+        let page = include_str!("status_page.html");
+        let quoted: Vec<String> = Reason::ALL.iter().map(|r| format!("\"{r}\"")).collect();
+        assert!(
+            page.contains(&format!("const REASONS=[{}];", quoted.join(","))),
+            "the page's REASONS list differs from Reason::ALL"
+        );
+    }
 }

@@ -68,6 +68,7 @@ mod tests {
             proxy_id: proxy.id.clone(),
             status,
             latency_ms: 10,
+            elapsed_ms: 10,
             attempts: 1,
             status_code: None,
             reason,

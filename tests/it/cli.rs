@@ -87,6 +87,11 @@ async fn check_prints_a_table_and_json_and_exits_3_when_a_proxy_is_down() {
         lines[2]["latency_ms"], 3000,
         "a failed check's latency is its timeout, as pharox"
     );
+    assert!(
+        lines[2]["elapsed_ms"].as_u64().is_some_and(|ms| ms < 1000),
+        "but a refused connection took no 3 s: {}",
+        lines[2]
+    );
 
     let mut cmd = bin();
     cmd.arg("check").args(&urls[..2]).args([
@@ -100,7 +105,11 @@ async fn check_prints_a_table_and_json_and_exits_3_when_a_proxy_is_down() {
     let table = text(&out.stdout);
     let rows: Vec<&str> = table.lines().collect();
     assert!(
-        rows[0].starts_with("ID") && rows[0].contains("PROXY") && rows[0].contains("REASON"),
+        rows[0].starts_with("ID")
+            && rows[0].contains("PROXY")
+            && rows[0].contains("REASON")
+            && rows[0].contains("TOOK(ms)")
+            && rows[0].contains("CONNECT(ms)"),
         "{table}"
     );
     assert!(rows[1].contains("ACTIVE"), "{table}");
@@ -200,6 +209,7 @@ async fn sweep_once_streams_json_lines_skips_bad_rows_and_summarises() {
         "provider",
         "status",
         "latency_ms",
+        "elapsed_ms",
         "attempts",
         "status_code",
         "reason",

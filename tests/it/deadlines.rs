@@ -199,24 +199,32 @@ async fn an_emptied_inventory_keeps_the_last_good_one_and_says_so() {
     let ex = Exporter::start(dir.path(), &base_args(&inv, &target.url("/"))).await;
     ex.wait_for("both proxies active", |m| {
         m.sum("pharox_proxies", &[("status", "active")]) == 2.0
-            && m.value("pharox_inventory_last_read_successful") == 1.0
+            && m.value("pharox_exporter_inventory_last_read_successful") == 1.0
     })
     .await;
     // Truncated in place, as a writer that is not atomic leaves it.
     std::fs::write(&inv, "").unwrap();
     let m = ex
         .wait_for("the empty read reported", |m| {
-            m.sum("pharox_inventory_errors_total", &[("kind", "empty")]) >= 1.0
+            m.sum(
+                "pharox_exporter_inventory_errors_total",
+                &[("kind", "empty")],
+            ) >= 1.0
         })
         .await;
     assert_eq!(
-        m.value("pharox_inventory_last_read_successful"),
+        m.value("pharox_exporter_inventory_last_read_successful"),
         0.0,
         "{}",
         m.text
     );
-    assert_eq!(m.value("pharox_inventory_proxies"), 2.0, "{}", m.text);
-    let sweeps = m.value("pharox_sweeps_total");
+    assert_eq!(
+        m.value("pharox_exporter_inventory_proxies"),
+        2.0,
+        "{}",
+        m.text
+    );
+    let sweeps = m.value("pharox_exporter_sweeps_total");
     ex.wait_sweeps(sweeps + 1.0).await;
     let m = ex.scrape().await;
     assert_eq!(
@@ -246,10 +254,16 @@ async fn a_fifo_inventory_neither_stops_the_server_nor_sigterm() {
     .await;
     let m = ex
         .wait_for("two refused reads", |m| {
-            m.sum("pharox_inventory_errors_total", &[("kind", "not_regular")]) >= 2.0
+            m.sum(
+                "pharox_exporter_inventory_errors_total",
+                &[("kind", "not_regular")],
+            ) >= 2.0
         })
         .await;
-    assert_eq!(m.value("pharox_inventory_last_read_successful"), 0.0);
+    assert_eq!(
+        m.value("pharox_exporter_inventory_last_read_successful"),
+        0.0
+    );
     assert!(ex.log_text().contains("not a regular file (a FIFO)"));
     let t = Instant::now();
     ex.signal(libc::SIGTERM);

@@ -21,7 +21,9 @@ async fn demo_script_sweeps_real_proxies_and_serves_metrics() {
     while Instant::now() < deadline {
         if let Ok(r) = reqwest::get("http://127.0.0.1:10187/metrics").await {
             body = r.text().await.unwrap_or_default();
-            if body.contains("pharox_sweeps_total 1") || body.contains("pharox_sweeps_total 2") {
+            if body.contains("pharox_exporter_sweeps_total 1")
+                || body.contains("pharox_exporter_sweeps_total 2")
+            {
                 break;
             }
         }
@@ -33,7 +35,7 @@ async fn demo_script_sweeps_real_proxies_and_serves_metrics() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed: {log}");
     assert!(
-        body.contains("pharox_sweeps_total"),
+        body.contains("pharox_exporter_sweeps_total"),
         "no sweep completed; log:\n{log}\nscrape:\n{body}"
     );
     let gauge = |pool: &str, status: &str| -> f64 {

@@ -143,7 +143,7 @@ async fn three_exporter_replicas_export_disjoint_proxies_covering_the_inventory(
         }
         if scrapes
             .iter()
-            .all(|s| sample(s, "pharox_sweeps_total") >= 2.0)
+            .all(|s| sample(s, "pharox_exporter_sweeps_total") >= 2.0)
         {
             break;
         }
@@ -170,15 +170,15 @@ async fn three_exporter_replicas_export_disjoint_proxies_covering_the_inventory(
         for id in ids {
             *owners.entry(id).or_default() += 1;
         }
-        total += sample(s, "pharox_inventory_proxies");
+        total += sample(s, "pharox_exporter_inventory_proxies");
         // Each replica's sweep covered exactly its own proxies, once.
         let checks: f64 = s
             .lines()
             .filter(|l| l.starts_with("pharox_checks_total{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
-        let sweeps = sample(s, "pharox_sweeps_total");
-        let mine = sample(s, "pharox_inventory_proxies");
+        let sweeps = sample(s, "pharox_exporter_sweeps_total");
+        let mine = sample(s, "pharox_exporter_inventory_proxies");
         assert!(
             checks >= mine * sweeps,
             "checks {checks} < proxies {mine} x sweeps {sweeps}"
@@ -241,7 +241,7 @@ async fn a_reload_that_changes_the_shard_takes_the_new_share_of_an_unchanged_fil
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = scrape(port).await.unwrap_or_default();
-            if sample(&s, "pharox_sweeps_total") >= min_sweeps {
+            if sample(&s, "pharox_exporter_sweeps_total") >= min_sweeps {
                 return s;
             }
             assert!(Instant::now() < deadline, "no sweep in time");
@@ -259,11 +259,11 @@ async fn a_reload_that_changes_the_shard_takes_the_new_share_of_an_unchanged_fil
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let swept = sample(&first, "pharox_sweeps_total");
+    let swept = sample(&first, "pharox_exporter_sweeps_total");
     let after = wait_for(swept + 2.0).await;
     let share1 = ids(&after);
     assert_eq!(
-        sample(&after, "pharox_inventory_proxies") as usize,
+        sample(&after, "pharox_exporter_inventory_proxies") as usize,
         N - share0.len()
     );
     assert_eq!(

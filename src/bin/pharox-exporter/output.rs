@@ -28,8 +28,10 @@ pub(crate) struct ResultLine<'a> {
     pub provider: &'a str,
     /// Outcome.
     pub status: ProxyStatus,
-    /// Latency (timeout for INACTIVE).
+    /// Latency (timeout for INACTIVE, as pharox reports it).
     pub latency_ms: u64,
+    /// How long the check really took, every attempt included.
+    pub elapsed_ms: u64,
     /// Attempts used.
     pub attempts: u8,
     /// HTTP status of the last response.
@@ -58,6 +60,7 @@ impl<'a> ResultLine<'a> {
             provider: &proxy.provider,
             status: r.status,
             latency_ms: r.latency_ms,
+            elapsed_ms: r.elapsed_ms,
             attempts: r.attempts,
             status_code: r.status_code,
             reason: r.reason.map(|x| x.as_str()),
@@ -81,17 +84,21 @@ fn ms(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into())
 }
 
-/// A fixed-width table of results, one row per proxy.
+/// A fixed-width table of results, one row per proxy. Times are in the
+/// headers' unit (ms). LATENCY is pharox's (the timeout for INACTIVE); TOOK
+/// is how long the check really took, so a refused connection reads 1, not
+/// the 5000 of its timeout.
 pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
     let header = [
         "ID",
         "PROXY",
         "STATUS",
-        "LATENCY",
-        "CONNECT",
-        "HANDSHAKE",
-        "TLS",
-        "TTFB",
+        "LATENCY(ms)",
+        "TOOK(ms)",
+        "CONNECT(ms)",
+        "HANDSHAKE(ms)",
+        "TLS(ms)",
+        "TTFB(ms)",
         "CODE",
         "REASON",
         "ERROR",
@@ -107,7 +114,8 @@ pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
             p.id.clone(),
             p.redacted_url(),
             r.status.as_str().to_uppercase(),
-            format!("{}ms", r.latency_ms),
+            r.latency_ms.to_string(),
+            r.elapsed_ms.to_string(),
             ms(r.phases.get(Phase::Connect)),
             ms(r.phases.get(Phase::Handshake)),
             ms(r.phases.get(Phase::Tls)),
@@ -144,6 +152,22 @@ pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
     out
 }
 
+/// Completed checks per second of wall time: the one formula of the
+/// summary and the progress bar.
+pub(crate) fn checks_per_second(done: usize, elapsed: Duration) -> f64 {
+    done as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// `42s`, `3m05s`, `2h07m`: an ETA at a glance.
+fn human_secs(secs: f64) -> String {
+    let s = secs.max(0.0).ceil() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// Counts accumulated over a sweep for the summary.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Summary {
@@ -167,14 +191,36 @@ impl Summary {
         self.by_status.values().sum()
     }
 
+    /// Checks that found the proxy down (INACTIVE).
+    pub(crate) fn failed(&self) -> usize {
+        self.by_status
+            .get(&ProxyStatus::Inactive)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The live line beside the progress bar after `elapsed` of a sweep of
+    /// `total` proxies: failures so far, and the rate and ETA computed the
+    /// way [`Summary::render`] computes its rate, so the last line of the
+    /// bar and the summary agree.
+    pub(crate) fn progress(&self, total: usize, elapsed: Duration) -> String {
+        let done = self.total();
+        let rate = checks_per_second(done, elapsed);
+        let eta = if done == 0 || rate <= 0.0 {
+            "?".to_string()
+        } else {
+            human_secs(total.saturating_sub(done) as f64 / rate)
+        };
+        format!("{} failed · {rate:.1} checks/s · eta {eta}", self.failed())
+    }
+
     /// The human summary printed to stderr after a sweep.
     pub(crate) fn render(&self, elapsed: Duration, skipped_rows: usize) -> String {
         let total = self.total();
-        let secs = elapsed.as_secs_f64().max(1e-9);
         let mut s = format!(
             "swept {total} proxies in {:.2}s ({:.1} checks/s)\n",
-            secs,
-            total as f64 / secs
+            elapsed.as_secs_f64(),
+            checks_per_second(total, elapsed)
         );
         let statuses: Vec<String> = [
             ProxyStatus::Active,
@@ -206,5 +252,102 @@ impl Summary {
             );
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pharox_exporter::{Phases, Reason};
+
+    fn result(status: ProxyStatus) -> CheckResult {
+        CheckResult {
+            proxy_id: "p".into(),
+            status,
+            latency_ms: 5000,
+            elapsed_ms: 1,
+            attempts: 1,
+            status_code: None,
+            reason: (!status.is_up()).then_some(Reason::ConnectRefused),
+            phase: None,
+            error: None,
+            checked_at: chrono::Utc::now(),
+            phases: Phases::default(),
+        }
+    }
+
+    /// The `N.N checks/s` of a line.
+    fn rate(line: &str) -> &str {
+        let end = line.find(" checks/s").expect("a rate");
+        let start = line[..end].rfind([' ', '(']).map(|i| i + 1).unwrap_or(0);
+        &line[start..end]
+    }
+
+    #[test]
+    fn progress_and_summary_agree_on_the_rate() {
+        for (n, ms) in [(1usize, 3u64), (7, 999), (1000, 12_345), (123_457, 600_001)] {
+            let mut s = Summary::default();
+            for i in 0..n {
+                s.add(&result(if i % 3 == 0 {
+                    ProxyStatus::Inactive
+                } else {
+                    ProxyStatus::Active
+                }));
+            }
+            let elapsed = Duration::from_millis(ms);
+            let bar = s.progress(n, elapsed);
+            let summary = s.render(elapsed, 0);
+            assert_eq!(rate(&bar), rate(&summary), "{bar} vs {summary}");
+            assert!(bar.ends_with("eta 0s"), "done: {bar}");
+            assert!(
+                bar.starts_with(&format!("{} failed", n.div_ceil(3))),
+                "{bar}"
+            );
+        }
+    }
+
+    #[test]
+    fn progress_mid_sweep() {
+        let mut s = Summary::default();
+        for st in [
+            ProxyStatus::Active,
+            ProxyStatus::Inactive,
+            ProxyStatus::Slow,
+        ] {
+            s.add(&result(st));
+        }
+        // 3 done in 2 s: 1.5 checks/s, 297 left: 198 s.
+        assert_eq!(
+            s.progress(300, Duration::from_secs(2)),
+            "1 failed · 1.5 checks/s · eta 3m18s"
+        );
+        assert_eq!(
+            Summary::default().progress(10, Duration::ZERO),
+            "0 failed · 0.0 checks/s · eta ?"
+        );
+        assert_eq!(human_secs(7300.0), "2h01m");
+    }
+
+    #[test]
+    fn the_table_shows_how_long_a_failure_took_and_units() {
+        let p = Proxy::new(ProxyProtocol::Socks5, "127.0.0.1", 1);
+        let r = result(ProxyStatus::Inactive);
+        let t = table(&[(&p, &r)]);
+        let mut lines = t.lines();
+        let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+        for h in [
+            "LATENCY(ms)",
+            "TOOK(ms)",
+            "CONNECT(ms)",
+            "HANDSHAKE(ms)",
+            "TLS(ms)",
+            "TTFB(ms)",
+        ] {
+            assert!(header.contains(&h), "{h}: {t}");
+        }
+        let row: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+        let col = |h: &str| header.iter().position(|x| *x == h).map(|i| row[i]);
+        assert_eq!(col("LATENCY(ms)"), Some("5000"), "pharox's latency: {t}");
+        assert_eq!(col("TOOK(ms)"), Some("1"), "what it took: {t}");
     }
 }

@@ -33,24 +33,32 @@ pub(crate) async fn run(common: &CommonArgs) -> Result<ExitCode> {
         None => None,
     };
     let list: Arc<[Arc<Proxy>]> = read.proxies.into_iter().map(Arc::new).collect();
-    let bar = progress_bar(list.len() as u64);
+    let total = list.len();
+    let bar = progress_bar(total as u64);
     // Results go to one writer thread through a bounded channel: workers never
     // contend on stdout, and a slow consumer of stdout slows the sweep down
     // instead of growing memory.
     let (tx, rx) = std::sync::mpsc::sync_channel::<String>(4096);
     let writer = spawn_writer(rx);
     let summary = Arc::new(Mutex::new(Summary::default()));
+    let started = std::time::Instant::now();
     let on_result = {
         let (summary, bar, store) = (summary.clone(), bar.clone(), store.clone());
         let tx: SyncSender<String> = tx;
         move |p: &Arc<Proxy>, r| {
-            summary.lock().unwrap_or_else(|e| e.into_inner()).add(&r);
+            let line = {
+                let mut s = summary.lock().unwrap_or_else(|e| e.into_inner());
+                s.add(&r);
+                // Same start as the sweep's own clock, give or take the spawn.
+                bar.as_ref().map(|_| s.progress(total, started.elapsed()))
+            };
             if let Some(h) = &store {
                 h.submit(p, &r);
             }
             // A closed channel means the writer failed (stdout gone); the error is reported below.
             let _ = tx.send(ResultLine::new(p, &r).to_json());
-            if let Some(b) = &bar {
+            if let (Some(b), Some(line)) = (&bar, line) {
+                b.set_message(line);
                 b.inc(1);
             }
         }
@@ -78,7 +86,10 @@ fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
     std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(total);
         if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}")
+            // Rate and ETA come from `Summary::progress` (the message), not
+            // indicatif's own estimates: those smooth over a window, so the
+            // bar's last rate disagreed with the summary printed under it.
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
         {
             b.set_style(style);
         }

@@ -141,6 +141,7 @@ mod tests {
             proxy_id: id.to_string(),
             status,
             latency_ms: 5,
+            elapsed_ms: 5,
             attempts: 1,
             status_code: None,
             reason: None,

@@ -3,33 +3,41 @@
 //! scrape time (so proxies that leave the inventory disappear by themselves,
 //! and every status is emitted for every pool, at 0 when empty).
 //!
-//! Names and labels are the contract in `docs/metrics.md`.
+//! Names and labels are the contract in `docs/metrics.md`. Two namespaces:
+//! `pharox_` for what the checks found about the proxies, and
+//! `pharox_exporter_` for the exporter itself: its build, configuration,
+//! sweeps, inventory reads and storage writes.
 //!
 //! Files: this one (event metrics), `state_collector` (gauges computed from
-//! the state at scrape time), `storage` (`pharox_storage_*` from the result
-//! writer's counters), `process` (`process_*` and the tokio runtime's
-//! facts), [`exposition`] (content negotiation and encoding).
+//! the state at scrape time), `storage` (`pharox_exporter_storage_*` from the
+//! result writer's counters), `process` (`process_*` and the tokio
+//! runtime's facts), `histogram` (durations counted in whole microseconds,
+//! so sums and bounds print without float noise), [`exposition`] (content
+//! negotiation and encoding).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::model::{CheckResult, Phase, Proxy, Reason};
+use crate::model::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
 use crate::state::StateStore;
 use crate::sweep::SweepGauges;
 
 pub(crate) mod exposition;
+mod histogram;
 mod process;
 mod state_collector;
 mod storage;
+
+use histogram::{Bounds, MicrosHistogram};
 
 use state_collector::StateCollector;
 pub(crate) use storage::StorageCollector;
@@ -115,25 +123,60 @@ pub(crate) struct KindLabel {
     pub kind: String,
 }
 
-#[derive(Clone)]
-struct Buckets(Arc<Vec<f64>>);
+const PHASE_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
-impl MetricConstructor<Histogram> for Buckets {
-    fn new_metric(&self) -> Histogram {
-        Histogram::new(self.0.iter().copied())
+const SWEEP_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Statuses a check can produce (BANNED is set by operators, never checked).
+const CHECK_OUTCOMES: [ProxyStatus; 3] = [
+    ProxyStatus::Active,
+    ProxyStatus::Slow,
+    ProxyStatus::Inactive,
+];
+
+/// Label sets (pool, provider, protocol) whose counters are created at 0
+/// up front, at most. Each costs 18 series (3 outcomes, 15 reasons), and
+/// each (pool, protocol) 6 more (timeouts by phase): 500 sets stay under
+/// 12,000 series. Beyond it, series appear with their first event.
+const PREINIT_LABEL_SETS: usize = 500;
+
+/// The slow threshold in force per (pool, protocol): what the running
+/// config resolved, as plain data (the metrics know nothing of probe
+/// options; the composition root fills this in on every (re)load).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct SlowThresholds {
+    /// Each protocol's threshold in pools without settings of their own.
+    pub by_protocol: HashMap<ProxyProtocol, Duration>,
+    /// `pools.<name>` thresholds, per protocol.
+    pub by_pool: HashMap<(String, ProxyProtocol), Duration>,
+}
+
+impl SlowThresholds {
+    fn get(&self, pool: &str, protocol: ProxyProtocol) -> Option<Duration> {
+        self.by_pool
+            .get(&(pool.to_string(), protocol))
+            .or_else(|| self.by_protocol.get(&protocol))
+            .copied()
     }
 }
 
-fn phase_buckets() -> Histogram {
-    Histogram::new([
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ])
-}
+/// [`SlowThresholds`] of the running config, swapped whole on reload.
+#[derive(Debug, Default)]
+pub(crate) struct CheckSettings(RwLock<Option<Arc<SlowThresholds>>>);
 
-fn sweep_buckets() -> Histogram {
-    Histogram::new([
-        1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-    ])
+impl CheckSettings {
+    /// Apply the thresholds of a (re)loaded config.
+    pub(crate) fn set(&self, thresholds: SlowThresholds) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(thresholds));
+    }
+
+    fn get(&self) -> Option<Arc<SlowThresholds>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// Exporter-level gauges set by the run loop.
@@ -179,12 +222,12 @@ impl PerProxy {
 /// Every metric the exporter serves.
 pub(crate) struct Metrics {
     registry: Registry,
-    check_duration: Family<ProxyLabels, Histogram, Buckets>,
-    phase_duration: Family<PhaseLabels, Histogram>,
+    check_duration: Family<ProxyLabels, MicrosHistogram, Bounds>,
+    phase_duration: Family<PhaseLabels, MicrosHistogram, Bounds>,
     checks: Family<StatusLabels, Counter>,
     errors: Family<ReasonLabels, Counter>,
     timeouts: Family<PhaseLabels, Counter>,
-    sweep_duration: Histogram,
+    sweep_duration: MicrosHistogram,
     sweeps: Counter,
     overruns: Counter,
     inventory_errors: Family<KindLabel, Counter>,
@@ -197,6 +240,8 @@ pub(crate) struct Metrics {
     pub exporter: Arc<ExporterGauges>,
     /// Per-proxy series settings.
     pub per_proxy: Arc<PerProxy>,
+    /// Check options, for `pharox_exporter_slow_threshold_seconds`.
+    pub check_settings: Arc<CheckSettings>,
 }
 
 impl Metrics {
@@ -216,17 +261,14 @@ impl Metrics {
         let mut root = Registry::default();
         root.register_collector(Box::new(process::ProcessCollector));
         let registry = root.sub_registry_with_prefix("pharox");
-        let check_duration =
-            Family::new_with_constructor(Buckets(Arc::new(latency_buckets.to_vec())));
+        let check_duration = Family::new_with_constructor(Bounds::new(latency_buckets));
         registry.register_with_unit(
             "check_duration",
             "Latency of successful (ACTIVE or SLOW) checks",
             Unit::Seconds,
             check_duration.clone(),
         );
-        let phase_duration = Family::<PhaseLabels, Histogram>::new_with_constructor(
-            phase_buckets as fn() -> Histogram,
-        );
+        let phase_duration = Family::new_with_constructor(Bounds::new(&PHASE_BUCKETS));
         registry.register_with_unit(
             "check_phase_duration",
             "Time spent in each phase of the deciding attempt of a check",
@@ -247,30 +289,30 @@ impl Metrics {
             "Failed checks whose reason is timeout, by phase",
             timeouts.clone(),
         );
-        let sweep_duration = sweep_buckets();
+        let sweep_duration = MicrosHistogram::new(Bounds::new(&SWEEP_BUCKETS));
         registry.register_with_unit(
-            "sweep_duration",
+            "exporter_sweep_duration",
             "Wall time of completed sweeps",
             Unit::Seconds,
             sweep_duration.clone(),
         );
         let sweeps = Counter::default();
-        registry.register("sweeps", "Completed sweeps", sweeps.clone());
+        registry.register("exporter_sweeps", "Completed sweeps", sweeps.clone());
         let overruns = Counter::default();
         registry.register(
-            "sweep_overruns",
+            "exporter_sweep_overruns",
             "Sweeps that took longer than the interval",
             overruns.clone(),
         );
         let inventory_errors = Family::<KindLabel, Counter>::default();
         registry.register(
-            "inventory_errors",
+            "exporter_inventory_errors",
             "Inventory reads that failed (kind=read, empty, not_regular, timeout), malformed entries skipped (kind=row), duplicate ids ignored (kind=duplicate)",
             inventory_errors.clone(),
         );
         let inventory_last_read_ok = Gauge::default();
         registry.register(
-            "inventory_last_read_successful",
+            "exporter_inventory_last_read_successful",
             "1 when the last inventory read succeeded; 0 when it failed and the previous inventory is still swept",
             inventory_last_read_ok.clone(),
         );
@@ -302,11 +344,13 @@ impl Metrics {
         )));
         let exporter = Arc::new(ExporterGauges::default());
         let per_proxy = Arc::new(PerProxy::default());
+        let check_settings = Arc::new(CheckSettings::default());
         registry.register_collector(Box::new(StateCollector::new(
             state,
             gauges,
             exporter.clone(),
             per_proxy.clone(),
+            check_settings.clone(),
         )));
         for c in extra {
             registry.register_collector(c);
@@ -327,6 +371,7 @@ impl Metrics {
             http_rejected,
             exporter,
             per_proxy,
+            check_settings,
         }
     }
 
@@ -367,7 +412,7 @@ impl Metrics {
                     provider: proxy.provider.clone(),
                     protocol: protocol.clone(),
                 })
-                .observe(r.latency_ms as f64 / 1000.0);
+                .observe_micros(r.latency_ms.saturating_mul(1000));
         }
         for phase in [
             Phase::Connect,
@@ -383,7 +428,7 @@ impl Metrics {
                         protocol: protocol.clone(),
                         phase: phase.as_str().to_string(),
                     })
-                    .observe(ms / 1000.0);
+                    .observe_ms(ms);
             }
         }
         if let Some(reason) = r.reason {
@@ -415,11 +460,56 @@ impl Metrics {
         completed_at_unix: f64,
     ) {
         self.sweeps.inc();
-        self.sweep_duration.observe(elapsed.as_secs_f64());
-        self.exporter.last_sweep_duration.set(elapsed.as_secs_f64());
+        self.sweep_duration.observe(elapsed);
+        // Whole milliseconds: nanosecond digits of a wall time are noise.
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self.exporter.last_sweep_duration.set(ms as f64 / 1000.0);
         self.exporter.last_sweep_ts.set(completed_at_unix);
         if elapsed > interval {
             self.overruns.inc();
+        }
+    }
+
+    /// Sweeps completed since start.
+    pub(crate) fn sweeps_completed(&self) -> u64 {
+        self.sweeps.get()
+    }
+
+    /// Create the counters known up front at 0 for these (pool, provider,
+    /// protocol) label sets (the inventory's): every check outcome and every
+    /// failure reason, and timeouts by every phase per (pool, protocol). So
+    /// `rate()` and `increase()` see a proxy pool's first failure, and
+    /// ratios have a denominator, from the first scrape. Capped at
+    /// [`PREINIT_LABEL_SETS`]; histograms appear with their first observation.
+    pub(crate) fn preinit<'a>(
+        &self,
+        label_sets: impl IntoIterator<Item = &'a (String, String, ProxyProtocol)>,
+    ) {
+        for (pool, provider, protocol) in label_sets.into_iter().take(PREINIT_LABEL_SETS) {
+            let protocol = protocol.as_str();
+            for st in CHECK_OUTCOMES {
+                drop(self.checks.get_or_create(&StatusLabels {
+                    pool: pool.clone(),
+                    provider: provider.clone(),
+                    protocol: protocol.to_string(),
+                    status: st.as_str().to_string(),
+                }));
+            }
+            for reason in Reason::ALL {
+                drop(self.errors.get_or_create(&ReasonLabels {
+                    pool: pool.clone(),
+                    provider: provider.clone(),
+                    protocol: protocol.to_string(),
+                    reason: reason.as_str().to_string(),
+                }));
+            }
+            for phase in Phase::ALL {
+                drop(self.timeouts.get_or_create(&PhaseLabels {
+                    pool: pool.clone(),
+                    protocol: protocol.to_string(),
+                    phase: phase.as_str().to_string(),
+                }));
+            }
         }
     }
 

@@ -12,8 +12,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
-use super::{ExporterGauges, PerProxy};
-use crate::model::ProxyStatus;
+use super::{CheckSettings, ExporterGauges, PerProxy};
+use crate::model::{ProxyProtocol, ProxyStatus};
 use crate::state::{status_index, StateStore, StatusCounts};
 use crate::sweep::SweepGauges;
 
@@ -24,6 +24,7 @@ pub(super) struct StateCollector {
     gauges: Arc<SweepGauges>,
     exporter: Arc<ExporterGauges>,
     per_proxy: Arc<PerProxy>,
+    check_settings: Arc<CheckSettings>,
     dropped: AtomicU64,
 }
 
@@ -33,12 +34,14 @@ impl StateCollector {
         gauges: Arc<SweepGauges>,
         exporter: Arc<ExporterGauges>,
         per_proxy: Arc<PerProxy>,
+        check_settings: Arc<CheckSettings>,
     ) -> StateCollector {
         StateCollector {
             state,
             gauges,
             exporter,
             per_proxy,
+            check_settings,
             dropped: AtomicU64::new(0),
         }
     }
@@ -63,7 +66,9 @@ fn gauge<M: EncodeMetric>(
 
 impl Collector for StateCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        encode_status_counts(&mut enc, &self.state.counts())?;
+        let counts = self.state.counts();
+        encode_status_counts(&mut enc, &counts)?;
+        self.encode_slow_thresholds(&mut enc, &counts)?;
         self.encode_sweep_gauges(&mut enc)?;
         self.encode_exporter_gauges(&mut enc)?;
         encode_build_info(&mut enc)?;
@@ -76,7 +81,7 @@ impl Collector for StateCollector {
         }
         gauge(
             &mut enc,
-            "proxy_series_dropped",
+            "exporter_proxy_series_dropped",
             "Proxies left out of per-proxy series by the cap at this scrape",
             None,
             ConstGauge::new(self.dropped.load(Ordering::Relaxed) as i64),
@@ -145,12 +150,45 @@ fn encode_build_info(enc: &mut DescriptorEncoder) -> std::fmt::Result {
 }
 
 impl StateCollector {
+    /// `pharox_exporter_slow_threshold_seconds{pool, protocol}`: the slow
+    /// threshold in force for each (pool, protocol) of the inventory, so
+    /// dashboards and alerts compare latencies with each pool's own.
+    fn encode_slow_thresholds(
+        &self,
+        enc: &mut DescriptorEncoder,
+        counts: &StatusCounts,
+    ) -> std::fmt::Result {
+        let Some(thresholds) = self.check_settings.get() else {
+            return Ok(());
+        };
+        let sets: std::collections::BTreeSet<(&str, ProxyProtocol)> = counts
+            .keys()
+            .map(|(pool, _, protocol)| (pool.as_str(), *protocol))
+            .collect();
+        let mut fam = enc.encode_descriptor(
+            "exporter_slow_threshold",
+            "Configured slow threshold: a successful check slower than this is SLOW",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for (pool, protocol) in sets {
+            let Some(t) = thresholds.get(pool, protocol) else {
+                continue;
+            };
+            // Whole milliseconds (as configured) over 1000: an exact decimal.
+            let ms = t.as_millis();
+            let labels = [("pool", pool), ("protocol", protocol.as_str())];
+            ConstGauge::new(ms as f64 / 1000.0).encode(fam.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
     /// The sweep in progress: checks in flight, proxies in the sweep.
     fn encode_sweep_gauges(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         let in_flight = self.gauges.in_flight.load(Ordering::Relaxed).max(0);
         gauge(
             enc,
-            "checks_in_flight",
+            "exporter_checks_in_flight",
             "Checks running now",
             None,
             ConstGauge::new(in_flight),
@@ -158,7 +196,7 @@ impl StateCollector {
         let in_sweep = self.gauges.proxies.load(Ordering::Relaxed) as i64;
         gauge(
             enc,
-            "sweep_proxies",
+            "exporter_sweep_proxies",
             "Proxies in the current sweep",
             None,
             ConstGauge::new(in_sweep),
@@ -170,28 +208,28 @@ impl StateCollector {
         let x = &self.exporter;
         gauge(
             enc,
-            "sweep_last_duration",
+            "exporter_sweep_last_duration",
             "Wall time of the last completed sweep",
             Some(&Unit::Seconds),
             ConstGauge::new(x.last_sweep_duration.get()),
         )?;
         gauge(
             enc,
-            "sweep_interval",
+            "exporter_sweep_interval",
             "Configured sweep interval",
             Some(&Unit::Seconds),
             ConstGauge::new(x.interval.get()),
         )?;
         gauge(
             enc,
-            "sweep_last_completed_timestamp",
+            "exporter_sweep_last_completed_timestamp",
             "Unix time the last sweep completed",
             Some(&Unit::Seconds),
             ConstGauge::new(x.last_sweep_ts.get()),
         )?;
         gauge(
             enc,
-            "inventory_proxies",
+            "exporter_inventory_proxies",
             "Proxies in the inventory as last read",
             None,
             ConstGauge::new(x.inventory_size.get()),

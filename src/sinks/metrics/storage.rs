@@ -1,4 +1,4 @@
-//! `pharox_storage_*`: the counters of the result writer (and of the lease
+//! `pharox_exporter_storage_*`: the counters of the result writer (and of the lease
 //! cleanup), read at scrape time.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use prometheus_client::metrics::MetricType;
 
 use crate::pharox_db::Stats;
 
-/// `pharox_storage_*` (docs/metrics.md), read from the result writer's
+/// `pharox_exporter_storage_*` (docs/metrics.md), read from the result writer's
 /// counters at scrape time.
 #[derive(Debug)]
 pub(crate) struct StorageCollector(pub Arc<Stats>);
@@ -20,14 +20,14 @@ impl Collector for StorageCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.snapshot();
         let e = enc.encode_descriptor(
-            "storage_pending_results",
+            "exporter_storage_pending_results",
             "Results queued, not yet written",
             None,
             MetricType::Gauge,
         )?;
         ConstGauge::new(s.pending as i64).encode(e)?;
         let mut fam = enc.encode_descriptor(
-            "storage_writes",
+            "exporter_storage_writes",
             "Batch write attempts",
             None,
             MetricType::Counter,
@@ -36,14 +36,14 @@ impl Collector for StorageCollector {
             ConstCounter::new(v).encode(fam.encode_family(&[("outcome", outcome)])?)?;
         }
         let e = enc.encode_descriptor(
-            "storage_results_written",
+            "exporter_storage_results_written",
             "Results persisted",
             None,
             MetricType::Counter,
         )?;
         ConstCounter::new(s.results_written).encode(e)?;
         let mut fam = enc.encode_descriptor(
-            "storage_dropped",
+            "exporter_storage_dropped",
             "Results dropped (queue full)",
             None,
             MetricType::Counter,
@@ -52,14 +52,14 @@ impl Collector for StorageCollector {
             ConstCounter::new(v).encode(fam.encode_family(&[("kind", kind)])?)?;
         }
         let e = enc.encode_descriptor(
-            "storage_expired_leases_released",
+            "exporter_storage_expired_leases_released",
             "Leases released by the pre-sweep cleanup",
             None,
             MetricType::Counter,
         )?;
         ConstCounter::new(s.expired_leases_released).encode(e)?;
         let e = enc.encode_descriptor(
-            "storage_unknown_proxy_results",
+            "exporter_storage_unknown_proxy_results",
             "Results for proxies no longer in the database (not written)",
             None,
             MetricType::Counter,
@@ -73,14 +73,14 @@ impl Collector for StorageCollector {
         )?;
         ConstCounter::new(s.leased_events).encode(e)?;
         let e = enc.encode_descriptor(
-            "event_webhook_errors",
+            "exporter_event_webhook_errors",
             "Leased-health-change events the webhook did not accept",
             None,
             MetricType::Counter,
         )?;
         ConstCounter::new(s.webhook_errors).encode(e)?;
         let mut fam = enc.encode_descriptor(
-            "storage_timeouts",
+            "exporter_storage_timeouts",
             "Database operations ended by a deadline (operation_timeout, statement_timeout or lock_timeout)",
             None,
             MetricType::Counter,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::Metrics;
+use super::{Metrics, SlowThresholds};
 use crate::model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
 use crate::state::StateStore;
 use crate::sweep::SweepGauges;
@@ -35,6 +35,7 @@ fn result(status: ProxyStatus, latency_ms: u64, failed: Option<(Reason, Phase)>)
         proxy_id: String::new(),
         status,
         latency_ms,
+        elapsed_ms: latency_ms,
         attempts: 1,
         status_code: failed.is_none().then_some(200),
         reason: failed.map(|f| f.0),
@@ -64,6 +65,8 @@ fn fixture() -> Metrics {
         proxy("id-d", "beta", "prov2", ProxyProtocol::Socks5),
     ];
     state.sync(&proxies);
+    // What the sweeper does after each inventory read.
+    metrics.preinit(state.counts().keys());
     let results = [
         result(ProxyStatus::Active, 120, None),
         result(ProxyStatus::Slow, 2500, None),
@@ -146,6 +149,13 @@ fn series(samples: &[Sample], name: &str) -> Vec<(String, f64)> {
     out
 }
 
+/// Like [`series`], without the series at 0.
+fn nonzero(samples: &[Sample], name: &str) -> Vec<(String, f64)> {
+    let mut out = series(samples, name);
+    out.retain(|(_, v)| *v != 0.0);
+    out
+}
+
 fn owned(expected: &[(&str, f64)]) -> Vec<(String, f64)> {
     expected.iter().map(|(l, v)| (l.to_string(), *v)).collect()
 }
@@ -187,7 +197,7 @@ fn check_counters_and_a_latency_histogram_observation() {
         let ctx = format!("{format}:\n{text}");
         let set = "pool=alpha,protocol=http,provider=prov1";
         assert_eq!(
-            series(&samples, "pharox_checks_total"),
+            nonzero(&samples, "pharox_checks_total"),
             owned(&[
                 (&format!("{set},status=active"), 1.0),
                 (&format!("{set},status=inactive"), 1.0),
@@ -196,12 +206,12 @@ fn check_counters_and_a_latency_histogram_observation() {
             "{ctx}"
         );
         assert_eq!(
-            series(&samples, "pharox_check_errors_total"),
+            nonzero(&samples, "pharox_check_errors_total"),
             owned(&[(&format!("{set},reason=timeout"), 1.0)]),
             "{ctx}"
         );
         assert_eq!(
-            series(&samples, "pharox_check_timeouts_total"),
+            nonzero(&samples, "pharox_check_timeouts_total"),
             owned(&[("phase=connect,pool=alpha,protocol=http", 1.0)]),
             "{ctx}"
         );
@@ -224,7 +234,7 @@ fn check_counters_and_a_latency_histogram_observation() {
         );
         assert_eq!(
             series(&samples, "pharox_check_duration_seconds_sum"),
-            owned(&[(set, 0.12 + 2.5)]),
+            owned(&[(set, 2.62)]),
             "{ctx}"
         );
         // Every check spent 3 ms connecting, failed or not.
@@ -233,14 +243,17 @@ fn check_counters_and_a_latency_histogram_observation() {
             owned(&[("phase=connect,pool=alpha,protocol=http", 3.0)]),
             "{ctx}"
         );
-        assert_eq!(series(&samples, "pharox_sweeps_total"), owned(&[("", 1.0)]));
         assert_eq!(
-            series(&samples, "pharox_sweep_overruns_total"),
+            series(&samples, "pharox_exporter_sweeps_total"),
+            owned(&[("", 1.0)])
+        );
+        assert_eq!(
+            series(&samples, "pharox_exporter_sweep_overruns_total"),
             owned(&[("", 1.0)]),
             "{ctx}"
         );
         assert_eq!(
-            series(&samples, "pharox_sweep_last_duration_seconds"),
+            series(&samples, "pharox_exporter_sweep_last_duration_seconds"),
             owned(&[("", 90.0)]),
             "{ctx}"
         );
@@ -277,7 +290,7 @@ fn per_proxy_series_are_opt_in_and_capped_at_the_lowest_ids() {
             "{ctx}"
         );
         assert_eq!(
-            series(&samples, "pharox_proxy_series_dropped"),
+            series(&samples, "pharox_exporter_proxy_series_dropped"),
             owned(&[("", 0.0)]),
             "{ctx}"
         );
@@ -298,7 +311,7 @@ fn per_proxy_series_are_opt_in_and_capped_at_the_lowest_ids() {
             "{ctx}"
         );
         assert_eq!(
-            series(&samples, "pharox_proxy_series_dropped"),
+            series(&samples, "pharox_exporter_proxy_series_dropped"),
             owned(&[("", 1.0)]),
             "{ctx}"
         );
@@ -309,7 +322,7 @@ fn per_proxy_series_are_opt_in_and_capped_at_the_lowest_ids() {
     assert_per_proxy_off(&m);
 }
 
-/// No per-proxy family has a series, and `pharox_proxy_series_dropped` is 0.
+/// No per-proxy family has a series, and `pharox_exporter_proxy_series_dropped` is 0.
 fn assert_per_proxy_off(m: &Metrics) {
     for (format, text, samples) in scrape(m) {
         for family in [
@@ -320,7 +333,7 @@ fn assert_per_proxy_off(m: &Metrics) {
             assert_eq!(series(&samples, family), [], "{format}:\n{text}");
         }
         assert_eq!(
-            series(&samples, "pharox_proxy_series_dropped"),
+            series(&samples, "pharox_exporter_proxy_series_dropped"),
             owned(&[("", 0.0)]),
             "{format}:\n{text}"
         );
@@ -357,4 +370,111 @@ fn both_formats_carry_the_same_samples() {
     assert_eq!(live(&mut a), live(&mut b));
     assert_eq!(a, b);
     assert!(a.len() > 40, "{om}");
+}
+
+#[test]
+fn counters_of_the_inventory_label_sets_start_at_zero() {
+    let m = fixture();
+    for (format, text, samples) in scrape(&m) {
+        let ctx = format!("{format}:\n{text}");
+        // Both label sets, the never-checked one too: 3 outcomes, 15 reasons, 6 phases.
+        let checks = series(&samples, "pharox_checks_total");
+        assert_eq!(checks.len(), 2 * 3, "{ctx}");
+        assert!(
+            checks.contains(&(
+                "pool=beta,protocol=socks5,provider=prov2,status=inactive".into(),
+                0.0
+            )),
+            "{ctx}"
+        );
+        let errors = series(&samples, "pharox_check_errors_total");
+        assert_eq!(errors.len(), 2 * Reason::ALL.len(), "{ctx}");
+        assert!(
+            errors.contains(&(
+                "pool=alpha,protocol=http,provider=prov1,reason=connect_refused".into(),
+                0.0
+            )),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_check_timeouts_total").len(),
+            2 * 6,
+            "{ctx}"
+        );
+        assert!(
+            !checks.iter().any(|(l, _)| l.contains("status=banned")),
+            "a check never reports BANNED: {ctx}"
+        );
+    }
+}
+
+#[test]
+fn slow_thresholds_per_pool_and_protocol() {
+    let m = fixture();
+    let empty = scrape(&m);
+    assert_eq!(
+        series(&empty[0].2, "pharox_exporter_slow_threshold_seconds"),
+        [],
+        "no config applied yet"
+    );
+    // As `defaults: {slow_threshold_ms: 1500}` and `pools: {beta: {slow_threshold_ms: 300}}`
+    // resolve (app/reload.rs fills this in from the config).
+    m.check_settings.set(SlowThresholds {
+        by_protocol: ProxyProtocol::ALL
+            .into_iter()
+            .map(|p| (p, Duration::from_millis(1500)))
+            .collect(),
+        by_pool: ProxyProtocol::ALL
+            .into_iter()
+            .map(|p| (("beta".to_string(), p), Duration::from_millis(300)))
+            .collect(),
+    });
+    for (format, text, samples) in scrape(&m) {
+        assert_eq!(
+            series(&samples, "pharox_exporter_slow_threshold_seconds"),
+            owned(&[
+                ("pool=alpha,protocol=http", 1.5),
+                ("pool=beta,protocol=socks5", 0.3),
+            ]),
+            "{format}:\n{text}"
+        );
+    }
+}
+
+/// Every number of an exposition as written: no `0.30000000000000004`.
+#[test]
+fn no_float_noise_in_sums_buckets_or_gauges() {
+    let m = fixture();
+    m.per_proxy.set(true, 10);
+    // Sums that are noisy in f64 seconds: 0.1 + 0.2, and 3 x 0.1.
+    let p = proxy("id-n", "alpha", "prov1", ProxyProtocol::Http);
+    for ms in [100, 200, 100, 100] {
+        m.observe(&p, &result(ProxyStatus::Active, ms, None));
+    }
+    m.sweep_completed(
+        Duration::from_nanos(1_234_567_891),
+        Duration::from_secs(60),
+        1_700_000_000.1,
+    );
+    for (format, text, _) in scrape(&m) {
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap_or(("", line));
+            for number in [value].into_iter().chain(
+                series
+                    .split("le=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next()),
+            ) {
+                let frac = number.split_once('.').map(|(_, f)| f).unwrap_or("");
+                assert!(
+                    !frac.contains("000000") && !frac.contains("999999"),
+                    "{format}: float noise in {line:?}"
+                );
+            }
+        }
+        assert!(
+            text.contains("pharox_exporter_sweep_last_duration_seconds 1.234\n"),
+            "{format}: {text}"
+        );
+    }
 }

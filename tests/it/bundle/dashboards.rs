@@ -194,9 +194,9 @@ fn every_metric_name_exists_in_the_contract() {
         "pharox_check_duration_seconds_bucket",
         "pharox_check_phase_duration_seconds_bucket",
         "pharox_check_phase_duration_seconds_sum",
-        "pharox_sweep_last_duration_seconds",
-        "pharox_sweep_interval_seconds",
-        "pharox_sweep_last_completed_timestamp_seconds",
+        "pharox_exporter_sweep_last_duration_seconds",
+        "pharox_exporter_sweep_interval_seconds",
+        "pharox_exporter_sweep_last_completed_timestamp_seconds",
         "pharox:alert_threshold:pool_inactive_ratio_warning",
         "pharox:alert_threshold:pool_inactive_ratio_critical",
     ] {
@@ -250,12 +250,12 @@ fn pool_health_dashboard_has_the_required_panels() {
     let sweep = exprs(find(&d, "Sweep duration vs interval"));
     assert!(sweep
         .iter()
-        .any(|e| e.contains("pharox_sweep_last_duration_seconds")));
+        .any(|e| e.contains("pharox_exporter_sweep_last_duration_seconds")));
     assert!(sweep
         .iter()
-        .any(|e| e.contains("pharox_sweep_interval_seconds")));
+        .any(|e| e.contains("pharox_exporter_sweep_interval_seconds")));
     assert!(exprs(find(&d, "Last sweep age"))[0]
-        .contains("time() - pharox_sweep_last_completed_timestamp_seconds"));
+        .contains("time() - pharox_exporter_sweep_last_completed_timestamp_seconds"));
 }
 
 #[test]
@@ -320,5 +320,175 @@ fn provisioning_points_at_the_dashboards() {
             .iter()
             .any(|m| m.starts_with("../grafana/provisioning:/etc/grafana/provisioning")),
         "{mounts:?}"
+    );
+}
+
+/// Label names of each series of docs/metrics.md (histograms expanded).
+fn contract_labels() -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let re = regex::Regex::new(r"^\|\s*`([a-z_:][a-z0-9_:]*)`\s*\|\s*([a-z]+)\s*\|([^|]*)\|")
+        .expect("regex");
+    let mut out = std::collections::BTreeMap::new();
+    for line in read("docs/metrics.md").lines() {
+        let Some(c) = re.captures(line) else { continue };
+        // "pool, provider, protocol" or "kind (`read`, `empty`)": first word of each.
+        let labels: BTreeSet<String> = c[3]
+            .split([',', '('])
+            .filter(|s| !s.contains('`'))
+            .filter_map(|s| s.split_whitespace().next().map(str::to_string))
+            .collect();
+        let name = c[1].to_string();
+        if &c[2] == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                out.insert(format!("{name}{suffix}"), labels.clone());
+            }
+        } else {
+            out.insert(name, labels);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_provider_variable_applies_exactly_where_series_carry_a_provider() {
+    let labels = contract_labels();
+    assert!(labels["pharox_checks_total"].contains("provider"));
+    assert!(!labels["pharox_check_timeouts_total"].contains("provider"));
+    let selector = regex::Regex::new(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}").expect("regex");
+    for (file, _) in UIDS {
+        let d = load(file);
+        for p in panels(&d) {
+            let title = p["title"].as_str().unwrap_or("?");
+            let mut cannot = false;
+            for e in exprs(p) {
+                for c in selector.captures_iter(&e) {
+                    let (m, sel) = (&c[1], &c[2]);
+                    let Some(has) = labels.get(m) else { continue };
+                    let has_provider = has.contains("provider");
+                    assert_eq!(
+                        sel.contains("$provider"),
+                        has_provider && sel.contains("$pool"),
+                        "{file}: {title:?}: {m} {{{sel}}}: $provider must filter every \
+                         pool-filtered series with a provider label, and nothing else"
+                    );
+                    cannot |= !has_provider && sel.contains("$pool");
+                }
+            }
+            if cannot {
+                assert!(
+                    p["description"]
+                        .as_str()
+                        .is_some_and(|s| s.contains("provider variable does not apply")),
+                    "{file}: {title:?} ignores $provider: its description must say so"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn stat_panels_have_thresholds_green_at_zero_inactive() {
+    for (file, _) in UIDS {
+        let d = load(file);
+        for p in panels(&d).into_iter().filter(|p| p["type"] == "stat") {
+            let title = p["title"].as_str().unwrap_or("?");
+            let fc = &p["fieldConfig"]["defaults"];
+            assert_eq!(fc["color"]["mode"], "thresholds", "{file}: {title:?}");
+            let steps = fc["thresholds"]["steps"].as_array().expect("steps");
+            assert!(steps.len() >= 2, "{file}: {title:?}: {steps:?}");
+        }
+    }
+    let d = load("pharox-pool-health.json");
+    let inactive = find(&d, "INACTIVE proxies");
+    let steps = &inactive["fieldConfig"]["defaults"]["thresholds"]["steps"];
+    assert_eq!(steps[0]["color"], "green", "0 INACTIVE is green");
+    assert_eq!(steps[1]["value"], 1, "from 1 INACTIVE it is not");
+    let ratio = &find(&d, "INACTIVE ratio")["fieldConfig"]["defaults"]["thresholds"]["steps"];
+    assert_eq!(
+        (ratio[1]["value"].as_f64(), ratio[2]["value"].as_f64()),
+        (Some(0.25), Some(0.5))
+    );
+    let usable = &find(&d, "Usable proxies")["fieldConfig"]["defaults"]["thresholds"]["steps"];
+    assert_eq!(usable[0]["color"], "red", "no usable proxy is red");
+}
+
+#[test]
+fn one_unit_per_axis() {
+    for (file, _) in UIDS {
+        let d = load(file);
+        for p in panels(&d).into_iter().filter(|p| p["type"] == "timeseries") {
+            let title = p["title"].as_str().unwrap_or("?");
+            let fc = &p["fieldConfig"];
+            let mut axes: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+            let default_unit = fc["defaults"]["unit"]
+                .as_str()
+                .unwrap_or("none")
+                .to_string();
+            let default_axis = fc["defaults"]["custom"]["axisPlacement"]
+                .as_str()
+                .unwrap_or("auto")
+                .to_string();
+            axes.entry(default_axis.clone())
+                .or_default()
+                .insert(default_unit.clone());
+            for o in fc["overrides"].as_array().into_iter().flatten() {
+                let props = o["properties"].as_array().expect("properties");
+                let prop = |id: &str| {
+                    props
+                        .iter()
+                        .find(|x| x["id"] == id)
+                        .and_then(|x| x["value"].as_str())
+                        .map(str::to_string)
+                };
+                if let Some(unit) = prop("unit") {
+                    let axis = prop("custom.axisPlacement").unwrap_or(default_axis.clone());
+                    axes.entry(axis).or_default().insert(unit);
+                }
+            }
+            for (axis, units) in axes {
+                assert_eq!(
+                    units.len(),
+                    1,
+                    "{file}: {title:?}: axis {axis} mixes units {units:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn latency_is_compared_with_each_pools_own_slow_threshold() {
+    let d = load("pharox-latency-providers.json");
+    let e = exprs(find(&d, "p95 latency per pool vs slow threshold"));
+    assert!(
+        e.iter()
+            .any(|x| x.starts_with("max by (pool) (pharox_exporter_slow_threshold_seconds{")),
+        "{e:?}"
+    );
+    assert!(
+        !e.iter().any(|x| x.contains("pharox:alert_threshold")),
+        "one constant for every pool: {e:?}"
+    );
+}
+
+#[test]
+fn pool_health_lists_the_proxies_down_now() {
+    let d = load("pharox-pool-health.json");
+    let p = find(&d, "Proxies down now");
+    assert_eq!(p["type"], "table");
+    let e = exprs(p);
+    assert!(
+        e[0].starts_with("pharox_proxy_up{") && e[0].ends_with("== 0"),
+        "{e:?}"
+    );
+    assert!(p["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .all(|t| t["instant"] == true && t["format"] == "table"));
+    assert!(
+        p["description"]
+            .as_str()
+            .is_some_and(|s| s.contains("metrics.per_proxy")),
+        "says it needs per-proxy series"
     );
 }

@@ -483,6 +483,8 @@ async fn alerts_fire_and_resolve_and_dashboards_have_data() {
             .arg(&inventory)
             .args(["--target-url", &format!("http://127.0.0.1:{target_port}/")])
             .args(["--timeout", "1", "--sweep.interval", "2s"])
+            // Per-proxy series on: the "Proxies down now" panel reads them.
+            .arg("--metrics.per-proxy")
             .args(["--web.listen-address", &st.exporters[r]]);
         st.procs.push(Proc::spawn(
             &format!("pharox-exporter-{r}"),

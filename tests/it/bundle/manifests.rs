@@ -260,9 +260,42 @@ fn prometheusrule_file_is_what_the_generator_writes() {
 fn compose_file_wires_the_stack() {
     let compose = yaml("deploy/docker-compose.yml");
     let services = compose["services"].as_mapping().expect("services");
-    for name in ["pharox-exporter", "prometheus", "alertmanager", "grafana"] {
+    for name in [
+        "pharox-exporter",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "alert-receiver",
+    ] {
         assert!(services.contains_key(name), "compose has no {name} service");
     }
+    // Every webhook of the Alertmanager example reaches a service of the
+    // stack, on the port that service listens on.
+    let am = read("deploy/alertmanager/alertmanager.yml");
+    let url = regex::Regex::new(r"url: http://([a-z0-9-]+):([0-9]+)/").expect("regex");
+    let hooks: Vec<_> = url.captures_iter(&am).collect();
+    assert!(!hooks.is_empty(), "no webhook in alertmanager.yml");
+    for c in hooks {
+        let svc = &compose["services"][&c[1]];
+        let command: Vec<&str> = svc["command"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("webhook host {} is not a compose service", &c[1]))
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(
+            command.last(),
+            Some(&&c[2]),
+            "{}: listens on {command:?}",
+            &c[0]
+        );
+    }
+    assert!(
+        compose["services"]["alertmanager"]["depends_on"]
+            .as_sequence()
+            .is_some_and(|d| d.iter().any(|v| v == "alert-receiver")),
+        "alertmanager starts after its receiver"
+    );
     let deploy_dir = path("deploy");
     for (name, svc) in services {
         let name = name.as_str().expect("service name");

@@ -35,7 +35,7 @@ fn promtool_check_rules_passes() {
         .arg("rules")
         .args(RULE_FILES.map(path)));
     assert!(ok, "promtool check rules failed:\n{out}");
-    assert!(out.contains("SUCCESS: 13 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 14 rules found"), "{out}");
 }
 
 #[test]
@@ -80,7 +80,10 @@ fn unit_tests_with_mutation(which: usize, edit: impl Fn(&str) -> String) -> (boo
 fn unit_tests_catch_a_strict_comparison() {
     // Every threshold alert must fire AT its threshold: with `>` instead of
     // `>=` the tests that sit exactly on a threshold must fail.
-    let (ok, out) = unit_tests_with_mutation(1, |t| t.replace(">= scalar(", "> scalar("));
+    let (ok, out) = unit_tests_with_mutation(1, |t| {
+        t.replace(">= scalar(", "> scalar(")
+            .replace(">= on (pool)", "> on (pool)")
+    });
     assert!(!ok, "unit tests still pass with strict comparisons:\n{out}");
     for name in [
         "PharoxPoolInactiveRatioHigh",
@@ -365,16 +368,75 @@ fn alertmanager_config_routes_by_severity_and_inhibits_warnings() {
         );
     }
     let am = yaml("deploy/alertmanager/alertmanager.yml");
-    let group_by: Vec<_> = am["route"]["group_by"]
-        .as_sequence()
-        .expect("group_by")
-        .iter()
-        .filter_map(|v| v.as_str())
-        .collect();
-    assert!(
-        group_by.contains(&"pool"),
-        "alerts must be grouped by pool: {group_by:?}"
-    );
+    // Grouping, for an alert of each kind of the rules file: pool alerts by
+    // pool, provider alerts by provider, the pool-less rest by what they are
+    // (never all together as pool="").
+    for (labels, receiver, group_by) in [
+        (
+            vec![
+                ("severity", "critical"),
+                ("alertname", "PharoxPoolNoUsableProxies"),
+                ("pool", "alpha"),
+            ],
+            "pharox-critical",
+            vec!["pool"],
+        ),
+        (
+            vec![
+                ("severity", "warning"),
+                ("alertname", "PharoxPoolLatencyHigh"),
+                ("pool", "alpha"),
+            ],
+            "pharox-warning",
+            vec!["pool"],
+        ),
+        (
+            vec![
+                ("severity", "warning"),
+                ("alertname", "PharoxProviderErrorRatioHigh"),
+                ("provider", "acme"),
+            ],
+            "pharox-warning",
+            vec!["provider"],
+        ),
+        (
+            vec![
+                ("severity", "warning"),
+                ("alertname", "PharoxSweepStalled"),
+                ("instance", "r1"),
+                ("job", "pharox-exporter"),
+            ],
+            "pharox-warning",
+            vec!["alertname", "job", "instance"],
+        ),
+        (
+            vec![
+                ("severity", "critical"),
+                ("alertname", "PharoxStorageWritesFailing"),
+                ("job", "pharox-exporter"),
+            ],
+            "pharox-critical",
+            vec!["alertname", "job", "instance"],
+        ),
+        (
+            vec![
+                ("severity", "warning"),
+                ("alertname", "PharoxExporterAbsent"),
+            ],
+            "pharox-warning",
+            vec!["alertname", "job", "instance"],
+        ),
+    ] {
+        let (got_receiver, got_group_by) = route_of(&am["route"], &labels);
+        assert_eq!(
+            (got_receiver.as_str(), got_group_by),
+            (
+                receiver,
+                group_by.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+            ),
+            "{labels:?}"
+        );
+    }
     let inhibit = &am["inhibit_rules"][0];
     let src: Vec<_> = inhibit["source_matchers"]
         .as_sequence()
@@ -391,6 +453,93 @@ fn alertmanager_config_routes_by_severity_and_inhibits_warnings() {
     assert!(src.contains(&"severity=\"critical\""), "{src:?}");
     assert!(dst.contains(&"severity=\"warning\""), "{dst:?}");
     assert_eq!(inhibit["equal"][0], "pool");
+}
+
+/// Where Alertmanager's routing tree sends an alert with `labels` (first
+/// matching child, recursively; no `continue` in our file): the receiver
+/// and the `group_by`, each inherited from the parent when not set. Knows
+/// the two matcher forms the file uses: `k="v"` and `k=~".+"`.
+fn route_of(route: &Yaml, labels: &[(&str, &str)]) -> (String, Vec<String>) {
+    fn walk(r: &Yaml, labels: &[(&str, &str)], receiver: &mut String, group_by: &mut Vec<String>) {
+        if let Some(rc) = r["receiver"].as_str() {
+            *receiver = rc.to_string();
+        }
+        if let Some(g) = r["group_by"].as_sequence() {
+            *group_by = g
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+        }
+        for child in r["routes"].as_sequence().into_iter().flatten() {
+            assert!(
+                child["continue"].is_null(),
+                "route_of does not model `continue`"
+            );
+            let matches = child["matchers"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .all(|m| {
+                    let m = m.as_str().expect("matcher string");
+                    let label = |k: &str| labels.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+                    if let Some((k, _)) = m.split_once("=~\".+\"") {
+                        label(k).is_some_and(|v| !v.is_empty())
+                    } else {
+                        let (k, v) = m.split_once('=').expect("k=v matcher");
+                        label(k) == Some(v.trim_matches('"'))
+                    }
+                });
+            if matches {
+                walk(child, labels, receiver, group_by);
+                return;
+            }
+        }
+    }
+    let (mut receiver, mut group_by) = (String::new(), Vec::new());
+    walk(route, labels, &mut receiver, &mut group_by);
+    (receiver, group_by)
+}
+
+#[test]
+fn the_example_webhook_receiver_logs_notifications() {
+    // deploy/alertmanager/receiver.py, the compose stack's `alert-receiver`.
+    use std::io::{BufRead, BufReader, Read, Write};
+    let python = tool("/usr/bin/python3", "python3");
+    let mut child = Command::new(python)
+        .arg(path("deploy/alertmanager/receiver.py"))
+        .args(["127.0.0.1", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn receiver.py");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("first line");
+    let port = first.trim().rsplit(':').next().unwrap_or("").to_string();
+    let body = r#"{"receiver":"pharox-critical","status":"firing","groupLabels":{"pool":"alpha"},
+        "alerts":[{"status":"firing","labels":{"alertname":"PharoxPoolNoUsableProxies","severity":"critical","pool":"alpha"},
+        "annotations":{"summary":"Pool alpha has no ACTIVE or SLOW proxy"}}]}"#;
+    let mut conn = std::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|e| panic!("connect to receiver ({first:?}): {e}"));
+    write!(
+        conn,
+        "POST /critical HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).expect("response");
+    let mut line = String::new();
+    out.read_line(&mut line).expect("log line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200"),
+        "{resp}"
+    );
+    assert_eq!(
+        line.trim(),
+        "/critical receiver=pharox-critical group={pool=alpha} firing [critical] PharoxPoolNoUsableProxies pool=alpha: Pool alpha has no ACTIVE or SLOW proxy"
+    );
 }
 
 #[test]

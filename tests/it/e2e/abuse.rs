@@ -135,7 +135,7 @@ async fn idle_connections_and_a_slowloris_leave_every_proxy_active() {
         })
         .await;
     let errors_before = m.sum("pharox_check_errors_total", &[]);
-    let sweeps_before = m.value("pharox_sweeps_total");
+    let sweeps_before = m.value("pharox_exporter_sweeps_total");
     let addr = ex.base.trim_start_matches("http://").to_string();
 
     // The attack: IDLE connections that never send a byte...
@@ -188,7 +188,7 @@ async fn idle_connections_and_a_slowloris_leave_every_proxy_active() {
             Ok((took, m)) => {
                 slowest = slowest.max(took);
                 worst_inactive = worst_inactive.max(statuses(&m).1);
-                sweeps_seen = sweeps_seen.max(m.value("pharox_sweeps_total"));
+                sweeps_seen = sweeps_seen.max(m.value("pharox_exporter_sweeps_total"));
             }
             Err(e) => failed.push(e),
         }
@@ -270,7 +270,7 @@ async fn a_reload_flood_without_the_lifecycle_flag_changes_nothing() {
         m.value(reload_ts),
         m.value("pharox_exporter_config_last_reload_successful"),
     );
-    assert_eq!(m.value("pharox_sweep_interval_seconds"), 1.0);
+    assert_eq!(m.value("pharox_exporter_sweep_interval_seconds"), 1.0);
 
     // A changed file on disk: a reload would apply it.
     write_atomic(&cfg, "sweep:\n  interval: 7s\n");
@@ -301,13 +301,13 @@ async fn a_reload_flood_without_the_lifecycle_flag_changes_nothing() {
     eprintln!(
         "abuse: 100 POST /-/reload without --web.enable-lifecycle: codes {codes:?}, \
          interval {} s after (1 before), reload timestamp changed: {}",
-        m.value("pharox_sweep_interval_seconds"),
+        m.value("pharox_exporter_sweep_interval_seconds"),
         after.0 != before.0
     );
     assert_eq!(codes.get(&403), Some(&100), "{codes:?}: {body}");
     assert!(body.contains("--web.enable-lifecycle"), "{body}");
     assert_eq!(after, before, "no reload happened");
-    assert_eq!(m.value("pharox_sweep_interval_seconds"), 1.0);
+    assert_eq!(m.value("pharox_exporter_sweep_interval_seconds"), 1.0);
     assert_eq!(
         m.sum(
             "pharox_exporter_http_rejected_total",
@@ -318,7 +318,7 @@ async fn a_reload_flood_without_the_lifecycle_flag_changes_nothing() {
     // SIGHUP always reloads.
     ex.signal(libc::SIGHUP);
     ex.wait_for("the SIGHUP reload", |m| {
-        m.value("pharox_sweep_interval_seconds") == 7.0
+        m.value("pharox_exporter_sweep_interval_seconds") == 7.0
     })
     .await;
 }

@@ -51,7 +51,7 @@ async fn proxies_removed_from_the_inventory_disappear_from_the_gauges() {
     assert!(m
         .series("pharox_proxies_unchecked", &[("provider", "z")])
         .is_empty());
-    assert_eq!(m.value("pharox_inventory_proxies"), 3.0);
+    assert_eq!(m.value("pharox_exporter_inventory_proxies"), 3.0);
     assert_eq!(
         m.sum("pharox_proxies", &[("pool", "pb")]),
         1.0,
@@ -80,10 +80,18 @@ async fn proxies_removed_from_the_inventory_disappear_from_the_gauges() {
     write_atomic(&inv, "- url: [not, a, url\n");
     let m = ex
         .wait_for("the read error counted", |m| {
-            m.sum("pharox_inventory_errors_total", &[("kind", "read")]) >= 1.0
+            m.sum(
+                "pharox_exporter_inventory_errors_total",
+                &[("kind", "read")],
+            ) >= 1.0
         })
         .await;
-    assert_eq!(m.value("pharox_inventory_proxies"), 3.0, "{}", m.text);
+    assert_eq!(
+        m.value("pharox_exporter_inventory_proxies"),
+        3.0,
+        "{}",
+        m.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +105,10 @@ async fn not_ready_until_the_inventory_is_loaded() {
     let ex =
         Exporter::start_until(dir.path(), &base_args(&inv, &target.url("/")), "/-/healthy").await;
     ex.wait_for("two failed inventory reads", |m| {
-        m.sum("pharox_inventory_errors_total", &[("kind", "read")]) >= 2.0
+        m.sum(
+            "pharox_exporter_inventory_errors_total",
+            &[("kind", "read")],
+        ) >= 2.0
     })
     .await;
     let (code, body) = ex.get("/-/ready").await;

@@ -107,20 +107,39 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
     let p2 = |status| m.sum("pharox_proxies", &[("pool", "p2"), ("status", status)]);
     assert_eq!((p2("active"), p2("inactive")), (1.0, 1.0), "p2{}", ctx());
     assert_eq!(m.sum("pharox_proxies_unchecked", &[]), 0.0, "{}", ctx());
-    assert_eq!(m.value("pharox_inventory_proxies"), 7.0, "{}", ctx());
+    assert_eq!(
+        m.value("pharox_exporter_inventory_proxies"),
+        7.0,
+        "{}",
+        ctx()
+    );
     assert!(
-        m.sum("pharox_inventory_errors_total", &[("kind", "row")]) >= 1.0,
+        m.sum("pharox_exporter_inventory_errors_total", &[("kind", "row")]) >= 1.0,
         "the malformed entry is counted{}",
         ctx()
     );
 
-    // Failure reasons: exactly the ones the proxies provoke.
+    // Failure reasons: exactly the ones the proxies provoke...
     assert_eq!(
-        m.label_values("pharox_check_errors_total", "reason", &[("pool", "p1")]),
+        m.nonzero_label_values("pharox_check_errors_total", "reason", &[("pool", "p1")]),
         BTreeSet::from([s("connect_refused")]),
         "p1 reasons{}",
         ctx()
     );
+    // ...and every other one at 0, for every label set of the inventory.
+    for set in [("p1", "socks5"), ("p1", "http")] {
+        assert_eq!(
+            m.label_values(
+                "pharox_check_errors_total",
+                "reason",
+                &[("pool", set.0), ("protocol", set.1)]
+            )
+            .len(),
+            15,
+            "{set:?}: every reason pre-initialised{}",
+            ctx()
+        );
+    }
     assert!(
         m.sum(
             "pharox_check_errors_total",
@@ -130,7 +149,7 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
         ctx()
     );
     assert_eq!(
-        m.label_values("pharox_check_errors_total", "reason", &[("pool", "p2")]),
+        m.nonzero_label_values("pharox_check_errors_total", "reason", &[("pool", "p2")]),
         BTreeSet::from([s("proxy_auth_failed")]),
         "p2 reasons{}",
         ctx()
@@ -178,8 +197,8 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
         m.value("pharox_exporter_config_last_reload_successful"),
         1.0
     );
-    assert_eq!(m.value("pharox_sweep_interval_seconds"), 1.0);
-    assert!(m.value("pharox_sweep_last_completed_timestamp_seconds") > 1.6e9);
+    assert_eq!(m.value("pharox_exporter_sweep_interval_seconds"), 1.0);
+    assert!(m.value("pharox_exporter_sweep_last_completed_timestamp_seconds") > 1.6e9);
     assert!(
         m.series("pharox_proxy_up", &[]).is_empty(),
         "per-proxy series are opt-in{}",
@@ -479,7 +498,12 @@ async fn per_proxy_series_are_capped_and_never_carry_passwords() {
         assert_eq!(m.series(family, &[]).len(), 2);
     }
     assert_eq!(m.sum("pharox_proxy_up", &[]), 2.0);
-    assert_eq!(m.value("pharox_proxy_series_dropped"), 3.0, "{}", m.text);
+    assert_eq!(
+        m.value("pharox_exporter_proxy_series_dropped"),
+        3.0,
+        "{}",
+        m.text
+    );
     for sample in &m.samples {
         for value in sample.labels.values() {
             assert_no_secret("a label value", value, &secrets);
@@ -515,23 +539,34 @@ async fn per_proxy_series_are_capped_and_never_carry_passwords() {
     ]);
     let ex = Exporter::start(dir.path(), &args).await;
     ex.wait_for("the cap at 2", |m| {
-        m.series("pharox_proxy_up", &[]).len() == 2 && m.value("pharox_proxy_series_dropped") == 3.0
+        m.series("pharox_proxy_up", &[]).len() == 2
+            && m.value("pharox_exporter_proxy_series_dropped") == 3.0
     })
     .await;
     write_atomic(&cfg, "metrics:\n  per_proxy: true\n  per_proxy_limit: 10\n");
     assert_eq!(ex.post("/-/reload").await.0, 200);
     let m = ex.scrape().await;
     assert_eq!(m.series("pharox_proxy_up", &[]).len(), 5, "{}", m.text);
-    assert_eq!(m.value("pharox_proxy_series_dropped"), 0.0, "{}", m.text);
+    assert_eq!(
+        m.value("pharox_exporter_proxy_series_dropped"),
+        0.0,
+        "{}",
+        m.text
+    );
     write_atomic(&cfg, "metrics:\n  per_proxy: true\n  per_proxy_limit: 1\n");
     assert_eq!(ex.post("/-/reload").await.0, 200);
-    assert_eq!(ex.scrape().await.value("pharox_proxy_series_dropped"), 4.0);
+    assert_eq!(
+        ex.scrape()
+            .await
+            .value("pharox_exporter_proxy_series_dropped"),
+        4.0
+    );
     write_atomic(&cfg, "metrics:\n  per_proxy: false\n  per_proxy_limit: 1\n");
     assert_eq!(ex.post("/-/reload").await.0, 200);
     let m = ex.scrape().await;
     assert!(m.series("pharox_proxy_up", &[]).is_empty(), "{}", m.text);
     assert_eq!(
-        m.value("pharox_proxy_series_dropped"),
+        m.value("pharox_exporter_proxy_series_dropped"),
         0.0,
         "with per-proxy series off, none are dropped by the cap\n{}",
         m.text

@@ -58,7 +58,7 @@ async fn reload_by_http_and_sighup_keeps_the_old_config_on_errors() {
     let m = ex.wait_for("p1 active", |m| active(m) == 1.0).await;
     assert_eq!(errors(&m), 0.0);
     let first_reload_ts = m.value("pharox_exporter_config_last_reload_success_timestamp_seconds");
-    assert_eq!(m.value("pharox_sweep_interval_seconds"), 1.0);
+    assert_eq!(m.value("pharox_exporter_sweep_interval_seconds"), 1.0);
 
     // Only POST (or PUT) reloads.
     assert_eq!(ex.get("/-/reload").await.0, 405);
@@ -84,13 +84,13 @@ async fn reload_by_http_and_sighup_keeps_the_old_config_on_errors() {
     assert!(
         m.value("pharox_exporter_config_last_reload_success_timestamp_seconds") > first_reload_ts
     );
-    assert_eq!(m.value("pharox_sweep_interval_seconds"), 1.5);
+    assert_eq!(m.value("pharox_exporter_sweep_interval_seconds"), 1.5);
     let m = ex
         .wait_for("the pool override to take effect", |m| {
             errors(m) >= 1.0 && m.sum("pharox_proxies", &[("status", "inactive")]) == 1.0
         })
         .await;
-    let sweeps_before_bad = m.value("pharox_sweeps_total");
+    let sweeps_before_bad = m.value("pharox_exporter_sweeps_total");
     let errors_before_bad = errors(&m);
 
     // An invalid file: 500 naming file:line, gauge 0, the running config stays.
@@ -104,7 +104,7 @@ async fn reload_by_http_and_sighup_keeps_the_old_config_on_errors() {
     );
     let m = ex
         .wait_for("two more sweeps after the failed reload", |m| {
-            m.value("pharox_sweeps_total") >= sweeps_before_bad + 2.0
+            m.value("pharox_exporter_sweeps_total") >= sweeps_before_bad + 2.0
         })
         .await;
     assert_eq!(
@@ -114,7 +114,7 @@ async fn reload_by_http_and_sighup_keeps_the_old_config_on_errors() {
         m.text
     );
     assert_eq!(
-        m.value("pharox_sweep_interval_seconds"),
+        m.value("pharox_exporter_sweep_interval_seconds"),
         1.5,
         "old interval kept"
     );
@@ -131,7 +131,7 @@ async fn reload_by_http_and_sighup_keeps_the_old_config_on_errors() {
     let m = ex
         .wait_for("SIGHUP reload", |m| {
             m.value("pharox_exporter_config_last_reload_successful") == 1.0
-                && m.value("pharox_sweep_interval_seconds") == 1.0
+                && m.value("pharox_exporter_sweep_interval_seconds") == 1.0
         })
         .await;
     let errors_after_hup = errors(&m);
@@ -140,7 +140,7 @@ async fn reload_by_http_and_sighup_keeps_the_old_config_on_errors() {
         .await;
     let m2 = ex
         .wait_for("one more sweep", |n| {
-            n.value("pharox_sweeps_total") >= m.value("pharox_sweeps_total") + 1.0
+            n.value("pharox_exporter_sweeps_total") >= m.value("pharox_exporter_sweeps_total") + 1.0
         })
         .await;
     assert!(errors(&m) >= errors_after_hup);

@@ -59,7 +59,7 @@ async fn exporter_with_hanging_checks(
     )
     .await;
     ex.wait_for(&format!("{n} checks in flight"), |m| {
-        m.value("pharox_checks_in_flight") == n as f64
+        m.value("pharox_exporter_checks_in_flight") == n as f64
     })
     .await;
     (ex, hanging, target, dir)
@@ -122,16 +122,16 @@ async fn sigterm_lets_checks_finish_within_the_grace() {
     let m = ex
         .wait_for("two overrun sweeps", |m| {
             assert!(
-                m.value("pharox_checks_in_flight") <= 2.0,
+                m.value("pharox_exporter_checks_in_flight") <= 2.0,
                 "sweeps overlap:\n{}",
                 m.text
             );
-            m.value("pharox_sweep_overruns_total") >= 2.0
+            m.value("pharox_exporter_sweep_overruns_total") >= 2.0
         })
         .await;
     assert_eq!(
-        m.value("pharox_sweep_overruns_total"),
-        m.value("pharox_sweeps_total"),
+        m.value("pharox_exporter_sweep_overruns_total"),
+        m.value("pharox_exporter_sweeps_total"),
         "{}",
         m.text
     );
@@ -192,7 +192,12 @@ async fn sigterm_keeps_metrics_answering_through_the_grace() {
             });
         assert_eq!(r.status().as_u16(), 200);
         let m = Scrape::parse(r.text().await.expect("body"));
-        assert_eq!(m.value("pharox_checks_in_flight"), 2.0, "{}", m.text);
+        assert_eq!(
+            m.value("pharox_exporter_checks_in_flight"),
+            2.0,
+            "{}",
+            m.text
+        );
         scrapes += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

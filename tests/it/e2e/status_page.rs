@@ -179,9 +179,11 @@ async fn status_page_renders_in_headless_chromium() {
             "external asset {external:?} in the page"
         );
     }
+    // Absolute URLs (the page also names the reason `http`, which is no URL).
     let http_refs: BTreeSet<&str> = html
         .match_indices("http")
         .map(|(i, _)| &html[i..(i + 34).min(html.len())])
+        .filter(|r| r.starts_with("http://") || r.starts_with("https://"))
         .collect();
     assert!(
         http_refs
@@ -203,7 +205,7 @@ async fn status_page_renders_in_headless_chromium() {
     let pools_table = section(&dom, "id=\"pools\"", "</table>");
     for pool in ["residential", "datacenter"] {
         assert!(
-            pools_table.contains(&format!("<td>{pool}</td>")),
+            pools_table.contains(&format!("\">{pool}</a></td>")),
             "the pools table lacks {pool}{}",
             ctx()
         );
@@ -278,12 +280,116 @@ async fn status_page_renders_in_headless_chromium() {
         worst.contains("<th>ID</th>") && row.contains(">socks5://svc@127.0.0.1:"),
         "the row names the proxy's id: {row}"
     );
+    // "N of M": 2 INACTIVE and 1 SLOW, all shown.
+    assert_eq!(
+        element_text(&dom, "worst-count"),
+        "(3 of 3; INACTIVE first, then the slowest)",
+        "{}",
+        ctx()
+    );
+    // What the failure took beside pharox's latency (the timeout, 5 s): a
+    // refused connection is not a 5 s timeout.
+    let refused = worst
+        .split("<tr")
+        .find(|r| r.contains("connect_refused"))
+        .unwrap_or_else(|| panic!("no refused row{}", ctx()));
+    let nums: Vec<&str> = refused
+        .split("<td class=\"num")
+        .skip(1)
+        .filter_map(|c| c.split('>').nth(1)?.split('<').next())
+        .collect();
+    assert_eq!(nums.len(), 2, "took and reported latency: {refused}");
+    let took_ms: f64 = nums[0].trim_end_matches(" ms").parse().unwrap_or(f64::MAX);
+    assert!(
+        took_ms < 1000.0,
+        "a refused connection took {}: {refused}",
+        nums[0]
+    );
+    assert_eq!(
+        nums[1], "5000 ms",
+        "pharox's latency of a failed check: {refused}"
+    );
+    // Failures by reason, and the providers.
+    let failures = section(&dom, "id=\"failures\"", "</table>");
+    for reason in ["connect_refused", "proxy_auth_failed"] {
+        assert!(
+            failures.contains(&format!(">{reason}</a></td><td class=\"num\">1</td>")),
+            "failures by reason lack {reason}{}",
+            ctx()
+        );
+    }
+    let providers = section(&dom, "id=\"providers\"", "</table>");
+    for provider in [
+        "alpha",
+        "beta",
+        "gamma",
+        "&lt;i id=\"xss\"&gt;delta&lt;/i&gt;",
+    ] {
+        assert!(
+            providers.contains(&format!(">{provider}</a></td>")),
+            "the providers table lacks {provider}{}",
+            ctx()
+        );
+    }
     assert_no_secret("the status page", &dom, &[WRONG_PASS]);
     assert!(
         !dom.contains(XSS_PROVIDER) && worst.contains("&lt;i id=\"xss\"&gt;delta&lt;/i&gt;"),
         "inventory labels are escaped on the page{}",
         ctx()
     );
+
+    // Filtered through the page's own query string, passed on to api/status.
+    let filtered = chromium(
+        dir.path(),
+        &ex.url("/?reason=connect_refused"),
+        "--dump-dom",
+        3_000,
+    )
+    .await;
+    let worst = section(&filtered, "id=\"worst\"", "</table>");
+    assert!(
+        worst.contains("connect_refused") && !worst.contains("proxy_auth_failed"),
+        "only the refused proxy:\n{worst}"
+    );
+    assert_eq!(
+        element_text(&filtered, "worst-count"),
+        "(1 of 1, where reason=connect_refused)",
+        "\nDOM:\n{filtered}"
+    );
+    // A filter value is data, never markup; a bad one says why.
+    let injected = chromium(
+        dir.path(),
+        &ex.url("/?pool=%3Cb%20id%3D%22inj%22%3Ex%3C%2Fb%3E"),
+        "--dump-dom",
+        3_000,
+    )
+    .await;
+    assert!(
+        !injected.contains("<b id=\"inj\">")
+            && injected.contains("pool=&lt;b id=\"inj\"&gt;x&lt;/b&gt;)")
+            && injected.contains("no proxy matches the filter"),
+        "the filter is shown as text\nDOM:\n{injected}"
+    );
+    let (code, body) = ex.get("/api/status?status=bogus").await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("bad filter: status"), "{body}");
+    let (code, body) = ex.get("/api/status?reason=connect_refused&limit=1").await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        (
+            v["worst"].as_array().map(Vec::len),
+            v["worst_total"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert!(
+        v["worst"][0]["elapsed_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms < 1000),
+        "{body}"
+    );
+    assert_eq!(v["worst"][0]["latency_ms"], 5000, "{body}");
 
     // The screenshot is an artifact for humans (and for reviewing the page).
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -303,4 +409,34 @@ async fn status_page_renders_in_headless_chromium() {
         bytes.len()
     );
     drop(fakes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_first_sweep_completes_the_page_says_so() {
+    // One proxy that never answers, and a timeout longer than the test: the
+    // first sweep starts (the exporter is ready) and does not complete.
+    let hang = FakeProxy::socks5(ProxyBehavior::fault(pharox_testkit::Fault::Hang))
+        .await
+        .expect("hanging fake");
+    let dir = ServerDir::new("exporter-page-first");
+    let inv = dir.write(
+        "inventory.yaml",
+        inventory_yaml(&[entry(format!("socks5://{}", hang.addr()), "solo", "acme")]),
+    );
+    let mut args = base_args(&inv, "http://127.0.0.1:9/");
+    let i = args.iter().position(|a| a == "--timeout").expect("flag");
+    args[i + 1] = s("60");
+    let ex = Exporter::start(dir.path(), &args).await;
+    let (_, body) = ex.get("/api/status").await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["sweep"]["completed_sweeps"], 0, "{body}");
+    assert!(v["sweep"]["last_completed"].is_null(), "{body}");
+    let dom = chromium(dir.path(), &ex.url("/status"), "--dump-dom", 1_500).await;
+    let meta = element_text(&dom, "meta");
+    assert!(
+        meta.contains("no sweep completed yet") && !meta.contains("last sweep"),
+        "{meta}\nDOM:\n{dom}\n{}",
+        ex.log_tail()
+    );
+    drop(hang);
 }

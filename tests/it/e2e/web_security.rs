@@ -159,7 +159,7 @@ async fn tls_and_basic_auth_with_curl_rotation_and_client_certificates() {
     // curl over TLS with the right credentials: 200, the configured header.
     let (rc, code, out) = curl(&metrics, &["--cacert", &ca1, "-u", &auth]);
     assert_eq!((rc, code), (0, 200), "{out}");
-    assert!(out.contains("pharox_sweeps_total"), "{out}");
+    assert!(out.contains("pharox_exporter_sweeps_total"), "{out}");
     assert!(
         out.to_ascii_lowercase()
             .contains("x-content-type-options: nosniff"),
@@ -385,7 +385,7 @@ async fn prometheus_scrapes_over_tls_with_basic_auth() {
     loop {
         let up = query("up{job=\"pharox\"}").await;
         let intruder = query("up{job=\"intruder\"}").await;
-        let swept = query("pharox_sweeps_total{job=\"pharox\"}").await;
+        let swept = query("pharox_exporter_sweeps_total{job=\"pharox\"}").await;
         if up == Some(1.0) && intruder == Some(0.0) && swept.is_some_and(|v| v >= 1.0) {
             break;
         }

@@ -74,8 +74,11 @@ async fn a_row_lock_held_by_another_client_ends_at_lock_timeout_and_sweeps_go_on
     // lock_timeout instead of waiting for the other client.
     let m = ex
         .wait_for("a completed sweep and a read timeout", |m| {
-            m.value("pharox_sweeps_total") >= 1.0
-                && m.sum("pharox_storage_timeouts_total", &[("operation", "read")]) >= 1.0
+            m.value("pharox_exporter_sweeps_total") >= 1.0
+                && m.sum(
+                    "pharox_exporter_storage_timeouts_total",
+                    &[("operation", "read")],
+                ) >= 1.0
         })
         .await;
     let first_sweep = started.elapsed();
@@ -87,7 +90,10 @@ async fn a_row_lock_held_by_another_client_ends_at_lock_timeout_and_sweeps_go_on
     );
     // The writer's batch wants the same rows: it ends at lock_timeout too, and retries.
     ex.wait_for("a write timeout", |m| {
-        m.sum("pharox_storage_timeouts_total", &[("operation", "write")]) >= 1.0
+        m.sum(
+            "pharox_exporter_storage_timeouts_total",
+            &[("operation", "write")],
+        ) >= 1.0
     })
     .await;
     let log = ex.log_text();
@@ -105,7 +111,7 @@ async fn a_row_lock_held_by_another_client_ends_at_lock_timeout_and_sweeps_go_on
     // The lock goes away: the results reach the database.
     holder.batch_execute("ROLLBACK").await.unwrap();
     ex.wait_for("results written", |m| {
-        m.value("pharox_storage_results_written_total") >= 3.0
+        m.value("pharox_exporter_storage_results_written_total") >= 3.0
     })
     .await;
     ex.signal(libc::SIGTERM);

@@ -113,20 +113,26 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("{series} missing:\n{metrics}"))
     };
-    assert!(value("pharox_storage_results_written_total ") >= 8.0);
-    assert!(value("pharox_storage_writes_total{outcome=\"success\"} ") >= 1.0);
+    assert!(value("pharox_exporter_storage_results_written_total ") >= 8.0);
+    assert!(value("pharox_exporter_storage_writes_total{outcome=\"success\"} ") >= 1.0);
     assert_eq!(
-        value("pharox_storage_writes_total{outcome=\"error\"} "),
+        value("pharox_exporter_storage_writes_total{outcome=\"error\"} "),
         0.0
     );
     assert_eq!(
-        value("pharox_storage_dropped_total{kind=\"history\"} "),
+        value("pharox_exporter_storage_dropped_total{kind=\"history\"} "),
         0.0
     );
-    assert_eq!(value("pharox_storage_dropped_total{kind=\"status\"} "), 0.0);
+    assert_eq!(
+        value("pharox_exporter_storage_dropped_total{kind=\"status\"} "),
+        0.0
+    );
     // The expired lease (pool us: cleanup is global, as pharox's) was released.
-    assert_eq!(value("pharox_storage_expired_leases_released_total "), 1.0);
-    assert!(value("pharox_storage_pending_results ") >= 0.0);
+    assert_eq!(
+        value("pharox_exporter_storage_expired_leases_released_total "),
+        1.0
+    );
+    assert!(value("pharox_exporter_storage_pending_results ") >= 0.0);
     assert!(!metrics.contains("s3cret") && !metrics.contains(PASSWORD));
 
     let proxy = |n: u32| -> &Value { &read["proxies"][uuid_for(2, n)] };

@@ -226,7 +226,7 @@ impl Exporter {
     /// Wait until at least `n` sweeps completed.
     pub(crate) async fn wait_sweeps(&self, n: f64) -> Scrape {
         self.wait_for(&format!("{n} completed sweeps"), |s| {
-            s.value("pharox_sweeps_total") >= n
+            s.value("pharox_exporter_sweeps_total") >= n
         })
         .await
     }
@@ -239,10 +239,11 @@ impl Exporter {
         let deadline = Instant::now() + WAIT_TIMEOUT;
         loop {
             let a = self.scrape().await;
-            if a.value("pharox_sweep_proxies") == 0.0 {
+            if a.value("pharox_exporter_sweep_proxies") == 0.0 {
                 let b = self.scrape().await;
-                if b.value("pharox_sweep_proxies") == 0.0
-                    && b.value("pharox_sweeps_total") == a.value("pharox_sweeps_total")
+                if b.value("pharox_exporter_sweep_proxies") == 0.0
+                    && b.value("pharox_exporter_sweeps_total")
+                        == a.value("pharox_exporter_sweeps_total")
                 {
                     return a;
                 }

@@ -69,6 +69,21 @@ impl Scrape {
             .filter_map(|s| s.labels.get(key).cloned())
             .collect()
     }
+
+    /// Like [`Scrape::label_values`], over the series whose value is not 0
+    /// (counters of known label sets exist at 0 from the start).
+    pub(crate) fn nonzero_label_values(
+        &self,
+        name: &str,
+        key: &str,
+        want: &[(&str, &str)],
+    ) -> BTreeSet<String> {
+        self.series(name, want)
+            .iter()
+            .filter(|s| s.value != 0.0)
+            .filter_map(|s| s.labels.get(key).cloned())
+            .collect()
+    }
 }
 
 pub(crate) fn parse_value(s: &str) -> Option<f64> {

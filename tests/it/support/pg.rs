@@ -364,6 +364,7 @@ pub(crate) fn result(
         proxy_id: proxy_id.to_string(),
         status,
         latency_ms,
+        elapsed_ms: latency_ms,
         attempts: 1,
         status_code: if up { Some(200) } else { None },
         reason: if up { None } else { Some(Reason::Timeout) },
