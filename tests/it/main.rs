@@ -26,5 +26,6 @@ mod fd_exhaustion;
 mod layering;
 mod postgres;
 mod probe_faults;
+mod readme;
 mod real_proxies;
 mod sharding;
