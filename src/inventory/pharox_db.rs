@@ -14,6 +14,7 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use crate::model::{Proxy, ProxyProtocol, DEFAULT_PROVIDER};
+use crate::secret::Secret;
 use crate::pharox_db::{leases, BurstState, Config, Connector, Error, Session, Stats};
 
 /// Reads proxies and leases from pharox's database. One connection, opened
@@ -40,7 +41,7 @@ ORDER BY p.id";
 #[derive(Deserialize)]
 struct Credentials {
     user: String,
-    password: String,
+    password: Secret,
 }
 
 impl PharoxDbSource {

@@ -6,6 +6,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::dial::{io_error, read_exact_counted, resolve_target};
 use super::StepError;
+use crate::secret::Secret;
 use crate::model::{Proxy, Reason};
 
 const VERSION: u8 = 0x05;
@@ -196,7 +197,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let user = proxy.username.as_deref().unwrap_or("").as_bytes();
-    let pass = proxy.password.as_deref().unwrap_or("").as_bytes();
+    let pass = proxy.password.as_ref().map_or("", Secret::expose).as_bytes();
     let (Ok(ulen), Ok(plen)) = (u8::try_from(user.len()), u8::try_from(pass.len())) else {
         return Err(StepError::new(
             Reason::ProxyAuthFailed,
