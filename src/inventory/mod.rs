@@ -543,6 +543,10 @@ fn build(
         // Not quoted: in a misordered line the "host" may be anything.
         return Err("invalid host (empty, or with a space, `/`, `@` or a quote)".into());
     }
+    if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+        // `user:password` in a host column, or a mangled IPv6 address.
+        return Err("invalid host: a host with `:` must be an IPv6 address".into());
+    }
     let mut p = Proxy::new(protocol, host, port);
     p.username = user.filter(|u| !u.is_empty());
     p.password = pass;

@@ -26,4 +26,5 @@ mod layering;
 mod postgres;
 mod probe_faults;
 mod real_proxies;
+mod secrets;
 mod sharding;
