@@ -29,9 +29,10 @@ use base64::Engine;
 
 /// A value that must never be printed: a proxy password, a database URL, a
 /// configured header value. `Debug`, `Display` and `Serialize` give `***`;
-/// [`Secret::expose`] gives the value. Deserialises from a string only: a
-/// YAML number or boolean is refused with a message that does not quote it
-/// (YAML would not give it back as written: `0123` reads as 123).
+/// [`Secret::expose`] gives the value. Deserialises from a string: a YAML
+/// scalar is taken as written (`X-Api-Key: 0123` is `"0123"`); a JSON
+/// number or boolean, a list or a map is refused with a message that names
+/// its kind, never its value.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Secret(Box<str>);
 
@@ -84,7 +85,9 @@ impl serde::Serialize for Secret {
 
 impl<'de> serde::Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(SecretVisitor)
+        // `deserialize_string`, not `any`: YAML then hands over the
+        // scalar's text as written, which a number would not round-trip.
+        d.deserialize_string(SecretVisitor)
     }
 }
 
@@ -194,7 +197,24 @@ pub fn redact_entry(s: &str) -> String {
             }
         }
     } else {
-        s.to_string()
+        // `scheme://user:secret` with no `@`: a "port" that is not one may
+        // be a password whose `@host` was left out.
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if is_host_port(&rest[..end]) {
+            s.to_string()
+        } else {
+            let authority = &rest[..end];
+            let host_end = match authority.strip_prefix('[') {
+                Some(r) => r.find(']').map(|i| i + 2),
+                None => authority.find(':'),
+            };
+            match host_end {
+                Some(i) if i < authority.len() => {
+                    format!("{scheme}{}:***{}", &authority[..i], &rest[end..])
+                }
+                _ => s.to_string(),
+            }
+        }
     };
     cut(&masked, QUOTE_MAX)
 }

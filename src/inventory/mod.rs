@@ -15,6 +15,8 @@ use serde::Deserialize;
 mod depth;
 pub(crate) mod pharox_db;
 pub(crate) mod shard;
+#[cfg(test)]
+mod proptests;
 mod source;
 
 pub(crate) use depth::{check_depth, MAX_DEPTH};
@@ -449,41 +451,23 @@ pub fn parse_proxy_url(s: &str) -> Result<Proxy, String> {
 /// providers use) the "port" is the password.
 fn parse_provider_form(s: &str) -> Result<Proxy, String> {
     let bad = || format!("invalid proxy {:?}: {FORMS}", redact(s));
-    let (host, port, user, pass) = if let Some(at) = s.rfind('@') {
-        // user:pass@host:port (curl reads it the same way).
-        let (userinfo, hostport) = (&s[..at], &s[at + 1..]);
-        let (user, pass) = match userinfo.split_once(':') {
-            Some((u, p)) => (percent_decode(u), Some(percent_decode(p))),
-            None => (percent_decode(userinfo), None),
-        };
-        let (host, port) = split_host_port(hostport).ok_or_else(bad)?;
-        (host, port, Some(user), pass)
-    } else {
-        // host:port[:user:pass], the password being everything after the
-        // third `:`; a bracketed IPv6 host is one field.
-        let (host, fields) = match s.strip_prefix('[') {
-            Some(r) => {
-                let (h, after) = r.split_once(']').ok_or_else(bad)?;
-                (h, after.strip_prefix(':').ok_or_else(bad)?)
-            }
-            None => s.split_once(':').ok_or_else(bad)?,
-        };
-        let mut parts = fields.splitn(3, ':');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(port), None, None) => (host, port, None, None),
-            (Some(port), Some(user), Some(pass)) => (
-                host,
-                port,
-                Some(user.to_string()),
-                Some(pass.to_string()),
-            ),
-            _ => return Err(bad()),
+    // The list form when its second field is a port: a password in it may
+    // hold `@` (`host:port:user:p@ss`). Else, with an `@`, the URL-like form.
+    let (host, port, user, pass) = match split_list(s) {
+        Some(list) => list,
+        None if s.contains('@') => {
+            // user:pass@host:port (curl reads it the same way).
+            let at = s.rfind('@').ok_or_else(bad)?;
+            let (userinfo, hostport) = (&s[..at], &s[at + 1..]);
+            let (user, pass) = match userinfo.split_once(':') {
+                Some((u, p)) => (percent_decode(u), Some(percent_decode(p))),
+                None => (percent_decode(userinfo), None),
+            };
+            let (host, port) = split_host_port(hostport).ok_or_else(bad)?;
+            (host, port, Some(user), pass)
         }
-    };
-    let port = match port.parse::<u16>() {
-        Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => p,
-        _ => {
-            let hint = if !s.starts_with('[') && host.contains(':') || s.contains("::") {
+        None => {
+            let hint = if s.contains("::") {
                 " (an IPv6 host goes in brackets: [::1]:8080)"
             } else {
                 ""
@@ -494,14 +478,36 @@ fn parse_provider_form(s: &str) -> Result<Proxy, String> {
             ));
         }
     };
-    build(
-        ProxyProtocol::Http,
-        host,
-        port,
-        user,
-        pass.map(Secret::new),
-    )
-    .map_err(|m| format!("{m} in {:?}", redact(s)))
+    let port = match port.parse::<u16>() {
+        Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ => return Err(bad()),
+    };
+    build(ProxyProtocol::Http, host, port, user, pass.map(Secret::new))
+        .map_err(|m| format!("{m} in {:?}", redact(s)))
+}
+
+/// `host:port` or `host:port:user:pass` (the password is everything after
+/// the third `:`), a bracketed IPv6 host being one field; `None` unless
+/// the second field is all digits.
+#[allow(clippy::type_complexity)]
+fn split_list(s: &str) -> Option<(&str, &str, Option<String>, Option<String>)> {
+    let (host, fields) = match s.strip_prefix('[') {
+        Some(r) => {
+            let (h, after) = r.split_once(']')?;
+            (h, after.strip_prefix(':')?)
+        }
+        None => s.split_once(':')?,
+    };
+    let mut parts = fields.splitn(3, ':');
+    let port = parts.next()?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match (parts.next(), parts.next()) {
+        (None, _) if !s.contains('@') => Some((host, port, None, None)),
+        (Some(user), Some(pass)) => Some((host, port, Some(user.to_string()), Some(pass.to_string()))),
+        _ => None,
+    }
 }
 
 /// `host:port` or `[v6]:port` (IPv6 without brackets in the result).

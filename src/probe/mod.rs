@@ -17,6 +17,8 @@ mod attempt;
 pub(crate) mod dial;
 pub(crate) mod http_proxy;
 mod options;
+#[cfg(test)]
+mod proptests;
 pub(crate) mod request;
 pub(crate) mod socks4;
 pub(crate) mod socks5;

@@ -158,7 +158,7 @@ where
     }
 }
 
-fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, StepError> {
+pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, StepError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
