@@ -30,9 +30,10 @@ use base64::Engine;
 /// A value that must never be printed: a proxy password, a database URL, a
 /// configured header value. `Debug`, `Display` and `Serialize` give `***`;
 /// [`Secret::expose`] gives the value. Deserialises from a string: a YAML
-/// scalar is taken as written (`X-Api-Key: 0123` is `"0123"`); a JSON
-/// number or boolean, a list or a map is refused with a message that names
-/// its kind, never its value.
+/// scalar is taken as written (`X-Api-Key: 0123` is `"0123"`), a list or a
+/// map is refused without its value. (serde_json, asked for a string, names
+/// a number it finds instead in its own message: callers that read
+/// untrusted JSON check the type first, as the inventory does.)
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Secret(Box<str>);
 
@@ -455,6 +456,64 @@ mod tests {
             out.contains("socks5://alice:***@h:1") && !out.contains("hunter2"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_secret_prints_stars_everywhere() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?} {:?}", Some(&s)), "*** *** Some(***)");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
+        assert_eq!(s.expose(), "hunter2");
+        // YAML scalars as written; JSON non-strings refused by kind only.
+        let y: std::collections::BTreeMap<String, Secret> =
+            serde_yaml_ng::from_str("a: 0123\nb: true\n").unwrap();
+        assert_eq!((y["a"].expose(), y["b"].expose()), ("0123", "true"));
+        // A YAML list or map is refused by kind (serde_json, asked for a
+        // string, names a number itself: the inventory checks the type first).
+        let e = serde_yaml_ng::from_str::<Secret>("[hunter2]")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn entries_are_masked_by_syntax_then_cut() {
+        let cases = [
+            ("user:hunter2@h:1", "user:***@h:1"),
+            ("user:hun:ter@2@h:1", "user:***@h:1"),
+            ("http://user:hun\"ter 2@h:1", "http://user:***@h:1"),
+            ("h:1:user:hun:ter2", "h:1:user:***"),
+            ("[::1]:8080:user:pa:ss", "[::1]:8080:user:***"),
+            ("user:hunter2:h:1", "user:***"),
+            ("h:1@user:hunter2", "h:***@***"),
+            ("http://h:1@user:hunter2", "http://h:***@***"),
+            ("http://user:hunter2", "http://user:***"),
+            ("http://[::1]:hunter2/x", "http://[::1]:***/x"),
+            ("fd00::1:8080:user:hunter2", "fd00:***"),
+            ("h:1:user", "h:1:user"),
+            ("http://h:1/x", "http://h:1/x"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(redact_entry(input), want, "{input}");
+        }
+        // Masked before the cut: a password past the bound is gone whole.
+        let long = format!("http://u:{}hunter2@h:1", "x".repeat(500));
+        let out = redact_entry(&long);
+        assert_eq!(out, "http://u:***@h:1");
+        let long = format!("{}:1:u:hunter2", "h".repeat(300));
+        let out = redact_entry(&long);
+        assert!(!out.contains("hunter2") && out.ends_with("..."), "{out}");
+    }
+
+    #[test]
+    fn known_secrets_are_masked_in_every_form() {
+        let pw = "p@ss w0rd";
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("u:{pw}"));
+        let text = format!("a {pw} b p%40ss%20w0rd c p%40ss%20w0rd d {token} e");
+        let out = mask_known(&text, &[pw, &format!("u:{pw}")]);
+        // Padding is not part of the masked form: what is left is only `=`.
+        assert_eq!(out, "a *** b *** c *** d ***= e", "{out}");
+        assert_eq!(mask_known("nothing here", &["", "zz"]), "nothing here");
     }
 
     #[test]

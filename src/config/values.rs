@@ -375,6 +375,25 @@ mod tests {
     }
 
     #[test]
+    fn a_target_url_with_userinfo_is_refused_without_it() {
+        for s in [
+            "http://bob:hunter2@example.com/x",
+            "https://bob:hunter2@example.com",
+            "http://:hunter2@example.com/",
+            "http://bob:hunter2@exa mple.com/",
+            "http://bob:hun@ter2@example.com:99999/",
+        ] {
+            let e = TargetUrl::try_from(s.to_string()).unwrap_err();
+            assert!(!e.contains("hunter2") && !e.contains("ter2"), "{s}: {e}");
+        }
+        let e = TargetUrl::try_from("http://bob:hunter2@example.com/x".to_string()).unwrap_err();
+        assert!(
+            e.contains("\"http://example.com/x\"") && e.contains("must not carry user:password@"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn timeout_flag_spelling_is_a_duration_then_the_timeout_check() {
         assert_eq!(
             "1500ms".parse::<Timeout>().unwrap().0,

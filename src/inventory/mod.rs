@@ -14,9 +14,9 @@ use serde::Deserialize;
 
 mod depth;
 pub(crate) mod pharox_db;
-pub(crate) mod shard;
 #[cfg(test)]
 mod proptests;
+pub(crate) mod shard;
 mod source;
 
 pub(crate) use depth::{check_depth, MAX_DEPTH};
@@ -505,7 +505,9 @@ fn split_list(s: &str) -> Option<(&str, &str, Option<String>, Option<String>)> {
     }
     match (parts.next(), parts.next()) {
         (None, _) if !s.contains('@') => Some((host, port, None, None)),
-        (Some(user), Some(pass)) => Some((host, port, Some(user.to_string()), Some(pass.to_string()))),
+        (Some(user), Some(pass)) => {
+            Some((host, port, Some(user.to_string()), Some(pass.to_string())))
+        }
         _ => None,
     }
 }
@@ -978,7 +980,10 @@ mod tests {
         let p = parse_proxy_url("socks5h://us%40er:p%3Ass@proxy.example:1081").unwrap();
         assert_eq!(p.protocol, ProxyProtocol::Socks5h);
         assert_eq!(
-            (p.username.as_deref(), p.password.as_ref().map(Secret::expose)),
+            (
+                p.username.as_deref(),
+                p.password.as_ref().map(Secret::expose)
+            ),
             (Some("us@er"), Some("p:ss"))
         );
         assert_eq!(p.id, "socks5h://us@er@proxy.example:1081");
@@ -986,7 +991,11 @@ mod tests {
         assert_eq!((p.host.as_str(), p.port), ("::1", 3128));
         let p = parse_proxy_url("10.0.0.1:8080:bob:pw").unwrap();
         assert_eq!(
-            (p.protocol, p.username.as_deref(), p.password.as_ref().map(Secret::expose)),
+            (
+                p.protocol,
+                p.username.as_deref(),
+                p.password.as_ref().map(Secret::expose)
+            ),
             (ProxyProtocol::Http, Some("bob"), Some("pw"))
         );
         assert_eq!(parse_proxy_url("socks4://h").unwrap().port, 1080);

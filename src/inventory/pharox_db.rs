@@ -14,8 +14,8 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use crate::model::{Proxy, ProxyProtocol, DEFAULT_PROVIDER};
-use crate::secret::Secret;
 use crate::pharox_db::{leases, BurstState, Config, Connector, Error, Session, Stats};
+use crate::secret::Secret;
 
 /// Reads proxies and leases from pharox's database. One connection, opened
 /// lazily and reopened after a failure; calls are serialised on it, which is

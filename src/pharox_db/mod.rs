@@ -394,8 +394,10 @@ pub(crate) fn resolve(
 /// which we do not take: it would be read as a file name and quoted.
 pub(crate) fn is_conninfo(s: &str) -> bool {
     static CONNINFO: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"(?i)(^|\s)(host|hostaddr|port|dbname|user|password|sslmode|passfile)\s*=")
-            .expect("static regex compiles")
+        regex::Regex::new(
+            r"(?i)(^|\s)(host|hostaddr|port|dbname|user|password|sslmode|passfile)\s*=",
+        )
+        .expect("static regex compiles")
     });
     !s.contains("://") && CONNINFO.is_match(s)
 }

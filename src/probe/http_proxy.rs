@@ -134,7 +134,9 @@ where
 /// `Some((status, reason phrase, head length))` once the head is complete.
 /// The reason phrase is the peer's, raw (bounded by the buffer): it is
 /// masked and cut only where it is quoted ([`quote_peer`]).
-pub(super) fn parse_connect_response(buf: &[u8]) -> Result<Option<(u16, String, usize)>, StepError> {
+pub(super) fn parse_connect_response(
+    buf: &[u8],
+) -> Result<Option<(u16, String, usize)>, StepError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_CONNECT_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(buf) {

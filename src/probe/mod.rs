@@ -379,12 +379,7 @@ pub(crate) fn quote_peer(s: &str, proxy: &Proxy, headers: &[(String, Secret)]) -
     quote_peer_max(s, proxy, headers, PEER_QUOTE_MAX)
 }
 
-fn quote_peer_max(
-    s: &str,
-    proxy: &Proxy,
-    headers: &[(String, Secret)],
-    max: usize,
-) -> String {
+fn quote_peer_max(s: &str, proxy: &Proxy, headers: &[(String, Secret)], max: usize) -> String {
     let pass = proxy.password.as_ref().map_or("", Secret::expose);
     let token = if !pass.is_empty() {
         format!("{}:{pass}", proxy.username.as_deref().unwrap_or(""))

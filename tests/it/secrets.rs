@@ -259,14 +259,22 @@ async fn inputs() -> Inputs {
         format!("defaults:\n  target_url: \"http://{USER}:{PW_TARGET}@exa mple.com/\"\n"),
         format!("defaults:\n  headers:\n    X-Api-Key: {PW_NUM}\n"),
         format!("defaults:\n  headers:\n    X-Api-Key: [{API_KEY}]\n"),
-        format!("postgres:\n  url: \"host=127.0.0.1 port=1 user={USER} password={PW_DB} dbname=x\"\n"),
-        format!("postgres:\n  url: \"postgresql://{USER}@127.0.0.1:notaport/x?password={PW_DB}\"\n"),
+        format!(
+            "postgres:\n  url: \"host=127.0.0.1 port=1 user={USER} password={PW_DB} dbname=x\"\n"
+        ),
+        format!(
+            "postgres:\n  url: \"postgresql://{USER}@127.0.0.1:notaport/x?password={PW_DB}\"\n"
+        ),
         format!("postgres:\n  url: \"postgresql://{USER}:{PW_DB}@127.0.0.1:1/x?sslmode=bogus\"\n"),
         format!("postgres:\n  url_file: {}\n", url_file.display()),
     ]
     .iter()
     .enumerate()
-    .map(|(i, text)| dir.write(&format!("bad-{i}.yaml"), text).display().to_string())
+    .map(|(i, text)| {
+        dir.write(&format!("bad-{i}.yaml"), text)
+            .display()
+            .to_string()
+    })
     .collect();
     let bad_flags = vec![
         vec![s("--inventory"), format!("host=127.0.0.1 password={PW_DB}")],
@@ -333,12 +341,7 @@ async fn run(args: &[String]) -> String {
 const LOG_FORMATS: [&str; 2] = ["logfmt", "json"];
 
 fn logs(format: &str) -> Vec<String> {
-    vec![
-        s("--log.level"),
-        s("debug"),
-        s("--log.format"),
-        s(format),
-    ]
+    vec![s("--log.level"), s("debug"), s("--log.format"), s(format)]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,7 +354,11 @@ async fn one_shot_commands_never_print_a_planted_password() {
         let log = logs(format);
         let cfg = vec![s("--config.file"), inp.config.clone()];
         for inv in &inp.inventories {
-            let name = Path::new(inv).file_name().unwrap().to_string_lossy().to_string();
+            let name = Path::new(inv)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
             let with = |cmd: &[&str]| -> Vec<String> {
                 let mut a: Vec<String> = cmd.iter().map(|c| c.to_string()).collect();
                 a.extend(cfg.clone());
@@ -441,12 +448,7 @@ async fn the_exporter_never_shows_a_planted_password() {
         args.extend(logs(format));
         let ex = Exporter::start(inp.dir.path(), &args).await;
         ex.wait_sweeps(2.0).await;
-        let mut paths = vec![
-            s("/metrics"),
-            s("/"),
-            s("/status"),
-            s("/api/status"),
-        ];
+        let mut paths = vec![s("/metrics"), s("/"), s("/status"), s("/api/status")];
         for a in &inp.arguments {
             paths.push(format!(
                 "/probe?target={}",
@@ -583,7 +585,9 @@ async fn recording_server(ip: [u8; 4]) -> (SocketAddr, Arc<Mutex<Vec<String>>>) 
                     .unwrap()
                     .push(String::from_utf8_lossy(&buf).into_owned());
                 let _ = sock
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
                     .await;
             });
         }

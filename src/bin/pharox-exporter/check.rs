@@ -27,10 +27,7 @@ pub(crate) async fn run(
         match pharox_exporter::parse_proxy_url(u) {
             Ok(p) => proxies.push(Arc::new(p)),
             Err(e) => {
-                eprintln!(
-                    "warning: argument {:?}: {e}; skipped",
-                    redact_entry(u)
-                );
+                eprintln!("warning: argument {:?}: {e}; skipped", redact_entry(u));
                 bad += 1;
             }
         }
