@@ -257,7 +257,7 @@ async fn inputs() -> Inputs {
     let bad_configs = [
         format!("defaults:\n  target_url: http://{USER}:{PW_TARGET}@127.0.0.1:9/\n"),
         format!("defaults:\n  target_url: \"http://{USER}:{PW_TARGET}@exa mple.com/\"\n"),
-        format!("defaults:\n  headers:\n    X-Api-Key: {PW_NUM}\n"),
+        format!("defaults:\n  headers:\n    X-Api-Key: {{nested: {PW_NUM}}}\n"),
         format!("defaults:\n  headers:\n    X-Api-Key: [{API_KEY}]\n"),
         format!(
             "postgres:\n  url: \"host=127.0.0.1 port=1 user={USER} password={PW_DB} dbname=x\"\n"
