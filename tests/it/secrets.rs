@@ -1,7 +1,7 @@
 //! Planted secrets: distinctive passwords, a database password, a target
 //! password and an API key go through every malformed-input form issue 9
 //! found, and every subcommand (`validate`, `check`, `sweep --once`) and
-//! the exporter run on them with debug logs in logfmt and JSON. stdout,
+//! the exporter run on them with debug logs in logfmt and trace logs in JSON. stdout,
 //! stderr, logs, every endpoint (`/metrics`, `/`, `/status`, `/api/status`,
 //! `/probe`, the body of `/-/reload`) and the database writer's spill files
 //! are searched for each secret: as is, percent-encoded, base64 (also of
@@ -340,8 +340,10 @@ async fn run(args: &[String]) -> String {
 
 const LOG_FORMATS: [&str; 2] = ["logfmt", "json"];
 
+/// Debug logs in logfmt, trace logs in JSON: every level a user can ask for.
 fn logs(format: &str) -> Vec<String> {
-    vec![s("--log.level"), s("debug"), s("--log.format"), s(format)]
+    let level = if format == "json" { "trace" } else { "debug" };
+    vec![s("--log.level"), s(level), s("--log.format"), s(format)]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
