@@ -22,7 +22,7 @@
 //
 // L0 vocabulary and primitives
 mod model; //      Proxy, ProxyProtocol, ProxyStatus, Phase, Reason, CheckResult
-mod secret; //     the one credential redactor
+mod secret; //     Secret (prints ***) and the credential redactors
 mod shutdown; //   the stop token and a tracker for graceful drains
 mod tls_roots; //  webpki + system roots + an optional CA file
                // L1 leaf capabilities
@@ -57,7 +57,7 @@ pub use pharox_db::{
 pub use probe::{
     check, client_config, CheckOptions, TlsConfigError, PHAROX_DEFAULT_TARGET, USER_AGENT,
 };
-pub use secret::{redact_credentials, Userinfo};
+pub use secret::{redact_credentials, redact_entry, Secret, Userinfo};
 pub use server::WebConfigError;
 pub use shutdown::Shutdown;
 pub use sinks::db_writer::{CloseReport, ResultWriter};

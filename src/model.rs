@@ -1,10 +1,10 @@
 //! The vocabulary every other module speaks: proxies, protocols, statuses,
 //! failure reasons, phases and the result of one check.
 //!
-//! Nothing here does I/O. Credentials live only in [`Proxy::password`] and are
-//! kept out of every `Debug`, `Display` and serialised form by construction:
-//! [`Proxy`] has a hand-written `Debug`, and [`Proxy::redacted_url`] is the
-//! only way to print a proxy's address.
+//! Nothing here does I/O. Credentials live only in [`Proxy::password`], a
+//! [`Secret`] that prints `***` whatever formats it; [`Proxy`] has a
+//! hand-written `Debug`, and [`Proxy::redacted_url`] is the only way to
+//! print a proxy's address.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
 
 /// Seconds since the Unix epoch, with milliseconds: how timestamps appear in
 /// metrics and the status page.
@@ -313,9 +315,9 @@ pub struct Proxy {
     pub port: u16,
     /// Optional user name (SOCKS5 RFC 1929, HTTP Basic, SOCKS4 user id).
     pub username: Option<String>,
-    /// Optional password. Never printed, logged or exported.
+    /// Optional password. Never printed, logged or exported: a [`Secret`].
     #[serde(skip_serializing)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Pool label (`default` when the inventory names none).
     pub pool: String,
     /// Provider label (`unknown` when the inventory names none).
@@ -519,7 +521,7 @@ mod tests {
     fn debug_and_json_never_show_the_password() {
         let mut p = Proxy::new(ProxyProtocol::Http, "127.0.0.1", 3128);
         p.username = Some("bob".into());
-        p.password = Some("s3cr3t-pw".into());
+        p.password = Some(Secret::new("s3cr3t-pw"));
         let dbg = format!("{p:?}");
         let json = serde_json::to_string(&p).unwrap();
         assert!(!dbg.contains("s3cr3t-pw"), "{dbg}");

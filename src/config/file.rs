@@ -16,6 +16,7 @@ use serde::Deserialize;
 use super::values::{Attempts, BodyRegex, Seconds, StatusCodes, TargetUrl, Timeout};
 use super::ConfigError;
 use crate::model::ProxyProtocol;
+use crate::secret::Secret;
 use crate::state;
 
 /// pharox's `HealthCheckOptions`, every field optional so layers can merge:
@@ -36,7 +37,7 @@ pub(super) struct OptionsSpec {
     /// Follow redirects.
     pub(super) allow_redirects: Option<bool>,
     /// Extra request headers.
-    pub(super) headers: Option<BTreeMap<String, String>>,
+    pub(super) headers: Option<BTreeMap<String, Secret>>,
     /// The body must contain this string.
     pub(super) body_contains: Option<String>,
     /// The body must match this regex.

@@ -29,6 +29,8 @@ use crate::state::Policy;
 
 mod file;
 mod flags;
+#[cfg(test)]
+mod proptests;
 mod values;
 
 use file::{parse_file, FileConfig, OptionsSpec, ShardSpec};

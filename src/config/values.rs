@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::secret::redact_entry;
+
 /// A duration in YAML: a number of seconds (`5`, `0.5`) or a string with
 /// units as Prometheus writes them (`500ms`, `30s`, `1m30s`, `1h`, `2d`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -149,7 +151,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     secs_f64(total)
 }
 
-/// An `http://` or `https://` URL.
+/// An `http://` or `https://` URL without userinfo.
+///
+/// `user:password@` in a target URL is refused: the request line of an
+/// absolute-form request carries the whole URL to every HTTP proxy in
+/// clear, and the URL is shown in errors and on the status page. Target
+/// credentials go in `headers` (`Authorization: Basic ...`), which are
+/// secrets, and are dropped on a redirect to another origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetUrl(pub(super) url::Url);
 
@@ -157,12 +165,28 @@ impl TryFrom<String> for TargetUrl {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         let must = "must be an absolute http:// or https:// URL, e.g. https://example.com/health";
+        // Masked first, by where userinfo sits (up to the last `@` of the
+        // authority), so a URL that does not parse is quoted without it.
+        let shown = redact_entry(s.trim());
         let u = url::Url::parse(s.trim()).map_err(|e| match e {
-            url::ParseError::RelativeUrlWithoutBase => format!("invalid target_url {s:?}: {must}"),
-            e => format!("invalid target_url {s:?}: {e}; {must}"),
+            url::ParseError::RelativeUrlWithoutBase => {
+                format!("invalid target_url {shown:?}: {must}")
+            }
+            e => format!("invalid target_url {shown:?}: {e}; {must}"),
         })?;
+        if !u.username().is_empty() || u.password().is_some() {
+            let mut bare = u.clone();
+            let _ = bare.set_password(None);
+            let _ = bare.set_username("");
+            return Err(format!(
+                "target_url {:?} must not carry user:password@ (it would be sent in clear to \
+                 every HTTP proxy and shown in errors): give \
+                 headers: {{Authorization: \"Basic <base64 of user:password>\"}} instead",
+                bare.as_str()
+            ));
+        }
         if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
-            return Err(format!("invalid target_url {s:?}: {must}"));
+            return Err(format!("invalid target_url {shown:?}: {must}"));
         }
         Ok(TargetUrl(u))
     }
@@ -348,6 +372,25 @@ mod tests {
             assert!(!e.contains("relative URL without a base"), "{e}");
         }
         assert!(TargetUrl::try_from("https://example.com/x".to_string()).is_ok());
+    }
+
+    #[test]
+    fn a_target_url_with_userinfo_is_refused_without_it() {
+        for s in [
+            "http://bob:hunter2@example.com/x",
+            "https://bob:hunter2@example.com",
+            "http://:hunter2@example.com/",
+            "http://bob:hunter2@exa mple.com/",
+            "http://bob:hun@ter2@example.com:99999/",
+        ] {
+            let e = TargetUrl::try_from(s.to_string()).unwrap_err();
+            assert!(!e.contains("hunter2") && !e.contains("ter2"), "{s}: {e}");
+        }
+        let e = TargetUrl::try_from("http://bob:hunter2@example.com/x".to_string()).unwrap_err();
+        assert!(
+            e.contains("\"http://example.com/x\"") && e.contains("must not carry user:password@"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 mod depth;
 pub(crate) mod pharox_db;
+#[cfg(test)]
+mod proptests;
 pub(crate) mod shard;
 mod source;
 
@@ -24,7 +26,7 @@ pub(crate) use source::FileStamp;
 pub use source::{InventoryRead, ReadMode, Source, SourceError, SourceSpec};
 
 use crate::model::{Proxy, ProxyProtocol, DEFAULT_POOL, DEFAULT_PROVIDER};
-use crate::secret::{redact_credentials, Userinfo};
+use crate::secret::{cut, redact_credentials, redact_entry, Secret, Userinfo, QUOTE_IT};
 
 /// File formats of an inventory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -396,42 +398,31 @@ fn sniff(path: &Path, text: &str) -> Format {
     }
 }
 
-/// Quote a user's line in an error: the password goes, the username stays so
-/// the line can be found.
+/// Quote a user's line in an error: the password is masked by where it
+/// sits in the syntax (first), the line cut to a bound (then); the
+/// username stays so the line can be found.
 fn redact(s: &str) -> String {
-    redact_credentials(s, Userinfo::KeepUsername)
+    redact_entry(s)
 }
 
+/// What a list line or provider form is told when it does not parse.
+const FORMS: &str = "expected scheme://[user:pass@]host:port, user:pass@host:port, \
+                     host:port or host:port:user:pass (IPv6 hosts in brackets)";
+
 /// Parse one proxy URL: `scheme://[user[:pass]@]host[:port]`, or the common
-/// list forms `host:port` and `host:port:user:pass` (protocol http).
-/// User and password are percent-decoded. Errors never contain the password.
+/// provider forms (protocol http): `user:pass@host:port`, `host:port` and
+/// `host:port:user:pass`, where the password may hold `:` and an IPv6 host
+/// is bracketed (`[::1]:8080:user:pass`). User and password are
+/// percent-decoded in the URL and `@` forms, taken as written in the list
+/// form. Errors quote the entry with its password masked
+/// ([`crate::secret::redact_entry`]), never a field that could be one.
 pub fn parse_proxy_url(s: &str) -> Result<Proxy, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty proxy URL".into());
     }
     if !s.contains("://") {
-        let parts: Vec<&str> = s.split(':').collect();
-        let (host, port, user, pass) = match parts.as_slice() {
-            [h, p] => (*h, *p, None, None),
-            [h, p, u, pw] => (*h, *p, Some(*u), Some(*pw)),
-            _ => {
-                return Err(format!(
-                    "invalid proxy {:?}: expected scheme://[user:pass@]host:port, host:port or host:port:user:pass",
-                    redact(s)
-                ))
-            }
-        };
-        let port = parse_port(port)?;
-        let mut p = build(
-            ProxyProtocol::Http,
-            host,
-            port,
-            user.map(str::to_string),
-            pass.map(str::to_string),
-        )?;
-        p.id = Proxy::derive_id(p.protocol, p.username.as_deref(), &p.host, p.port);
-        return Ok(p);
+        return parse_provider_form(s);
     }
     let u = url::Url::parse(s).map_err(|e| format!("invalid proxy URL {:?}: {e}", redact(s)))?;
     let protocol: ProxyProtocol = u.scheme().parse()?;
@@ -445,14 +436,91 @@ pub fn parse_proxy_url(s: &str) -> Result<Proxy, String> {
     }
     let decode = |v: &str| percent_decode(v);
     let user = (!u.username().is_empty()).then(|| decode(u.username()));
-    let pass = u.password().map(decode);
+    let pass = u.password().map(|p| Secret::new(decode(p)));
     if u.path() != "/" && !u.path().is_empty() {
         return Err(format!(
             "invalid proxy URL {:?}: a proxy URL has no path",
             redact(s)
         ));
     }
-    build(protocol, host, port, user, pass)
+    build(protocol, host, port, user, pass).map_err(|m| format!("{m} in {:?}", redact(s)))
+}
+
+/// The forms without a scheme, all HTTP proxies. No message quotes a
+/// single field: in a line like `user:pass:host:port` (an order some
+/// providers use) the "port" is the password.
+fn parse_provider_form(s: &str) -> Result<Proxy, String> {
+    let bad = || format!("invalid proxy {:?}: {FORMS}", redact(s));
+    // The list form when its second field is a port: a password in it may
+    // hold `@` (`host:port:user:p@ss`). Else, with an `@`, the URL-like form.
+    let (host, port, user, pass) = match split_list(s) {
+        Some(list) => list,
+        None if s.contains('@') => {
+            // user:pass@host:port (curl reads it the same way).
+            let at = s.rfind('@').ok_or_else(bad)?;
+            let (userinfo, hostport) = (&s[..at], &s[at + 1..]);
+            let (user, pass) = match userinfo.split_once(':') {
+                Some((u, p)) => (percent_decode(u), Some(percent_decode(p))),
+                None => (percent_decode(userinfo), None),
+            };
+            let (host, port) = split_host_port(hostport).ok_or_else(bad)?;
+            (host, port, Some(user), pass)
+        }
+        None => {
+            let hint = if s.contains("::") {
+                " (an IPv6 host goes in brackets: [::1]:8080)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "invalid proxy {:?}: no valid port (1..65535) where one was expected{hint}; {FORMS}",
+                redact(s)
+            ));
+        }
+    };
+    let port = match port.parse::<u16>() {
+        Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ => return Err(bad()),
+    };
+    build(ProxyProtocol::Http, host, port, user, pass.map(Secret::new))
+        .map_err(|m| format!("{m} in {:?}", redact(s)))
+}
+
+/// `host:port` or `host:port:user:pass` (the password is everything after
+/// the third `:`), a bracketed IPv6 host being one field; `None` unless
+/// the second field is all digits.
+#[allow(clippy::type_complexity)]
+fn split_list(s: &str) -> Option<(&str, &str, Option<String>, Option<String>)> {
+    let (host, fields) = match s.strip_prefix('[') {
+        Some(r) => {
+            let (h, after) = r.split_once(']')?;
+            (h, after.strip_prefix(':')?)
+        }
+        None => s.split_once(':')?,
+    };
+    let mut parts = fields.splitn(3, ':');
+    let port = parts.next()?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match (parts.next(), parts.next()) {
+        (None, _) if !s.contains('@') => Some((host, port, None, None)),
+        (Some(user), Some(pass)) => {
+            Some((host, port, Some(user.to_string()), Some(pass.to_string())))
+        }
+        _ => None,
+    }
+}
+
+/// `host:port` or `[v6]:port` (IPv6 without brackets in the result).
+fn split_host_port(s: &str) -> Option<(&str, &str)> {
+    match s.strip_prefix('[') {
+        Some(r) => {
+            let (h, after) = r.split_once(']')?;
+            Some((h, after.strip_prefix(':')?))
+        }
+        None => s.rsplit_once(':').filter(|(h, _)| !h.contains(':')),
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -474,11 +542,18 @@ fn build(
     host: &str,
     port: u16,
     user: Option<String>,
-    pass: Option<String>,
+    pass: Option<Secret>,
 ) -> Result<Proxy, String> {
     let host = host.trim();
-    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
-        return Err(format!("invalid host {host:?}"));
+    if host.is_empty()
+        || host.contains(|c: char| c.is_whitespace() || c.is_control() || "/@[]\"'".contains(c))
+    {
+        // Not quoted: in a misordered line the "host" may be anything.
+        return Err("invalid host (empty, or with a space, `/`, `@` or a quote)".into());
+    }
+    if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+        // `user:password` in a host column, or a mangled IPv6 address.
+        return Err("invalid host: a host with `:` must be an IPv6 address".into());
     }
     let mut p = Proxy::new(protocol, host, port);
     p.username = user.filter(|u| !u.is_empty());
@@ -524,7 +599,7 @@ struct Entry {
     host: Option<String>,
     port: Option<serde_json::Value>,
     username: Option<String>,
-    password: Option<String>,
+    password: Option<Secret>,
     pool: Option<String>,
     provider: Option<String>,
     #[serde(default)]
@@ -669,7 +744,7 @@ fn parse_csv(path: &Path, text: &str, out: &mut Loaded) -> Result<(), InventoryE
                 Some(3) => e.host = v,
                 Some(4) => e.port = v.map(serde_json::Value::String),
                 Some(5) => e.username = v,
-                Some(6) => e.password = v,
+                Some(6) => e.password = v.map(Secret::new),
                 Some(7) => e.pool = v,
                 Some(8) => e.provider = v,
                 _ => {}
@@ -718,18 +793,43 @@ fn parse_list(
         ));
     }
     let items: Vec<serde_json::Value> = match format {
-        Format::Json => serde_json::from_str(text)
-            .map_err(|e| fmt_err(e.line(), format!("not a JSON list of proxies: {e}")))?,
+        // Parsed as any value first, then checked to be a list: serde's
+        // "invalid type: string \"...\", expected a sequence" would quote a
+        // file that is one URL or one `host:port:user:pass` line.
+        Format::Json => {
+            let v: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| fmt_err(e.line(), format!("not a JSON list of proxies: {e}")))?;
+            match v {
+                serde_json::Value::Array(items) => items,
+                other => {
+                    return Err(fmt_err(
+                        1,
+                        format!("not a JSON list of proxies: got {}", kind(&other)),
+                    ))
+                }
+            }
+        }
         _ => {
-            let v: Vec<serde_yaml_ng::Value> = serde_yaml_ng::from_str(text).map_err(|e| {
+            let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
                 fmt_err(
                     e.location().map(|l| l.line()).unwrap_or(0),
-                    format!("not a YAML list of proxies: {e}"),
+                    format!(
+                        "not a YAML list of proxies: {}",
+                        redact_credentials(&e.to_string(), Userinfo::KeepUsername)
+                    ),
                 )
             })?;
-            v.into_iter()
-                .map(|v| serde_json::to_value(v).unwrap_or(serde_json::Value::Null))
-                .collect()
+            let v = serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
+            match v {
+                serde_json::Value::Array(items) => items,
+                // An empty document is handled above; `~` or a scalar is not a list.
+                other => {
+                    return Err(fmt_err(
+                        1,
+                        format!("not a YAML list of proxies: got {}", kind(&other)),
+                    ))
+                }
+            }
         }
     };
     let lines = match format {
@@ -753,17 +853,40 @@ fn parse_list(
                         }
                     }
                 }
-                if let Some(id) = map.get_mut("id") {
-                    if id.is_number() {
-                        *id = serde_json::Value::String(id.to_string());
+                // A number or boolean where text is meant (`pool: 1`) is
+                // that text; serde's type error would name the value, not
+                // the field.
+                for f in ["id", "username", "protocol", "host", "pool", "provider"] {
+                    if let Some(v) = map.get_mut(f) {
+                        if v.is_number() || v.is_boolean() {
+                            *v = serde_json::Value::String(v.to_string());
+                        }
                     }
                 }
-                serde_json::from_value::<Entry>(serde_json::Value::Object(map)).map_err(|e| {
-                    // serde names the unknown or mistyped field; that is the field.
-                    let msg = e.to_string();
-                    let field = msg.split('`').nth(1).unwrap_or("entry").to_string();
-                    (field, redact(&msg))
-                })
+                match map.get("password") {
+                    // YAML would not give `password: 0123` back as written:
+                    // refused, by kind, never quoting the value.
+                    Some(v) if !(v.is_string() || v.is_null()) => {
+                        Err(("password".to_string(), format!("{}: {QUOTE_IT}", kind(v))))
+                    }
+                    _ => serde_json::from_value::<Entry>(serde_json::Value::Object(map)).map_err(
+                        |e| {
+                            // serde names an unknown field in backticks; a
+                            // type error names no field (and may quote a value).
+                            let msg = e.to_string();
+                            let field = match msg.strip_prefix("unknown field `") {
+                                Some(rest) => rest.split('`').next().unwrap_or("entry"),
+                                None => "entry",
+                            };
+                            let msg = if msg.starts_with("invalid type") {
+                                "a field has the wrong type (expected text, a number for port, a map for labels)".to_string()
+                            } else {
+                                redact_credentials(&msg, Userinfo::KeepUsername)
+                            };
+                            (cut(field, 64), msg)
+                        },
+                    ),
+                }
             }
             other => Err((
                 "entry".into(),
@@ -857,7 +980,10 @@ mod tests {
         let p = parse_proxy_url("socks5h://us%40er:p%3Ass@proxy.example:1081").unwrap();
         assert_eq!(p.protocol, ProxyProtocol::Socks5h);
         assert_eq!(
-            (p.username.as_deref(), p.password.as_deref()),
+            (
+                p.username.as_deref(),
+                p.password.as_ref().map(Secret::expose)
+            ),
             (Some("us@er"), Some("p:ss"))
         );
         assert_eq!(p.id, "socks5h://us@er@proxy.example:1081");
@@ -865,7 +991,11 @@ mod tests {
         assert_eq!((p.host.as_str(), p.port), ("::1", 3128));
         let p = parse_proxy_url("10.0.0.1:8080:bob:pw").unwrap();
         assert_eq!(
-            (p.protocol, p.username.as_deref(), p.password.as_deref()),
+            (
+                p.protocol,
+                p.username.as_deref(),
+                p.password.as_ref().map(Secret::expose)
+            ),
             (ProxyProtocol::Http, Some("bob"), Some("pw"))
         );
         assert_eq!(parse_proxy_url("socks4://h").unwrap().port, 1080);

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::model::{Proxy, ProxyProtocol, DEFAULT_PROVIDER};
 use crate::pharox_db::{leases, BurstState, Config, Connector, Error, Session, Stats};
+use crate::secret::Secret;
 
 /// Reads proxies and leases from pharox's database. One connection, opened
 /// lazily and reopened after a failure; calls are serialised on it, which is
@@ -40,7 +41,7 @@ ORDER BY p.id";
 #[derive(Deserialize)]
 struct Credentials {
     user: String,
-    password: String,
+    password: Secret,
 }
 
 impl PharoxDbSource {

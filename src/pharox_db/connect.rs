@@ -101,7 +101,7 @@ impl Connector {
     /// is picked up without a restart.
     fn driver_config(&self) -> Result<tokio_postgres::Config, Error> {
         let (url, _, url_tls) = self.cfg.resolve_url()?;
-        let mut config = tokio_postgres::Config::from_str(&url)
+        let mut config = tokio_postgres::Config::from_str(url.expose())
             .map_err(|e| Error::Url(redact(&e.to_string())))?;
         if config.get_application_name().is_none() {
             config.application_name("pharox-exporter");

@@ -9,9 +9,12 @@
 //! ([`Config`], [`resolve`]), connecting ([`Connector`]), errors, the shared
 //! counters ([`Stats`]) and pharox's lease bookkeeping ([`leases`]).
 //!
-//! The connection URL holds a password, so it is never logged: [`Config`]
-//! has a hand-written `Debug`, and every error message passes through
-//! [`crate::secret::redact_credentials`] before it is stored in an [`Error`].
+//! The connection URL holds a password, so it is a [`Secret`] from the moment
+//! it is read (the config's `url`, the content of `url_file` or `url_env`):
+//! it prints `***`, and a URL that does not parse is never quoted (its
+//! password may sit in the userinfo or in `?password=`). Every driver and
+//! server message passes through [`crate::secret::redact_credentials`]
+//! before it is stored in an [`Error`].
 
 use std::fmt;
 use std::path::PathBuf;
@@ -20,6 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::model::ProxyStatus;
+use crate::secret::Secret;
 
 mod connect;
 mod error;
@@ -54,7 +58,7 @@ pub enum PgTls {
 pub struct Config {
     /// `postgresql://user:password@host:port/db?...`; may carry our own `pools=a,b` parameter.
     #[serde(default)]
-    pub url: Option<String>,
+    pub url: Option<Secret>,
     /// A file whose (trimmed) content is the URL: keeps the password out of the config.
     #[serde(default)]
     pub url_file: Option<PathBuf>,
@@ -210,7 +214,7 @@ impl Default for Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("url", &self.url.as_deref().map(error::redact))
+            .field("url", &self.url)
             .field("url_file", &self.url_file)
             .field("url_env", &self.url_env)
             .field("pools", &self.pools)
@@ -242,7 +246,7 @@ impl Config {
     pub fn from_url(raw: &str) -> Result<Config, Error> {
         let (url, pools, tls) = split_url(raw)?;
         Ok(Config {
-            url: Some(url),
+            url: Some(Secret::new(url)),
             pools,
             tls,
             ..Config::default()
@@ -311,25 +315,24 @@ impl Config {
     }
 
     /// The URL from whichever source is configured, with `pools` stripped.
-    pub(crate) fn resolve_url(&self) -> Result<(String, Vec<String>, PgTls), Error> {
+    pub(crate) fn resolve_url(&self) -> Result<(Secret, Vec<String>, PgTls), Error> {
         let raw = if let Some(u) = &self.url {
             u.clone()
         } else if let Some(path) = &self.url_file {
-            std::fs::read_to_string(path)
-                .map_err(|e| Error::Config(format!("reading url_file {}: {e}", path.display())))?
-                .trim()
-                .to_string()
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("reading url_file {}: {e}", path.display())))?;
+            Secret::new(text.trim())
         } else if let Some(var) = &self.url_env {
-            std::env::var(var)
-                .map_err(|_| Error::Config(format!("environment variable {var} is not set")))?
-                .trim()
-                .to_string()
+            let value = std::env::var(var)
+                .map_err(|_| Error::Config(format!("environment variable {var} is not set")))?;
+            Secret::new(value.trim())
         } else {
             return Err(Error::Config(
                 "exactly one of url, url_file, url_env must be set".into(),
             ));
         };
-        split_url(&raw)
+        let (url, pools, tls) = split_url(raw.expose())?;
+        Ok((Secret::new(url), pools, tls))
     }
 }
 
@@ -348,6 +351,13 @@ pub(crate) fn resolve(
     inventory: Option<&std::path::Path>,
     section: Option<&Config>,
 ) -> Result<Option<Config>, Error> {
+    // `--inventory "host=db password=..."` would otherwise be read as a
+    // file name, and its password quoted in "cannot read inventory".
+    if let Some(p) = inventory.filter(|p| !p.exists()) {
+        if is_conninfo(&p.to_string_lossy()) {
+            return Err(Error::Url(CONNINFO_MESSAGE.into()));
+        }
+    }
     let inventory_url = inventory
         .and_then(|p| p.to_str())
         .filter(|s| is_postgres_url(s));
@@ -380,10 +390,36 @@ pub(crate) fn resolve(
     Ok(Some(cfg))
 }
 
-/// Split our own `pools` parameter off a URL; map `sslmode`.
+/// True for a libpq `key=value` connection string (`host=h password=p`),
+/// which we do not take: it would be read as a file name and quoted.
+pub(crate) fn is_conninfo(s: &str) -> bool {
+    static CONNINFO: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?i)(^|\s)(host|hostaddr|port|dbname|user|password|sslmode|passfile)\s*=",
+        )
+        .expect("static regex compiles")
+    });
+    !s.contains("://") && CONNINFO.is_match(s)
+}
+
+/// What a libpq connection string is told.
+pub(crate) const CONNINFO_MESSAGE: &str = "a libpq key=value connection string is not supported \
+     (not shown: it may hold a password); give a URL: \
+     postgresql://user:password@host:port/dbname";
+
+/// Split our own `pools` parameter off a URL; map `sslmode`. The URL is
+/// never quoted in an error: a password may sit in its userinfo or in a
+/// `password=` parameter, which no redactor of text can find reliably in a
+/// string that does not parse.
 fn split_url(raw: &str) -> Result<(String, Vec<String>, PgTls), Error> {
-    let mut url = url::Url::parse(raw.trim())
-        .map_err(|e| Error::Url(format!("not a URL ({e}): {}", error::redact(raw))))?;
+    if is_conninfo(raw) {
+        return Err(Error::Url(CONNINFO_MESSAGE.into()));
+    }
+    let mut url = url::Url::parse(raw.trim()).map_err(|e| {
+        Error::Url(format!(
+            "not a URL ({e}); the value is not shown (it may hold a password)"
+        ))
+    })?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(Error::Url(format!(
             "scheme must be postgresql:// (got {}://)",
@@ -438,7 +474,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.pools, vec!["eu".to_string(), "us".to_string()]);
-        let url = c.url.clone().unwrap();
+        let url = c.url.clone().unwrap().expose().to_string();
         assert!(!url.contains("pools"), "{url}");
         assert!(url.contains("connect_timeout=5"), "{url}");
         assert_eq!(c.tls, PgTls::Disable);
@@ -490,7 +526,7 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
         let bad = Config {
-            url: Some("postgresql://bob:hunter2@h:notaport/db".into()),
+            url: Some(Secret::new("postgresql://bob:hunter2@h:notaport/db")),
             ..Config::default()
         };
         let err = match Connector::new(&bad) {
@@ -521,7 +557,7 @@ mod tests {
     #[test]
     fn exactly_one_url_source_and_unknown_fields_rejected() {
         let two = Config {
-            url: Some("postgresql://h/db".into()),
+            url: Some(Secret::new("postgresql://h/db")),
             url_env: Some("X".into()),
             ..Config::default()
         };

@@ -6,8 +6,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::dial::{authority, io_error};
-use super::{printable, StepError};
+use super::{quote_peer, StepError};
 use crate::model::{Proxy, Reason};
+use crate::secret::Secret;
 
 /// A CONNECT response longer than this is not a proxy talking HTTP.
 pub(crate) const MAX_CONNECT_RESPONSE: usize = 16 * 1024;
@@ -22,7 +23,7 @@ pub(crate) fn write_proxy_authorization(proxy: &Proxy, out: &mut BytesMut) {
         return;
     }
     let user = proxy.username.as_deref().unwrap_or("");
-    let pass = proxy.password.as_deref().unwrap_or("");
+    let pass = proxy.password.as_ref().map_or("", Secret::expose);
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
     out.extend_from_slice(b"Proxy-Authorization: Basic ");
     out.extend_from_slice(token.as_bytes());
@@ -121,19 +122,27 @@ where
         407 => Err(auth_error(proxy)),
         _ => Err(StepError::new(
             Reason::ProxyRefused,
-            format!("proxy refused CONNECT to {target}: {status} {reason}"),
+            format!(
+                "proxy refused CONNECT to {target}: {status} {}",
+                // CONNECT carries none of the configured headers.
+                quote_peer(&reason, proxy, &[])
+            ),
         )),
     }
 }
 
 /// `Some((status, reason phrase, head length))` once the head is complete.
-fn parse_connect_response(buf: &[u8]) -> Result<Option<(u16, String, usize)>, StepError> {
+/// The reason phrase is the peer's, raw (bounded by the buffer): it is
+/// masked and cut only where it is quoted ([`quote_peer`]).
+pub(super) fn parse_connect_response(
+    buf: &[u8],
+) -> Result<Option<(u16, String, usize)>, StepError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_CONNECT_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(buf) {
         Ok(httparse::Status::Complete(len)) => {
             let status = resp.code.unwrap_or(0);
-            Ok(Some((status, printable(resp.reason.unwrap_or("")), len)))
+            Ok(Some((status, resp.reason.unwrap_or("").to_string(), len)))
         }
         Ok(httparse::Status::Partial) => Ok(None),
         Err(e) => Err(StepError::new(

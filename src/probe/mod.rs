@@ -13,11 +13,14 @@ use tokio::io::AsyncWriteExt;
 use url::Url;
 
 use crate::model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
+use crate::secret::{cut, mask_known, Secret};
 
 mod attempt;
 pub(crate) mod dial;
 pub(crate) mod http_proxy;
 mod options;
+#[cfg(test)]
+mod proptests;
 pub(crate) mod request;
 pub(crate) mod socks4;
 pub(crate) mod socks5;
@@ -101,7 +104,7 @@ pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
         status_code,
         reason: Some(failure.reason),
         phase: Some(failure.phase),
-        error: Some(redact(failure.error, proxy)),
+        error: Some(failure.error),
         checked_at: chrono::Utc::now(),
         phases,
     }
@@ -134,24 +137,6 @@ async fn attempt_with_fds(
     }
 }
 
-/// Last line of defence for the secrets rule: no code path is meant to put
-/// credentials in an error, but a proxy could echo them back in a reason
-/// phrase we quote.
-fn redact(mut error: String, proxy: &Proxy) -> String {
-    if let Some(pass) = proxy.password.as_deref().filter(|p| !p.is_empty()) {
-        if error.contains(pass) {
-            error = error.replace(pass, "***");
-        }
-        use base64::Engine;
-        let user = proxy.username.as_deref().unwrap_or("");
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-        if error.contains(&token) {
-            error = error.replace(&token, "***");
-        }
-    }
-    error
-}
-
 /// One attempt: fetch the target, following redirects within the deadline.
 /// Returns the final (expected) status.
 async fn run_attempt(
@@ -164,7 +149,15 @@ async fn run_attempt(
     let mut redirected: Option<Url> = None;
     for hop in 0..=MAX_REDIRECTS {
         let url = redirected.as_ref().unwrap_or(&opts.target_url);
-        let (head, absolute) = fetch(proxy, opts, url, att, &mut buf).await?;
+        // Configured headers (Authorization, API keys) go to the target's
+        // origin only: a redirect elsewhere gets none, as curl and Go's
+        // client do. Compared with the configured target at every hop.
+        let headers = if same_origin(url, &opts.target_url) {
+            opts.headers.as_slice()
+        } else {
+            &[]
+        };
+        let (head, absolute) = fetch(proxy, opts, headers, url, att, &mut buf).await?;
         let status = head.status;
         if opts.expected_status_codes.contains(&status) {
             request::check_body(&buf, opts).map_err(|f| f.at(Phase::Body))?;
@@ -183,17 +176,24 @@ async fn run_attempt(
                 )
                 .at(Phase::Body));
             }
-            let next = url
+            let mut next = url
                 .join(location)
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
                 .ok_or_else(|| {
                     StepError::new(
                         Reason::Redirect,
-                        format!("{status} redirect to unusable Location {location:?}"),
+                        format!(
+                            "{status} redirect to unusable Location {:?}",
+                            quote_peer(location, proxy, &opts.headers)
+                        ),
                     )
                     .at(Phase::Body)
                 })?;
+            // Userinfo in a Location is never sent on (an absolute-form
+            // request line would carry it to the proxy in clear).
+            let _ = next.set_password(None);
+            let _ = next.set_username("");
             redirected = Some(next);
             continue;
         }
@@ -214,12 +214,21 @@ async fn run_attempt(
     .at(Phase::Body))
 }
 
+/// Same scheme, host and port: where configured headers may go (curl's rule
+/// since 7.83: a change of any of the three drops credentials).
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str().map(str::to_ascii_lowercase) == b.host_str().map(str::to_ascii_lowercase)
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
 /// One request through a fresh connection to the proxy. On return `buf`
 /// holds the (bounded, decoded) body when the status is expected. The bool
 /// says whether the request went in absolute form to an HTTP proxy.
 async fn fetch(
     proxy: &Proxy,
     opts: &CheckOptions,
+    headers: &[(String, Secret)],
     url: &Url,
     att: &mut Attempt,
     buf: &mut BytesMut,
@@ -227,17 +236,18 @@ async fn fetch(
     let target = Target::of(url)?;
     let (stream, absolute) = open_tunnel(proxy, opts, &target, att, buf).await?;
     let mut conn = if target.https {
+        let quote = |s: &str| quote_peer_max(s, proxy, &opts.headers, TLS_QUOTE_MAX);
         let tls = att
             .phase(
                 Phase::Tls,
-                tls::handshake(&opts.target_tls, &target.host, stream, "target"),
+                tls::handshake(&opts.target_tls, &target.host, stream, "target", quote),
             )
             .await?;
         Conn::Tls(Box::new(tls))
     } else {
         Conn::Plain(stream)
     };
-    let head = exchange(&mut conn, proxy, opts, url, absolute, att, buf).await?;
+    let head = exchange(&mut conn, proxy, opts, headers, url, absolute, att, buf).await?;
     Ok((head, absolute))
 }
 
@@ -293,10 +303,11 @@ async fn open_tunnel(
         .phase(Phase::Connect, dial::connect(&proxy.host, proxy.port))
         .await?;
     let mut stream = if proxy.protocol == ProxyProtocol::Https {
+        let quote = |s: &str| quote_peer_max(s, proxy, &opts.headers, TLS_QUOTE_MAX);
         let tls = att
             .phase(
                 Phase::ProxyTls,
-                tls::handshake(&opts.proxy_tls, &proxy.host, tcp, "proxy"),
+                tls::handshake(&opts.proxy_tls, &proxy.host, tcp, "proxy", quote),
             )
             .await?;
         ProxyStream::Tls(Box::new(tls))
@@ -336,16 +347,18 @@ async fn open_tunnel(
 
 /// Send the request over `conn` and read the response head, and the body
 /// when the status is one we expect (other statuses are judged on the head).
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     conn: &mut Conn,
     proxy: &Proxy,
     opts: &CheckOptions,
+    headers: &[(String, Secret)],
     url: &Url,
     absolute: bool,
     att: &mut Attempt,
     buf: &mut BytesMut,
 ) -> Result<request::Head, AttemptError> {
-    request::build_request(buf, url, absolute, proxy, opts);
+    request::build_request(buf, url, absolute, proxy, headers);
     att.phase(Phase::FirstByte, async {
         let written = conn.write_all(buf).await;
         // The request may carry Proxy-Authorization: drop it at once.
@@ -375,10 +388,46 @@ async fn exchange(
     Ok(head)
 }
 
-/// A peer-supplied string made safe to quote: printable ASCII, bounded.
+/// Characters of a peer's text (reason phrase, `Location`) quoted at most.
+const PEER_QUOTE_MAX: usize = 120;
+/// Characters of a TLS error (which may name a peer's certificate) kept at most.
+const TLS_QUOTE_MAX: usize = 512;
+
+/// Printable ASCII only, unbounded: the peer's bytes as we may show them.
 pub(crate) fn printable(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(120)
         .collect()
+}
+
+/// Text a peer sent (a proxy's reason phrase, a `Location`), made safe to
+/// quote in an error: the proxy's password, its `user:password` and the
+/// configured header values are masked in every form a peer could echo
+/// them ([`mask_known`]), before and after dropping non-printable
+/// characters (which could join a split password), and only then is the
+/// text cut. Our own text never comes here: it cannot hold a secret (a
+/// [`Secret`] prints `***`), so it needs no masking pass and is never
+/// garbled by one (a password `x` used to turn "proxy" into "pro***y").
+pub(crate) fn quote_peer(s: &str, proxy: &Proxy, headers: &[(String, Secret)]) -> String {
+    quote_peer_max(s, proxy, headers, PEER_QUOTE_MAX)
+}
+
+fn quote_peer_max(s: &str, proxy: &Proxy, headers: &[(String, Secret)], max: usize) -> String {
+    let pass = proxy.password.as_ref().map_or("", Secret::expose);
+    let token = if !pass.is_empty() {
+        format!("{}:{pass}", proxy.username.as_deref().unwrap_or(""))
+    } else {
+        String::new()
+    };
+    let mut secrets: Vec<&str> = vec![pass, token.as_str()];
+    for (_, v) in headers {
+        let v = v.expose();
+        secrets.push(v);
+        // `Bearer abc`, `Basic dXNlcg==`: the credential without its scheme.
+        if let Some((_, cred)) = v.split_once(' ') {
+            secrets.push(cred.trim());
+        }
+    }
+    let masked = mask_known(&printable(&mask_known(s, &secrets)), &secrets);
+    cut(&masked, max)
 }

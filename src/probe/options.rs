@@ -15,6 +15,7 @@ use url::Url;
 
 use super::tls::{self, TlsConfigError};
 use crate::model::{Proxy, ProxyProtocol};
+use crate::secret::Secret;
 
 /// pharox's default target (`HealthCheckOptions.target_url`).
 pub const PHAROX_DEFAULT_TARGET: &str = "https://httpbin.org/ip";
@@ -36,8 +37,10 @@ pub struct CheckOptions {
     pub slow_threshold: Duration,
     /// Follow 3xx redirects (through the same proxy, at most [`super::MAX_REDIRECTS`]).
     pub allow_redirects: bool,
-    /// Extra request headers.
-    pub headers: Vec<(String, String)>,
+    /// Extra request headers. Values are secrets (Authorization, API
+    /// keys); they are sent to the target's origin only, never after a
+    /// redirect to another scheme, host or port.
+    pub headers: Vec<(String, Secret)>,
     /// Optional: the body must contain this string.
     pub body_contains: Option<String>,
     /// Optional: the body must match this regex.

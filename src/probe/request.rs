@@ -11,23 +11,27 @@ use url::Url;
 use super::dial::io_error;
 use super::{printable, CheckOptions, StepError};
 use crate::model::{Proxy, Reason};
+use crate::secret::Secret;
 
 /// Headers parsed at most in a response head; more is an `http` failure.
 const MAX_HEADERS: usize = 100;
 /// A chunk-size line (with extensions) longer than this is not HTTP.
 const MAX_CHUNK_LINE: usize = 1024;
+/// A `Location` longer than this is cut (and will most likely not parse).
+const MAX_LOCATION: usize = 4096;
 /// Bytes asked of the socket per read: small, since most answers are small.
 const READ_CHUNK: usize = 4096;
 
 /// Write the request for `url` into `out`. `absolute` selects the
 /// absolute-form request line sent to HTTP proxies for `http://` targets,
-/// which then carries the proxy's credentials.
+/// which then carries the proxy's credentials. `headers` are the configured
+/// ones, or none after a redirect to another origin.
 pub(crate) fn build_request(
     out: &mut BytesMut,
     url: &Url,
     absolute: bool,
     proxy: &Proxy,
-    opts: &CheckOptions,
+    headers: &[(String, Secret)],
 ) {
     out.clear();
     out.extend_from_slice(b"GET ");
@@ -37,11 +41,7 @@ pub(crate) fn build_request(
         out.extend_from_slice(url[url::Position::BeforePath..url::Position::AfterQuery].as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let has = |name: &str| {
-        opts.headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case(name))
-    };
+    let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
     if !has("host") {
         out.extend_from_slice(b"Host: ");
         out.extend_from_slice(host_header(url).as_bytes());
@@ -56,13 +56,13 @@ pub(crate) fn build_request(
         out.extend_from_slice(b"Accept: */*\r\n");
     }
     out.extend_from_slice(b"Connection: close\r\n");
-    for (k, v) in &opts.headers {
+    for (k, v) in headers {
         if k.eq_ignore_ascii_case("connection") {
             continue;
         }
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(v.expose().as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if absolute {
@@ -158,7 +158,7 @@ where
     }
 }
 
-fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, StepError> {
+pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, StepError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
@@ -198,7 +198,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, StepError> {
                 .next()
                 .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
         } else if h.name.eq_ignore_ascii_case("location") {
-            location = Some(printable(&String::from_utf8_lossy(h.value)));
+            // Followed, so not cut short; quoted only through `quote_peer`.
+            let l = printable(&String::from_utf8_lossy(h.value));
+            location = Some(crate::secret::cut(&l, MAX_LOCATION));
         }
     }
     let framing = if status == 204 || status == 304 || (100..200).contains(&status) {
@@ -459,7 +461,7 @@ pub(crate) fn check_body(body: &[u8], opts: &CheckOptions) -> Result<(), StepErr
                 format!(
                     "body ({} bytes read) does not contain {:?}",
                     body.len(),
-                    printable(needle)
+                    crate::secret::cut(&printable(needle), 120)
                 ),
             ));
         }
@@ -471,7 +473,7 @@ pub(crate) fn check_body(body: &[u8], opts: &CheckOptions) -> Result<(), StepErr
                 format!(
                     "body ({} bytes read) does not match /{}/",
                     body.len(),
-                    printable(re.as_str())
+                    crate::secret::cut(&printable(re.as_str()), 120)
                 ),
             ));
         }

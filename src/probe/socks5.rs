@@ -7,6 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::dial::{io_error, read_exact_counted, resolve_target};
 use super::StepError;
 use crate::model::{Proxy, Reason};
+use crate::secret::Secret;
 
 const VERSION: u8 = 0x05;
 const NO_AUTH: u8 = 0x00;
@@ -196,7 +197,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let user = proxy.username.as_deref().unwrap_or("").as_bytes();
-    let pass = proxy.password.as_deref().unwrap_or("").as_bytes();
+    let pass = proxy
+        .password
+        .as_ref()
+        .map_or("", Secret::expose)
+        .as_bytes();
     let (Ok(ulen), Ok(plen)) = (u8::try_from(user.len()), u8::try_from(pass.len())) else {
         return Err(StepError::new(
             Reason::ProxyAuthFailed,

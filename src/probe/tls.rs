@@ -188,6 +188,7 @@ pub(crate) async fn handshake<S>(
     host: &str,
     stream: S,
     what: &str,
+    quote: impl Fn(&str) -> String,
 ) -> Result<tokio_rustls::client::TlsStream<S>, super::StepError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -207,7 +208,11 @@ where
         match tls_error {
             Some(te) => super::StepError::new(
                 Reason::Tls,
-                format!("TLS handshake with {what} {host} failed: {te}"),
+                // rustls names the peer's certificate: the peer's text.
+                format!(
+                    "TLS handshake with {what} {host} failed: {}",
+                    quote(&te.to_string())
+                ),
             ),
             None => match e.kind() {
                 std::io::ErrorKind::UnexpectedEof

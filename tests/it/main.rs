@@ -28,4 +28,5 @@ mod postgres;
 mod probe_faults;
 mod readme;
 mod real_proxies;
+mod secrets;
 mod sharding;

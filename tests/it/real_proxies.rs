@@ -128,7 +128,7 @@ async fn expect(
 /// A configured password appears nowhere in the result: not in `error`, not
 /// in its Debug form, not in its JSON.
 fn assert_no_password(proxy: &Proxy, res: &CheckResult) {
-    let Some(pw) = proxy.password.as_deref() else {
+    let Some(pw) = proxy.password.as_ref().map(pharox_exporter::Secret::expose) else {
         return;
     };
     let err = res.error.clone().unwrap_or_default();

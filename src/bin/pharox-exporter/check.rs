@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 
-use pharox_exporter::{redact_credentials, Userinfo};
+use pharox_exporter::redact_entry;
 use pharox_exporter::{run_sweep, SweepParams};
 use pharox_exporter::{CheckResult, Config, Proxy, PHAROX_DEFAULT_TARGET};
 
@@ -27,10 +27,7 @@ pub(crate) async fn run(
         match pharox_exporter::parse_proxy_url(u) {
             Ok(p) => proxies.push(Arc::new(p)),
             Err(e) => {
-                eprintln!(
-                    "warning: argument {:?}: {e}; skipped",
-                    redact_credentials(u, Userinfo::KeepUsername)
-                );
+                eprintln!("warning: argument {:?}: {e}; skipped", redact_entry(u));
                 bad += 1;
             }
         }

@@ -90,7 +90,10 @@ async fn pharox_reads_what_we_write_as_its_own_orchestrator_would() {
     assert_eq!(p1.protocol.as_str(), "http");
     assert_eq!((p1.host.as_str(), p1.port), ("10.0.0.1", 3001));
     assert_eq!(p1.username.as_deref(), Some("alice"));
-    assert_eq!(p1.password.as_deref(), Some("pa:ss@w0rd"));
+    assert_eq!(
+        p1.password.as_ref().map(pharox_exporter::Secret::expose),
+        Some("pa:ss@w0rd")
+    );
     assert_eq!(p1.pool, "eu");
     assert_eq!(p1.provider, "acme");
     assert_eq!(p1.labels["country"], "DE");

@@ -378,7 +378,7 @@ pub(crate) fn result(
 /// A sink/source config for `url` with fast retries (tests restart servers).
 pub(crate) fn config(url: &str) -> pharox_exporter::DbConfig {
     pharox_exporter::DbConfig {
-        url: Some(url.to_string()),
+        url: Some(url.into()),
         retry_max_backoff_seconds: 0.5,
         ..Default::default()
     }

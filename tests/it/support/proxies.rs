@@ -112,7 +112,7 @@ impl ProxyServer {
         let mut p = Proxy::new(protocol, "127.0.0.1", self.port());
         if let Some((u, pw)) = creds {
             p.username = Some(u.to_string());
-            p.password = Some(pw.to_string());
+            p.password = Some(pw.into());
             p.id = Proxy::derive_id(protocol, Some(u), "127.0.0.1", self.port());
         }
         p
