@@ -17,6 +17,14 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
+# Property tests draw their cases from a fixed seed here, so a run is
+# repeatable; explore new cases with PROPTEST_RNG_SEED=random (or any other
+# number) and PROPTEST_CASES=5000.
+if [[ "${PROPTEST_RNG_SEED:-}" == random ]]; then
+    unset PROPTEST_RNG_SEED
+else
+    export PROPTEST_RNG_SEED=${PROPTEST_RNG_SEED:-20261130}
+fi
 # The tests start real servers (squid, dante, PostgreSQL, Prometheus...):
 # they run as root so those can switch users and bind as configured.
 if [[ $(id -u) -eq 0 ]]; then

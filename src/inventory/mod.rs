@@ -421,7 +421,17 @@ pub fn parse_proxy_url(s: &str) -> Result<Proxy, String> {
     if s.is_empty() {
         return Err("empty proxy URL".into());
     }
-    if !s.contains("://") {
+    // A URL only when what precedes `://` is a scheme (RFC 3986: a letter,
+    // then letters, digits, `+`, `-`, `.`): in `host:port:user:pa://ss` the
+    // `://` belongs to the password.
+    let is_url = s.find("://").is_some_and(|i| {
+        let scheme = &s[..i];
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    if !is_url {
         return parse_provider_form(s);
     }
     let u = url::Url::parse(s).map_err(|e| format!("invalid proxy URL {:?}: {e}", redact(s)))?;

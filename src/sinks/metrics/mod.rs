@@ -495,7 +495,9 @@ impl Metrics {
                     status: st.as_str().to_string(),
                 }));
             }
-            for reason in Reason::ALL {
+            // local_resources is never counted here (such a check is not
+            // recorded, see `checks_skipped`): no series for it.
+            for reason in Reason::ALL.iter().filter(|r| **r != Reason::LocalResources) {
                 drop(self.errors.get_or_create(&ReasonLabels {
                     pool: pool.clone(),
                     provider: provider.clone(),
