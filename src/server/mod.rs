@@ -284,3 +284,31 @@ pub(crate) async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     }
     Err(last)
 }
+
+/// An `AppState` over the default config, an empty state and no reloader
+/// (a reload answers "shutting down"), with `max_requests` render slots:
+/// the fixture of the route and status-page unit tests.
+#[cfg(test)]
+pub(crate) fn test_app(max_requests: usize) -> AppState {
+    use crate::config::{Config, Overrides};
+    let cfg = Config::load(None, &Overrides::default()).expect("default config");
+    let state = Arc::new(StateStore::new());
+    let gauges = Arc::new(SweepGauges::default());
+    let metrics = Arc::new(Metrics::new(
+        &cfg.metrics.latency_buckets,
+        state.clone(),
+        gauges.clone(),
+        Vec::new(),
+    ));
+    let (reload, _) = tokio::sync::mpsc::channel(1);
+    AppState {
+        metrics,
+        state,
+        gauges,
+        config: Arc::new(RwLock::new(Arc::new(cfg))),
+        ready: false.into(),
+        reload,
+        started: Instant::now(),
+        requests: limits::Requests::new(max_requests),
+    }
+}

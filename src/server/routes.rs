@@ -196,38 +196,11 @@ async fn reload(app: &AppState) -> Resp {
 mod tests {
     use super::*;
     use crate::sinks::metrics::exposition::{OPENMETRICS, TEXT_004};
-    use std::sync::RwLock;
-    use std::time::Instant;
 
     use http_body_util::BodyExt;
 
-    use crate::config::{Config, Overrides};
-    use crate::sinks::metrics::Metrics;
-    use crate::state::StateStore;
-    use crate::sweep::SweepGauges;
-
     fn app() -> Arc<AppState> {
-        let cfg = Config::load(None, &Overrides::default()).expect("default config");
-        let state = Arc::new(StateStore::new());
-        let gauges = Arc::new(SweepGauges::default());
-        let metrics = Arc::new(Metrics::new(
-            &cfg.metrics.latency_buckets,
-            state.clone(),
-            gauges.clone(),
-            Vec::new(),
-        ));
-        // No reloader listens: POST /-/reload answers "shutting down".
-        let (reload, _) = tokio::sync::mpsc::channel(1);
-        Arc::new(AppState {
-            metrics,
-            state,
-            gauges,
-            config: Arc::new(RwLock::new(Arc::new(cfg))),
-            ready: false.into(),
-            reload,
-            started: Instant::now(),
-            requests: super::super::limits::Requests::new(1),
-        })
+        Arc::new(super::super::test_app(1))
     }
 
     async fn get(method: Method, path: &str, accept: Option<&str>) -> (StatusCode, String, String) {

@@ -505,35 +505,12 @@ fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::RwLock;
     use std::time::Instant;
 
-    use crate::config::{Config, Overrides};
     use crate::model::{CheckResult, Phases, ProxyProtocol};
-    use crate::sinks::metrics::Metrics;
-    use crate::sweep::SweepGauges;
 
     fn app() -> AppState {
-        let cfg = Config::load(None, &Overrides::default()).expect("default config");
-        let state = Arc::new(StateStore::new());
-        let gauges = Arc::new(SweepGauges::default());
-        let metrics = Arc::new(Metrics::new(
-            &cfg.metrics.latency_buckets,
-            state.clone(),
-            gauges.clone(),
-            Vec::new(),
-        ));
-        let (reload, _) = tokio::sync::mpsc::channel(1);
-        AppState {
-            metrics,
-            state,
-            gauges,
-            config: Arc::new(RwLock::new(Arc::new(cfg))),
-            ready: false.into(),
-            reload,
-            started: Instant::now(),
-            requests: crate::server::limits::Requests::new(40),
-        }
+        crate::server::test_app(40)
     }
 
     fn proxy(port: u16, pool: &str, provider: &str) -> Arc<Proxy> {
