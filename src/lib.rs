@@ -21,23 +21,28 @@
 // test `tests/it/layering.rs` enforces this; README "Layout" draws it).
 //
 // L0 vocabulary and primitives
-mod model; //      Proxy, ProxyProtocol, ProxyStatus, Phase, Reason, CheckResult
 mod secret; //     Secret (prints ***) and the credential redactors
+mod model; //      Proxy, ProxyProtocol, ProxyStatus, Phase, Reason, CheckResult (imports secret)
 mod shutdown; //   the stop token and a tracker for graceful drains
 mod tls_roots; //  webpki + system roots + an optional CA file
-               // L1 leaf capabilities
+
+// L1 leaf capabilities
 mod pharox_db; //  pharox's PostgreSQL schema: config, connect, errors, stats, leases
 mod probe; //      one check of one proxy: dial, handshake, request, classify
 mod state; //      per-proxy state: hysteresis, recheck back-off, status counts
-           // L2 pipeline stages
+
+// L2 pipeline stages
 mod inventory; //  where proxies come from: file formats, pharox's database, shards
 mod sweep; //      one sweep: bounded workers, pacing, grace
-           // L3 settings, and consumers of results
+
+// L3 settings, and consumers of results
 mod config; //     file + flags -> one validated, typed Config
 mod sinks; //      results -> state, metrics, database writer
-           // L4 HTTP
+
+// L4 HTTP
 mod server; //     /metrics, /probe, /-/*, status page
-            // L5 composition root
+
+// L5 composition root
 mod app; //        App::build (all that can fail at start), App::run
 
 // The API used by the binary (`src/bin/pharox-exporter`) and tests/.
