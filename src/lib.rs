@@ -21,8 +21,8 @@
 // test `tests/it/layering.rs` enforces this; README "Layout" draws it).
 //
 // L0 vocabulary and primitives
-mod secret; //     Secret (prints ***) and the credential redactors
 mod model; //      Proxy, ProxyProtocol, ProxyStatus, Phase, Reason, CheckResult (imports secret)
+mod secret; //     Secret (prints ***) and the credential redactors
 mod shutdown; //   the stop token and a tracker for graceful drains
 mod tls_roots; //  webpki + system roots + an optional CA file
 

@@ -707,8 +707,10 @@ fn parse_csv(path: &Path, text: &str, out: &mut Loaded) -> Result<(), InventoryE
     let Some((header_line, header)) = lines.next() else {
         return Err(fmt_err(1, "CSV has no header row".into()));
     };
-    let headers =
-        csv_fields(header).map_err(|m| fmt_err(header_line, format!("bad CSV header: {m}")))?;
+    let mut csv = CsvLines::new();
+    let headers = csv
+        .fields(header)
+        .map_err(|m| fmt_err(header_line, format!("bad CSV header: {m}")))?;
     let cols: Vec<Option<usize>> = headers
         .iter()
         .map(|h| CSV_COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(h)))
@@ -723,7 +725,7 @@ fn parse_csv(path: &Path, text: &str, out: &mut Loaded) -> Result<(), InventoryE
         ));
     }
     for (line, raw) in lines {
-        let rec = match csv_fields(raw) {
+        let rec = match csv.fields(raw) {
             Ok(r) => r,
             Err(m) => {
                 out.errors.push(RowError {
@@ -765,23 +767,70 @@ fn parse_csv(path: &Path, text: &str, out: &mut Loaded) -> Result<(), InventoryE
     Ok(())
 }
 
-/// The fields of one CSV line, trimmed. The message never quotes the line
-/// (it may hold a password).
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
-    if line.bytes().filter(|b| *b == b'"').count() % 2 == 1 {
-        return Err(
-            "malformed CSV row: unbalanced quote (\"); a quoted field must end on its line".into(),
-        );
+/// Splits CSV lines into trimmed fields, one line at a time (so a stray
+/// quote cannot swallow the rows after it), with one parser and one set of
+/// buffers for the whole file: building a parser per line cost a quarter of
+/// `sweep --once`'s CPU on a 100k-row inventory.
+struct CsvLines {
+    rdr: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl CsvLines {
+    fn new() -> Self {
+        CsvLines {
+            rdr: csv_core::Reader::new(),
+            out: vec![0; 256],
+            ends: vec![0; 16],
+        }
     }
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(line.as_bytes());
-    match rdr.records().next() {
-        Some(Ok(rec)) => Ok(rec.iter().map(str::to_string).collect()),
-        Some(Err(_)) => Err("malformed CSV row".into()),
-        None => Ok(Vec::new()),
+
+    /// The fields of one CSV line, trimmed. The message never quotes the
+    /// line (it may hold a password).
+    fn fields(&mut self, line: &str) -> Result<Vec<String>, String> {
+        if line.bytes().filter(|b| *b == b'"').count() % 2 == 1 {
+            return Err(
+                "malformed CSV row: unbalanced quote (\"); a quoted field must end on its line"
+                    .into(),
+            );
+        }
+        self.rdr.reset();
+        let mut input = line.as_bytes();
+        let (mut nout, mut nend) = (0, 0);
+        loop {
+            let (res, nin, o, e) =
+                self.rdr
+                    .read_record(input, &mut self.out[nout..], &mut self.ends[nend..]);
+            input = &input[nin..];
+            nout += o;
+            nend += e;
+            match res {
+                // The line is all there is: an empty input says "end of data".
+                csv_core::ReadRecordResult::InputEmpty => {}
+                csv_core::ReadRecordResult::OutputFull => {
+                    let n = self.out.len() * 2;
+                    self.out.resize(n, 0);
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    let n = self.ends.len() * 2;
+                    self.ends.resize(n, 0);
+                }
+                csv_core::ReadRecordResult::Record => break,
+                csv_core::ReadRecordResult::End => return Ok(Vec::new()),
+            }
+        }
+        let data =
+            std::str::from_utf8(&self.out[..nout]).map_err(|_| "malformed CSV row".to_string())?;
+        let mut start = 0;
+        Ok(self.ends[..nend]
+            .iter()
+            .map(|&end| {
+                let field = data[start..end].trim().to_string();
+                start = end;
+                field
+            })
+            .collect())
     }
 }
 
