@@ -35,34 +35,6 @@ const IDLE: usize = 1000;
 /// + margin fit; 1000 idle sockets on top do not.
 const EXPORTER_NOFILE: u64 = 1024;
 
-/// Raise this test process's soft descriptor limit to its hard limit (as
-/// the exporter does) and return it: the fakes' sockets and the idle
-/// client sockets live here.
-fn raise_own_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every unix
-    let soft = lim.rlim_cur as u64;
-    soft
-}
-
 /// `PROXIES` inventory entries over a few fakes (distinct user names make
 /// distinct proxies), all healthy.
 async fn fleet(dir: &ServerDir) -> (FakeTarget, Vec<FakeProxy>, std::path::PathBuf) {
@@ -110,13 +82,11 @@ async fn fresh_scrape(url: &str) -> Result<(Duration, Scrape), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_and_a_slowloris_leave_every_proxy_active() {
-    let own = raise_own_nofile();
-    // Fakes (two sockets per check in flight) plus the idle client sockets.
-    assert!(
-        own >= (IDLE + 4 * PROXIES + 256) as u64,
-        "this test needs about {} descriptors; the hard limit is {own}",
-        IDLE + 4 * PROXIES + 256
-    );
+    // This process holds the fakes' sockets (two per check in flight) and
+    // the idle client sockets: raise its soft limit as the exporter does,
+    // with the exporter's own guard, which says what to raise if too low.
+    pharox_exporter::ensure_fd_limit(IDLE + 4 * PROXIES + 256, 0)
+        .unwrap_or_else(|e| panic!("this test's own descriptors: {e}"));
     let dir = ServerDir::new("exporter-abuse-idle");
     let (target, _fakes, inv) = fleet(&dir).await;
     let mut args = base_args(&inv, target.url("/").as_str());
