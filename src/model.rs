@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -246,6 +247,19 @@ pub enum Reason {
     ExitIpLeak,
     /// Too many redirects, or a redirect without a usable Location.
     Redirect,
+    /// The proxy answered with an error page or status of its own making
+    /// (RFC 9209 `Proxy-Status`, squid's `X-Squid-Error`, a stock error
+    /// page): it could not reach or use the target. The proxy's own error
+    /// type is in [`CheckResult::error`].
+    ProxyUpstream,
+    /// The judge's answer could not be read (not one of the judge formats,
+    /// or no exit IP in it): never a silent pass.
+    JudgeUnparsable,
+    /// The proxy hides us less than the pool's `min_anonymity` requires.
+    Anonymity,
+    /// The exit's country differs from the one the inventory declares, and
+    /// the pool's `geo_policy` is `fail`.
+    GeoMismatch,
     /// Not the proxy's fault: the exporter itself had no file descriptor
     /// left to dial it (EMFILE/ENFILE). Such a check counts as not done
     /// ([`CheckResult::is_unchecked`]): never recorded as a status.
@@ -254,7 +268,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in a stable order.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Timeout,
         Reason::ConnectRefused,
         Reason::ConnectError,
@@ -270,6 +284,10 @@ impl Reason {
         Reason::BodyMismatch,
         Reason::ExitIpLeak,
         Reason::Redirect,
+        Reason::ProxyUpstream,
+        Reason::JudgeUnparsable,
+        Reason::Anonymity,
+        Reason::GeoMismatch,
         Reason::LocalResources,
     ];
 
@@ -291,6 +309,10 @@ impl Reason {
             Reason::BodyMismatch => "body_mismatch",
             Reason::ExitIpLeak => "exit_ip_leak",
             Reason::Redirect => "redirect",
+            Reason::ProxyUpstream => "proxy_upstream",
+            Reason::JudgeUnparsable => "judge_unparsable",
+            Reason::Anonymity => "anonymity",
+            Reason::GeoMismatch => "geo_mismatch",
             Reason::LocalResources => "local_resources",
         }
     }
@@ -325,6 +347,11 @@ pub struct Proxy {
     /// Free-form labels carried from the inventory; never exported as metric labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The country the proxy is sold as (ISO 3166-1 alpha-2, upper case),
+    /// from an inventory column or pharox's `proxy.country`; compared with
+    /// the exit's geolocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 /// Pool label used when the inventory gives none.
@@ -347,6 +374,7 @@ impl Proxy {
             pool: DEFAULT_POOL.to_string(),
             provider: DEFAULT_PROVIDER.to_string(),
             labels: BTreeMap::new(),
+            country: None,
         }
     }
 
@@ -402,6 +430,7 @@ impl fmt::Debug for Proxy {
             .field("pool", &self.pool)
             .field("provider", &self.provider)
             .field("labels", &self.labels)
+            .field("country", &self.country)
             .finish()
     }
 }
@@ -489,6 +518,10 @@ pub struct CheckResult {
     pub checked_at: DateTime<Utc>,
     /// Per-phase timings of the last attempt.
     pub phases: Phases,
+    /// What a judge target saw of the exit and where the exit is; `None`
+    /// when the target is not a judge or the attempt got no answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<Exit>,
 }
 
 impl CheckResult {
@@ -503,6 +536,119 @@ impl CheckResult {
     pub fn is_unchecked(&self) -> bool {
         self.reason == Some(Reason::LocalResources)
     }
+}
+
+/// How much of us a proxy lets the target see, from the headers a judge
+/// received. Ordered: `Transparent < Anonymous < Elite`, so a pool's
+/// `min_anonymity` is a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Anonymity {
+    /// One of our own IPs appears in a header (X-Forwarded-For, Forwarded,
+    /// X-Real-IP, Client-IP, Via) or is the exit IP itself.
+    Transparent,
+    /// Proxy headers (Via, X-Forwarded-For, Proxy-Connection...) are
+    /// present, but without our IP.
+    Anonymous,
+    /// No trace of a proxy.
+    Elite,
+}
+
+impl Anonymity {
+    /// Every level, lowest first.
+    pub const ALL: [Anonymity; 3] = [
+        Anonymity::Transparent,
+        Anonymity::Anonymous,
+        Anonymity::Elite,
+    ];
+
+    /// Label, config and JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Anonymity::Transparent => "transparent",
+            Anonymity::Anonymous => "anonymous",
+            Anonymity::Elite => "elite",
+        }
+    }
+}
+
+impl fmt::Display for Anonymity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Anonymity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "transparent" => Ok(Anonymity::Transparent),
+            "anonymous" => Ok(Anonymity::Anonymous),
+            "elite" => Ok(Anonymity::Elite),
+            other => Err(format!(
+                "unknown anonymity level {other:?} (expected transparent, anonymous or elite)"
+            )),
+        }
+    }
+}
+
+/// What a pool does when a proxy exits in another country than the one
+/// the inventory declares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeoPolicy {
+    /// The check fails with [`Reason::GeoMismatch`].
+    #[default]
+    Fail,
+    /// The check keeps its status; the mismatch is only marked and counted.
+    Report,
+}
+
+/// Where an exit IP is, from a MaxMind-format database (GeoLite2/GeoIP2
+/// City, Country or ASN, DB-IP). Each field is `None` when the database
+/// has no answer for it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Geo {
+    /// ISO 3166-1 alpha-2, upper case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// City name (English).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// Latitude, degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    /// Longitude, degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
+    /// Autonomous system number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    /// Autonomous system organisation (pharox's `isp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+}
+
+/// What is known of a proxy's exit after a check against a judge.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Exit {
+    /// The address the judge saw the request come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// How much of us the judge saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymity: Option<Anonymity>,
+    /// The header that decided the level (lower case, e.g.
+    /// `x-forwarded-for`); `None` for elite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymity_header: Option<String>,
+    /// Geolocation of [`Exit::ip`], when a database is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<Geo>,
+    /// The exit's country differs from [`Proxy::country`] (whatever the
+    /// pool's [`GeoPolicy`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub geo_mismatch: bool,
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::values::{Attempts, BodyRegex, Seconds, StatusCodes, TargetUrl, Timeout};
 use super::ConfigError;
-use crate::model::ProxyProtocol;
+use crate::model::{Anonymity, GeoPolicy, ProxyProtocol};
 use crate::secret::Secret;
 use crate::state;
 
@@ -44,6 +44,12 @@ pub(super) struct OptionsSpec {
     pub(super) body_regex: Option<BodyRegex>,
     /// Our own egress IPs: a body reporting one of them is an `exit_ip_leak`.
     pub(super) own_ips: Option<Vec<IpAddr>>,
+    /// The target is a proxy judge (exit IP, anonymity).
+    pub(super) judge: Option<bool>,
+    /// Lowest anonymity level a judge check accepts.
+    pub(super) min_anonymity: Option<Anonymity>,
+    /// `fail` or `report` an exit outside the declared country.
+    pub(super) geo_policy: Option<GeoPolicy>,
     /// Body bytes read at most.
     pub(super) max_body_bytes: Option<usize>,
     /// PEM file of extra CAs trusted for the target.
@@ -73,6 +79,9 @@ impl OptionsSpec {
             body_contains,
             body_regex,
             own_ips,
+            judge,
+            min_anonymity,
+            geo_policy,
             max_body_bytes,
             tls_ca_file,
             tls_insecure_skip_verify,

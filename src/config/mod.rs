@@ -431,6 +431,9 @@ fn resolve_options(spec: &OptionsSpec, tls_cache: &mut TlsCache) -> Result<Check
     if let Some(n) = spec.max_body_bytes {
         o.max_body_bytes = n.min(MAX_BODY_BYTES_CAP);
     }
+    o.judge = spec.judge.unwrap_or(false);
+    o.min_anonymity = spec.min_anonymity;
+    o.geo_policy = spec.geo_policy.unwrap_or_default();
     Ok(o)
 }
 

@@ -202,6 +202,7 @@ fn proxy_from_row(row: &tokio_postgres::Row) -> Result<(Proxy, bool), String> {
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| DEFAULT_PROVIDER.to_string()),
             labels,
+            country: None,
         },
         exclusive,
     ))

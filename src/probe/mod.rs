@@ -77,6 +77,7 @@ pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
                     error: None,
                     checked_at: chrono::Utc::now(),
                     phases,
+                    exit: None,
                 };
             }
             Err(f) => last = Some((f, phases, att.last_status)),
@@ -107,6 +108,7 @@ pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
         error: Some(failure.error),
         checked_at: chrono::Utc::now(),
         phases,
+        exit: None,
     }
 }
 

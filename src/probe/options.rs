@@ -14,7 +14,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::tls::{self, TlsConfigError};
-use crate::model::{Proxy, ProxyProtocol};
+use crate::model::{Anonymity, GeoPolicy, Proxy, ProxyProtocol};
 use crate::secret::Secret;
 
 /// pharox's default target (`HealthCheckOptions.target_url`).
@@ -48,6 +48,15 @@ pub struct CheckOptions {
     /// Optional: our own egress IPs; if the body reports one of them as the
     /// exit IP, the proxy leaks us and the check fails with `exit_ip_leak`.
     pub own_ips: Vec<IpAddr>,
+    /// The target is a proxy judge: its answer is parsed for the exit IP
+    /// and the headers it received (anonymity), and an unparsable answer
+    /// is [`crate::Reason::JudgeUnparsable`].
+    pub judge: bool,
+    /// With a judge: below this level the check fails with
+    /// [`crate::Reason::Anonymity`].
+    pub min_anonymity: Option<Anonymity>,
+    /// What an exit in another country than the declared one does.
+    pub geo_policy: GeoPolicy,
     /// At most this many body bytes are read (default 64 KiB).
     pub max_body_bytes: usize,
     /// At most this many bytes of status line + headers (default 32 KiB).
@@ -108,6 +117,9 @@ impl CheckOptions {
             body_contains: None,
             body_regex: None,
             own_ips: Vec::new(),
+            judge: false,
+            min_anonymity: None,
+            geo_policy: GeoPolicy::Fail,
             max_body_bytes: 64 * 1024,
             max_header_bytes: 32 * 1024,
             target_tls,

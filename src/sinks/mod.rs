@@ -76,6 +76,7 @@ mod tests {
             error: None,
             checked_at: chrono::Utc::now(),
             phases: Phases::default(),
+            exit: None,
         }
     }
 

@@ -354,6 +354,7 @@ mod tests {
             error: None,
             checked_at: Utc::now(),
             phases: Default::default(),
+            exit: None,
         };
         let a = Pending::new(id, &proxy, &r);
         let b = Pending::new(id, &proxy, &r);
@@ -380,6 +381,7 @@ mod tests {
             error: Some("timeout via socks5://u:pw@h:1".into()),
             checked_at: Utc::now(),
             phases: Default::default(),
+            exit: None,
         };
         let p = Pending::new(id, &proxy, &r);
         assert!(!p.error.as_deref().unwrap_or_default().contains("pw"));

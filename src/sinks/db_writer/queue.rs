@@ -149,6 +149,7 @@ mod tests {
             error: None,
             checked_at: at,
             phases: Default::default(),
+            exit: None,
         };
         Pending::new(Uuid::from_u128(id), &proxy, &r)
     }

@@ -43,6 +43,7 @@ fn result(status: ProxyStatus, latency_ms: u64, failed: Option<(Reason, Phase)>)
         error: failed.map(|_| "timed out".to_string()),
         checked_at: checked_at(),
         phases,
+        exit: None,
     }
 }
 

@@ -372,6 +372,7 @@ pub(crate) fn result(
         error: error.map(String::from),
         checked_at,
         phases: Default::default(),
+        exit: None,
     }
 }
 
