@@ -55,15 +55,18 @@ pub use inventory::{
     parse_proxy_url, Duplicate, Format, InventoryRead, ReadMode, RowError, Shard, Source,
     SourceError, SourceSpec,
 };
-pub use model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
+pub use model::{
+    Anonymity, CheckResult, Exit, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason,
+};
 pub use pharox_db::{
     Config as DbConfig, Error as DbError, LeaseBurst, PgTls as DbTls, Stats as DbStats,
 };
 pub use probe::{
-    check, client_config, CheckOptions, TlsConfigError, PHAROX_DEFAULT_TARGET, USER_AGENT,
+    check, check_with, client_config, learn_own_ips, CheckOptions, OwnIps, TlsConfigError,
+    PHAROX_DEFAULT_TARGET, USER_AGENT,
 };
 pub use secret::{redact_credentials, redact_entry, Secret, Userinfo};
-pub use server::WebConfigError;
+pub use server::{bind_judge, serve_judge, WebConfigError, JUDGE_MAX_CONNECTIONS};
 pub use shutdown::Shutdown;
 pub use sinks::db_writer::{CloseReport, ResultWriter};
 pub use sweep::{run as run_sweep, SweepOutcome, SweepParams};

@@ -9,12 +9,12 @@
 //! one core. `concurrency` workers run on every core, allocate nothing per
 //! check beyond the check itself, and bound memory by concurrency, not by N.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::model::{CheckResult, Proxy};
-use crate::probe::{self, OptionsByPool};
+use crate::probe::{self, OptionsByPool, OwnIps};
 use crate::shutdown::Shutdown;
 
 /// How one sweep runs: its pace, how it stops, and where it reports
@@ -77,6 +77,8 @@ pub struct SweepGauges {
     pub proxies: AtomicUsize,
     /// Checks completed in the current sweep.
     pub completed: AtomicUsize,
+    /// Direct requests to a judge (learning our own IPs) that failed, ever.
+    pub own_ips_learn_failures: AtomicU64,
 }
 
 /// What a finished sweep reports.
@@ -116,6 +118,10 @@ impl Pacer {
 /// check, as soon as it completes; it must not block for long (hand heavy
 /// work to a channel). When `params.shutdown` triggers, no new check starts;
 /// checks in flight get `params.grace` to finish, then are abandoned and counted.
+///
+/// When any options name a judge, the sweep first learns our own IPs from
+/// each judge by a direct request ([`probe::learn_own_ips`]), so they are
+/// fresh every sweep; failures are counted in the gauges.
 pub async fn run<F>(
     proxies: Arc<[Arc<Proxy>]>,
     options: Arc<OptionsByPool>,
@@ -133,6 +139,19 @@ where
         gauges,
     } = params;
     let started = Instant::now();
+    let own_ips = if options.iter().any(|o| o.judge) && !proxies.is_empty() {
+        tokio::select! {
+            own = probe::learn_own_ips(options.iter().map(|o| &**o)) => own,
+            // Each learn is bounded by its timeout, but shutdown need not wait.
+            _ = shutdown.wait() => OwnIps::default(),
+        }
+    } else {
+        OwnIps::default()
+    };
+    let failures = own_ips.failures().count() as u64;
+    gauges
+        .own_ips_learn_failures
+        .fetch_add(failures, Ordering::Relaxed);
     let total = proxies.len();
     gauges.proxies.store(total, Ordering::Relaxed);
     gauges.completed.store(0, Ordering::Relaxed);
@@ -143,6 +162,7 @@ where
     let worker = Arc::new(Worker {
         proxies,
         options,
+        own_ips,
         cursor: AtomicUsize::new(0),
         pacer,
         gauges: gauges.clone(),
@@ -168,6 +188,7 @@ where
 struct Worker<F> {
     proxies: Arc<[Arc<Proxy>]>,
     options: Arc<OptionsByPool>,
+    own_ips: OwnIps,
     cursor: AtomicUsize,
     pacer: Option<Pacer>,
     gauges: Arc<SweepGauges>,
@@ -200,7 +221,7 @@ where
             let gauges = &self.gauges;
             gauges.in_flight.fetch_add(1, Ordering::Relaxed);
             let opts = self.options.for_proxy(proxy);
-            let result = probe::check(proxy, opts).await;
+            let result = probe::check_with(proxy, opts, &self.own_ips).await;
             gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
             gauges.completed.fetch_add(1, Ordering::Relaxed);
             (self.on_result)(proxy, result);

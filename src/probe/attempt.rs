@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::model::{Phase, Phases, Reason};
+use crate::model::{Exit, Phase, Phases, Reason};
 
 /// A failed protocol step: why, and a message safe to show. Carries no
 /// phase; [`StepError::at`] (or [`Attempt::phase`]) stamps one on it.
@@ -39,6 +39,11 @@ impl StepError {
             error: self.error,
         }
     }
+
+    /// The message alone (for a failure outside any attempt).
+    pub(crate) fn into_message(self) -> String {
+        self.error
+    }
 }
 
 /// How one attempt failed: a [`StepError`] with the phase it happened in,
@@ -52,13 +57,15 @@ pub(super) struct AttemptError {
 }
 
 /// One attempt: its deadline, the time spent per phase (summed over
-/// redirect hops) and the last HTTP status seen.
+/// redirect hops), the last HTTP status seen and, with a judge target,
+/// what the judge saw of the exit.
 pub(super) struct Attempt {
     pub(super) start: Instant,
     deadline: Instant,
     timeout: Duration,
     spent: [Option<Duration>; 6],
     pub(super) last_status: Option<u16>,
+    pub(super) exit: Option<Exit>,
 }
 
 impl Attempt {
@@ -70,6 +77,7 @@ impl Attempt {
             timeout,
             spent: [None; 6],
             last_status: None,
+            exit: None,
         }
     }
 

@@ -12,13 +12,15 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
-use crate::model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
+use crate::model::{CheckResult, Exit, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
 use crate::secret::{cut, mask_known, Secret};
 
 mod attempt;
 pub(crate) mod dial;
 pub(crate) mod http_proxy;
+mod judge;
 mod options;
+mod own_ips;
 #[cfg(test)]
 mod proptests;
 pub(crate) mod request;
@@ -31,6 +33,8 @@ use attempt::{Attempt, AttemptError};
 use dial::{Conn, ProxyStream};
 pub(crate) use options::OptionsByPool;
 pub use options::{CheckOptions, PHAROX_DEFAULT_TARGET};
+use own_ips::Own;
+pub use own_ips::{learn_own_ips, OwnIps};
 pub use tls::{client_config, TlsConfigError};
 
 /// Redirect hops followed at most when `allow_redirects` is on.
@@ -48,13 +52,29 @@ pub const USER_AGENT: &str = concat!("pharox-exporter/", env!("CARGO_PKG_VERSION
 /// result is INACTIVE with the last attempt's reason, phase and error, and
 /// `latency_ms` is the timeout (as pharox reports it); `elapsed_ms` is how
 /// long the check really took.
+///
+/// Against a judge (`opts.judge`), our own IPs are only the configured
+/// `own_ips`; [`check_with`] adds those learnt by [`learn_own_ips`].
 pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
+    check_with(proxy, opts, &OwnIps::default()).await
+}
+
+/// [`check`], knowing the own IPs learnt from the judges (a sweep learns
+/// them once at its start). The result's `exit` is filled whenever a
+/// judge's answer was read: on success, and on a failure it decided
+/// (`anonymity`, `exit_ip_leak`).
+pub async fn check_with(proxy: &Proxy, opts: &CheckOptions, own: &OwnIps) -> CheckResult {
+    let own = if opts.judge {
+        Some(own.view(opts))
+    } else {
+        None
+    };
     let attempts = opts.attempts.max(1);
     let started = std::time::Instant::now();
     let elapsed_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let mut last: Option<(AttemptError, Phases, Option<u16>)> = None;
+    let mut last: Option<(AttemptError, Phases, Option<u16>, Option<Exit>)> = None;
     for n in 1..=attempts {
-        let (att, outcome) = attempt_with_fds(proxy, opts).await;
+        let (att, outcome) = attempt_with_fds(proxy, opts, own.as_ref()).await;
         let total = att.start.elapsed();
         let phases = att.phases(total);
         match outcome {
@@ -77,13 +97,13 @@ pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
                     error: None,
                     checked_at: chrono::Utc::now(),
                     phases,
-                    exit: None,
+                    exit: att.exit,
                 };
             }
-            Err(f) => last = Some((f, phases, att.last_status)),
+            Err(f) => last = Some((f, phases, att.last_status, att.exit)),
         }
     }
-    let (failure, phases, status_code) = match last {
+    let (failure, phases, status_code, exit) = match last {
         Some(l) => l,
         // Unreachable: at least one attempt ran. Kept total for safety.
         None => (
@@ -93,6 +113,7 @@ pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
                 error: "no attempt was made".to_string(),
             },
             Phases::default(),
+            None,
             None,
         ),
     };
@@ -108,7 +129,7 @@ pub async fn check(proxy: &Proxy, opts: &CheckOptions) -> CheckResult {
         error: Some(failure.error),
         checked_at: chrono::Utc::now(),
         phases,
-        exit: None,
+        exit,
     }
 }
 
@@ -124,11 +145,12 @@ const FD_RETRY_WAIT: Duration = Duration::from_millis(50);
 async fn attempt_with_fds(
     proxy: &Proxy,
     opts: &CheckOptions,
+    own: Option<&Own>,
 ) -> (Attempt, Result<u16, AttemptError>) {
     let mut retries = 0;
     loop {
         let mut att = Attempt::new(opts.timeout);
-        let outcome = run_attempt(proxy, opts, &mut att).await;
+        let outcome = run_attempt(proxy, opts, own, &mut att).await;
         match &outcome {
             Err(f) if f.reason == Reason::LocalResources && retries < FD_RETRIES => {
                 retries += 1;
@@ -140,10 +162,11 @@ async fn attempt_with_fds(
 }
 
 /// One attempt: fetch the target, following redirects within the deadline.
-/// Returns the final (expected) status.
+/// Returns the final (expected) status. `own` is set for judge targets.
 async fn run_attempt(
     proxy: &Proxy,
     opts: &CheckOptions,
+    own: Option<&Own>,
     att: &mut Attempt,
 ) -> Result<u16, AttemptError> {
     // One buffer per attempt, reused by every hop and every phase.
@@ -162,6 +185,12 @@ async fn run_attempt(
         let (head, absolute) = fetch(proxy, opts, headers, url, att, &mut buf).await?;
         let status = head.status;
         if opts.expected_status_codes.contains(&status) {
+            if let Some(own) = own {
+                let (exit, verdict) =
+                    judge::judge(&buf, &opts.own_ips, &own.as_view(), opts.min_anonymity);
+                att.exit = exit;
+                verdict.map_err(|f| f.at(Phase::Body))?;
+            }
             request::check_body(&buf, opts).map_err(|f| f.at(Phase::Body))?;
             return Ok(status);
         }

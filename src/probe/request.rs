@@ -449,8 +449,11 @@ fn find_crlf(b: &[u8]) -> Option<usize> {
 }
 
 /// The configured body checks, in order: contains, regex, exit-IP leak.
+/// A judge's answer is read by [`super::judge`] instead of scanned for our
+/// IPs (its headers may name us without the exit being ours).
 pub(crate) fn check_body(body: &[u8], opts: &CheckOptions) -> Result<(), StepError> {
-    if opts.body_contains.is_none() && opts.body_regex.is_none() && opts.own_ips.is_empty() {
+    let scan_own_ips = !opts.own_ips.is_empty() && !opts.judge;
+    if opts.body_contains.is_none() && opts.body_regex.is_none() && !scan_own_ips {
         return Ok(());
     }
     let text = String::from_utf8_lossy(body);
@@ -478,7 +481,7 @@ pub(crate) fn check_body(body: &[u8], opts: &CheckOptions) -> Result<(), StepErr
             ));
         }
     }
-    if !opts.own_ips.is_empty() {
+    if scan_own_ips {
         let own: Vec<IpAddr> = opts.own_ips.iter().map(IpAddr::to_canonical).collect();
         if let Some(ip) = ips_in(&text).find(|ip| own.contains(&ip.to_canonical())) {
             return Err(StepError::new(

@@ -28,12 +28,14 @@ use crate::state::StateStore;
 use crate::sweep::SweepGauges;
 
 mod auth;
+mod judge;
 mod limits;
 mod probe;
 pub(crate) mod routes;
 mod status;
 mod web_config;
 
+pub use judge::{bind_judge, serve_judge, JUDGE_MAX_CONNECTIONS};
 pub(crate) use limits::Requests;
 pub(crate) use routes::route;
 pub use web_config::WebConfigError;

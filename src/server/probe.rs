@@ -60,8 +60,15 @@ pub(super) async fn probe(req: &Parts, app: &Arc<AppState>) -> Resp {
     };
     let cfg = app.current_config();
     let opts = cfg.options.for_proxy(&proxy).clone();
+    // A judge target: learn our own IPs first (one direct request), as a
+    // sweep does, so the probe's anonymity level matches the sweep's.
+    let own = if opts.judge {
+        crate::probe::learn_own_ips([&*opts]).await
+    } else {
+        crate::probe::OwnIps::default()
+    };
     let started = Instant::now();
-    let r = crate::probe::check(&proxy, &opts).await;
+    let r = crate::probe::check_with(&proxy, &opts, &own).await;
     let reg = registry(&r, started.elapsed());
     let om = wants_openmetrics(req);
     encode(&reg, om)

@@ -24,7 +24,7 @@ use pharox_exporter::{
     about = "Prometheus exporter that sweeps proxy pools and classifies each proxy ACTIVE / SLOW / INACTIVE",
     long_about = "Without a subcommand, runs the exporter: sweeps the inventory every --sweep.interval and serves \
                   /metrics. `check` validates proxies ad hoc, `sweep --once` runs one sweep and prints JSON lines, \
-                  `validate` checks a config and its inventory.\n\n\
+                  `validate` checks a config and its inventory, `judge` serves a proxy judge.\n\n\
                   Global options may be given before or after the subcommand. Exporter options apply only \
                   without a subcommand and are refused with one. Flags override the config file; a \
                   \"[default: X, ...]\" names the value used when neither sets it.",
@@ -60,7 +60,26 @@ pub(crate) enum Cmd {
     },
     /// Check a config file and its inventory without running anything.
     Validate,
+    /// Serve a proxy judge: every request is answered with JSON naming the
+    /// client's IP, every header received and the request line; point a
+    /// pool's target_url at it with `judge: true`.
+    Judge {
+        /// Address to listen on (loopback unless you mean it).
+        #[arg(
+            long = "web.listen-address",
+            value_name = "ADDR",
+            default_value = DEFAULT_JUDGE_ADDRESS
+        )]
+        listen_address: String,
+        /// Open connections at most; past it, the longest-idle one is closed.
+        #[arg(long = "web.max-connections", value_name = "N", default_value_t = pharox_exporter::JUDGE_MAX_CONNECTIONS)]
+        max_connections: usize,
+    },
 }
+
+/// Where `judge` listens by default: loopback, so that nothing is exposed
+/// unless asked for.
+pub(crate) const DEFAULT_JUDGE_ADDRESS: &str = "127.0.0.1:10188";
 
 impl Cmd {
     fn name(&self) -> &'static str {
@@ -68,6 +87,7 @@ impl Cmd {
             Cmd::Check { .. } => "check",
             Cmd::Sweep { .. } => "sweep",
             Cmd::Validate => "validate",
+            Cmd::Judge { .. } => "judge",
         }
     }
 }

@@ -7,6 +7,7 @@
 mod check;
 mod cli;
 mod inventory;
+mod judge;
 mod logging;
 mod output;
 mod sweep_once;
@@ -77,6 +78,10 @@ fn main() -> ExitCode {
             Some(Cmd::Check { urls, output }) => check::run(urls, output, common).await,
             Some(Cmd::Sweep { .. }) => sweep_once::run(common).await,
             Some(Cmd::Validate) => validate::run(common).await,
+            Some(Cmd::Judge {
+                listen_address,
+                max_connections,
+            }) => judge::run(&listen_address, max_connections).await,
             None => run_exporter(common, &cli.run).await,
         }
     });
