@@ -16,6 +16,7 @@
 
 mod support;
 
+mod anonymity;
 mod bundle;
 mod cli;
 mod deadlines;

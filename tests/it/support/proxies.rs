@@ -206,8 +206,15 @@ fn htpasswd_line(user: &str, pass: &str) -> String {
 }
 
 /// Squid as a plain HTTP proxy; with `auth`, Basic auth against an htpasswd
-/// file (407 for missing or wrong credentials).
+/// file (407 for missing or wrong credentials). Squid's defaults add
+/// `Via` and `X-Forwarded-For` (our address) to requests it forwards.
 pub(crate) fn squid(auth: Option<(&str, &str)>) -> ProxyServer {
+    squid_with(auth, "")
+}
+
+/// [`squid`] with `extra` config lines (e.g. `forwarded_for delete`,
+/// `via off`, `tcp_outgoing_address 127.0.0.21`).
+pub(crate) fn squid_with(auth: Option<(&str, &str)>, extra: &str) -> ProxyServer {
     let bin = require_binary(&["/usr/sbin/squid", "squid"], "squid");
     let dir = ServerDir::new("squid");
     // The service name keys squid's shared memory: unique per instance so
@@ -259,7 +266,8 @@ pub(crate) fn squid(auth: Option<(&str, &str)>) -> ProxyServer {
              cache_store_log none\n\
              coredump_dir {d}\n\
              connect_timeout 5 seconds\n\
-             shutdown_lifetime 0 seconds\n"
+             shutdown_lifetime 0 seconds\n\
+             {extra}"
         );
         let conf_path = dir.write("squid.conf", conf);
         if is_root() {
@@ -290,8 +298,15 @@ pub(crate) fn squid(auth: Option<(&str, &str)>) -> ProxyServer {
     }
 }
 
-/// Tinyproxy as a plain HTTP proxy (no ConnectPort lines: CONNECT to any port).
+/// Tinyproxy as a plain HTTP proxy (no ConnectPort lines: CONNECT to any
+/// port), without its `Via` header.
 pub(crate) fn tinyproxy() -> ProxyServer {
+    tinyproxy_with("DisableViaHeader Yes\n")
+}
+
+/// Tinyproxy with `extra` config lines; without any, it adds its default
+/// `Via` header (e.g. `Bind 127.0.0.24` picks the outgoing address).
+pub(crate) fn tinyproxy_with(extra: &str) -> ProxyServer {
     let bin = require_binary(&["/usr/bin/tinyproxy", "tinyproxy"], "tinyproxy");
     let dir = ServerDir::new("tinyproxy");
     let (addr, child) = start_on_free_port("tinyproxy", &dir, |port| {
@@ -305,7 +320,7 @@ pub(crate) fn tinyproxy() -> ProxyServer {
              LogFile \"{d}/tinyproxy.log\"\n\
              LogLevel Info\n\
              PidFile \"{d}/tinyproxy.pid\"\n\
-             DisableViaHeader Yes\n"
+             {extra}"
         );
         let conf_path = dir.write("tinyproxy.conf", conf);
         let mut cmd = Command::new(&bin);
@@ -451,6 +466,11 @@ pub(crate) fn ensure_socks_user() {
 
 /// microsocks (SOCKS5); with `auth`, RFC 1929 username/password only.
 pub(crate) fn microsocks(auth: Option<(&str, &str)>) -> ProxyServer {
+    microsocks_bound(auth, None)
+}
+
+/// [`microsocks`] connecting out from `bind` (its `-b`), when given.
+pub(crate) fn microsocks_bound(auth: Option<(&str, &str)>, bind: Option<&str>) -> ProxyServer {
     let bin = require_binary(&["/usr/bin/microsocks", "microsocks"], "microsocks");
     let name = if auth.is_some() {
         "microsocks-auth"
@@ -466,6 +486,9 @@ pub(crate) fn microsocks(auth: Option<(&str, &str)>) -> ProxyServer {
             .arg(port.to_string());
         if let Some((u, p)) = auth {
             cmd.arg("-u").arg(u).arg("-P").arg(p);
+        }
+        if let Some(b) = bind {
+            cmd.arg("-b").arg(b);
         }
         ChildGuard::spawn("microsocks", cmd, &dir.join("microsocks.out"))
     });
