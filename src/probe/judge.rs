@@ -186,9 +186,8 @@ fn parse_cgi(t: &str) -> Result<JudgeAnswer, &'static str> {
             headers.push((name.to_ascii_lowercase().replace('_', "-"), value));
         }
     }
-    let exit_ip = exit_ip.ok_or(
-        "not a judge answer: no JSON with \"origin\", no bare IP, no REMOTE_ADDR = line",
-    )?;
+    let exit_ip = exit_ip
+        .ok_or("not a judge answer: no JSON with \"origin\", no bare IP, no REMOTE_ADDR = line")?;
     Ok(JudgeAnswer {
         exit_ip,
         headers: Some(headers),
@@ -400,8 +399,10 @@ mod tests {
 
     #[test]
     fn reads_httpbin_json_with_a_forwarded_chain() {
-        let a = parse(br#"{"origin": "10.1.1.1, 203.0.113.9", "headers": {"Host": "j", "Via": "1.1 squid"}}"#)
-            .unwrap();
+        let a = parse(
+            br#"{"origin": "10.1.1.1, 203.0.113.9", "headers": {"Host": "j", "Via": "1.1 squid"}}"#,
+        )
+        .unwrap();
         assert_eq!(a.exit_ip, ip("203.0.113.9"));
         assert_eq!(
             a.headers,
@@ -416,8 +417,10 @@ mod tests {
         assert_eq!(a.exit_ip, ip("198.51.100.4"));
         assert_eq!(a.headers, None);
         // ipify's JSON, list-valued headers, IPv6 with a port.
-        let a = parse(br#"{"ip":"[2001:db8::5]:443","headers":{"X-Real-IP":["1.2.3.4","5.6.7.8"],"n":1}}"#)
-            .unwrap();
+        let a = parse(
+            br#"{"ip":"[2001:db8::5]:443","headers":{"X-Real-IP":["1.2.3.4","5.6.7.8"],"n":1}}"#,
+        )
+        .unwrap();
         assert_eq!(a.exit_ip, ip("2001:db8::5"));
         assert_eq!(a.headers, h(&[("x-real-ip", "1.2.3.4, 5.6.7.8")]));
     }
@@ -456,7 +459,13 @@ mod tests {
         assert_eq!(get("accept"), Some("*/*"));
         assert_eq!(get("remote-port"), None, "not an HTTP_ variable");
         assert_eq!(
-            classify(&JudgeAnswer { headers: Some(headers.clone()), ..a }, &OwnView::Known(&[ip("192.0.2.10")])),
+            classify(
+                &JudgeAnswer {
+                    headers: Some(headers.clone()),
+                    ..a
+                },
+                &OwnView::Known(&[ip("192.0.2.10")])
+            ),
             Verdict {
                 anonymity: Some(Anonymity::Transparent),
                 header: Some("x-forwarded-for"),
@@ -500,7 +509,10 @@ mod tests {
             (v.anonymity, v.header)
         };
         // Our IP in X-Forwarded-For beats the Via that also is there.
-        let a = ans(h(&[("via", "1.1 squid"), ("x-forwarded-for", "10.0.0.1, 192.0.2.1")]));
+        let a = ans(h(&[
+            ("via", "1.1 squid"),
+            ("x-forwarded-for", "10.0.0.1, 192.0.2.1"),
+        ]));
         assert_eq!(
             level(&a, &known),
             (Some(Anonymity::Transparent), Some("x-forwarded-for"))
@@ -534,7 +546,8 @@ mod tests {
     #[test]
     fn judge_fills_the_exit_and_fails_below_the_minimum() {
         let own = [ip("127.0.0.1")];
-        let body = br#"{"origin":"127.0.0.23","headers":{"x-forwarded-for":"127.0.0.1","via":"1.1 s"}}"#;
+        let body =
+            br#"{"origin":"127.0.0.23","headers":{"x-forwarded-for":"127.0.0.1","via":"1.1 s"}}"#;
         let (exit, ok) = judge(body, &[], &OwnView::Known(&own), None);
         let exit = exit.unwrap();
         assert_eq!(exit.ip, Some(ip("127.0.0.23")));
@@ -551,11 +564,21 @@ mod tests {
             "proxy is transparent: our address 127.0.0.1 in x-forwarded-for; the pool requires elite"
         );
 
-        let (_, r) = judge(body, &[], &OwnView::Known(&own), Some(Anonymity::Transparent));
+        let (_, r) = judge(
+            body,
+            &[],
+            &OwnView::Known(&own),
+            Some(Anonymity::Transparent),
+        );
         assert!(r.is_ok());
 
         // The exit is one of the configured own_ips: exit_ip_leak.
-        let (exit, err) = judge(body, &[ip("127.0.0.23")], &OwnView::Known(&[ip("127.0.0.23")]), None);
+        let (exit, err) = judge(
+            body,
+            &[ip("127.0.0.23")],
+            &OwnView::Known(&[ip("127.0.0.23")]),
+            None,
+        );
         assert_eq!(exit.unwrap().anonymity, Some(Anonymity::Transparent));
         let e = err.unwrap_err().at(crate::model::Phase::Body);
         assert_eq!(e.reason, Reason::ExitIpLeak);

@@ -97,7 +97,9 @@ pub async fn learn_own_ips<'a>(options: impl IntoIterator<Item = &'a CheckOption
     for (o, r) in judges.iter().zip(answers) {
         let target = redacted_target(o);
         match &r {
-            Ok(ips) => tracing::debug!(judge = %target, own_ips = ?ips, "own IPs learnt from the judge"),
+            Ok(ips) => {
+                tracing::debug!(judge = %target, own_ips = ?ips, "own IPs learnt from the judge")
+            }
             Err(e) => tracing::warn!(
                 judge = %target,
                 error = %e,
@@ -122,12 +124,7 @@ async fn learn_one(opts: &CheckOptions) -> Result<Vec<IpAddr>, String> {
     let mut buf = BytesMut::with_capacity(4096);
     let fetched = tokio::time::timeout(opts.timeout, direct_fetch(opts, &mut buf)).await;
     let status = match fetched {
-        Err(_) => {
-            return Err(format!(
-                "timed out after {} ms",
-                opts.timeout.as_millis()
-            ))
-        }
+        Err(_) => return Err(format!("timed out after {} ms", opts.timeout.as_millis())),
         Ok(Err(e)) => return Err(e.into_message()),
         Ok(Ok(status)) => status,
     };
@@ -159,7 +156,7 @@ async fn direct_fetch(opts: &CheckOptions, buf: &mut BytesMut) -> Result<u16, St
             &host,
             ProxyStream::Plain(tcp),
             "judge",
-            |s| super::printable(s),
+            |s| crate::secret::cut(&super::printable(s), 512),
         )
         .await?;
         Conn::Tls(Box::new(tls))
@@ -206,13 +203,18 @@ mod tests {
                     .into()
             )
         );
-        own.by_judge
-            .insert(opts.target_url.to_string(), Err("connection refused".into()));
+        own.by_judge.insert(
+            opts.target_url.to_string(),
+            Err("connection refused".into()),
+        );
         assert_eq!(
             own.view(&opts),
             Own::Unknown("our own IPs are unknown: no own_ips configured, and the direct request to the judge failed: connection refused".into())
         );
-        assert_eq!(own.failures().collect::<Vec<_>>(), vec![("http://127.0.0.1:9/", "connection refused")]);
+        assert_eq!(
+            own.failures().collect::<Vec<_>>(),
+            vec![("http://127.0.0.1:9/", "connection refused")]
+        );
         opts.own_ips = vec![ip("192.0.2.1")];
         assert_eq!(own.view(&opts), Own::Known(vec![ip("192.0.2.1")]));
         own.by_judge.insert(
@@ -223,6 +225,9 @@ mod tests {
             own.view(&opts),
             Own::Known(vec![ip("192.0.2.1"), ip("127.0.0.1")])
         );
-        assert_eq!(own.learnt("http://127.0.0.1:9/"), Some(&[ip("127.0.0.1"), ip("192.0.2.1")][..]));
+        assert_eq!(
+            own.learnt("http://127.0.0.1:9/"),
+            Some(&[ip("127.0.0.1"), ip("192.0.2.1")][..])
+        );
     }
 }

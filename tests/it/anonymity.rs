@@ -62,7 +62,10 @@ fn judge_opts(url: &str) -> CheckOptions {
 async fn learn(o: &CheckOptions) -> OwnIps {
     let own = learn_own_ips([o]).await;
     assert_eq!(own.failures().count(), 0, "{own:?}");
-    assert_eq!(own.learnt(o.target_url.as_str()), Some(&[ip("127.0.0.1")][..]));
+    assert_eq!(
+        own.learnt(o.target_url.as_str()),
+        Some(&[ip("127.0.0.1")][..])
+    );
     own
 }
 
@@ -77,12 +80,7 @@ fn exit(at: &str, anonymity: Option<Anonymity>, header: Option<&str>) -> Option<
 }
 
 fn assert_up(r: &CheckResult, server: &ProxyServer) {
-    assert_eq!(
-        r.status,
-        ProxyStatus::Active,
-        "{r:#?}\n{}",
-        server.logs()
-    );
+    assert_eq!(r.status, ProxyStatus::Active, "{r:#?}\n{}", server.logs());
     assert_eq!(r.reason, None);
 }
 
@@ -96,8 +94,7 @@ fn assert_failed(r: &CheckResult, reason: Reason, error: &str) {
 #[tokio::test]
 async fn squid_adding_x_forwarded_for_is_transparent_and_fails_an_elite_pool() {
     let judge = OurJudge::start().await;
-    let squid =
-        proxies::squid_with(None, "forwarded_for on\ntcp_outgoing_address 127.0.0.21\n");
+    let squid = proxies::squid_with(None, "forwarded_for on\ntcp_outgoing_address 127.0.0.21\n");
     let proxy = squid.proxy(ProxyProtocol::Http, None);
     let mut o = judge_opts(&judge.url());
     let own = learn(&o).await;
@@ -297,7 +294,8 @@ async fn the_judge_subcommand_serves_check_which_learns_our_ips() {
 
     // Its answer, from a client bound to 127.0.0.9.
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-    sock.bind(SocketAddr::from(([127, 0, 0, 9], 0))).expect("bind");
+    sock.bind(SocketAddr::from(([127, 0, 0, 9], 0)))
+        .expect("bind");
     let mut s = sock.connect(addr).await.expect("connect");
     s.write_all(b"GET /any?x=1 HTTP/1.1\r\nHost: j\r\nVia: 1.1 test\r\nConnection: close\r\n\r\n")
         .await
@@ -319,8 +317,7 @@ async fn the_judge_subcommand_serves_check_which_learns_our_ips() {
         })
     );
 
-    let squid =
-        proxies::squid_with(None, "forwarded_for on\ntcp_outgoing_address 127.0.0.23\n");
+    let squid = proxies::squid_with(None, "forwarded_for on\ntcp_outgoing_address 127.0.0.23\n");
     let cfg = dir.write(
         "config.yaml",
         format!(

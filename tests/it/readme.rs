@@ -44,6 +44,10 @@ const COMMANDS: &[(&str, Proof)] = &[
     ),
     ("pharox-exporter validate --config examples/pharox.yaml", Proof::Run),
     (
+        "pharox-exporter judge --web.listen-address 127.0.0.1:10188",
+        Proof::Elsewhere("serves until stopped, on a fixed port; anonymity::the_judge_subcommand_serves_check_which_learns_our_ips starts this command on a free loopback port and checks through it"),
+    ),
+    (
         "pharox-exporter --config.file examples/pharox.yaml",
         Proof::Elsewhere("the exporter on the example's documentation-range addresses (not ours); started on loopback configs by e2e:: tests"),
     ),
