@@ -96,6 +96,11 @@ pub(crate) struct LastCheck {
     pub exit: Option<Box<ExitSeen>>,
 }
 
+/// Default of `metrics.exit_country_limit`: exit countries per pool with
+/// a series of their own. A pool that spans more is rare (a global
+/// residential pool), and its long tail reads as well summed as `other`.
+pub(crate) const DEFAULT_EXIT_COUNTRY_LIMIT: usize = 50;
+
 /// An ISO 3166-1 alpha-2 country code: two upper-case ASCII letters, so
 /// at most 676 values whatever a geolocation database says (a bounded
 /// label value).
