@@ -56,6 +56,7 @@ pub use inventory::{
     SourceError, SourceSpec,
 };
 pub use model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
+pub use model::{Anonymity, Exit, Geo};
 pub use pharox_db::{
     Config as DbConfig, Error as DbError, LeaseBurst, PgTls as DbTls, Stats as DbStats,
 };
