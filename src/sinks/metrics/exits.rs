@@ -157,7 +157,7 @@ impl Collector for ExitCollector {
         let limit = self.settings.country_limit.load(Ordering::Relaxed);
         let mut fam = enc.encode_descriptor(
             "proxies_by_exit_country",
-            "Proxies by the country their last check exited in (the pool's top countries; the rest as country=\"other\")",
+            "Proxies by the country their last check exited in (the pool's top countries; the rest as country=\"other\", emitted for every pool)",
             None,
             MetricType::Gauge,
         )?;
@@ -167,10 +167,10 @@ impl Collector for ExitCollector {
                 let labels = [("pool", *pool), ("country", country)];
                 ConstGauge::new(n as i64).encode(fam.encode_family(&labels)?)?;
             }
-            if other > 0 {
-                let labels = [("pool", *pool), ("country", "other")];
-                ConstGauge::new(other as i64).encode(fam.encode_family(&labels)?)?;
-            }
+            // Every pool has `other`, at 0 when its countries fit the cap:
+            // the pool's series exist (and sum) before any exit is seen.
+            let labels = [("pool", *pool), ("country", "other")];
+            ConstGauge::new(other as i64).encode(fam.encode_family(&labels)?)?;
         }
 
         let mut fam = enc.encode_descriptor(

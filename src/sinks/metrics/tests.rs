@@ -589,6 +589,7 @@ fn exits_per_pool_by_level_and_capped_country() {
                 ("country=DE,pool=eu", 2.0),
                 ("country=FR,pool=eu", 1.0),
                 ("country=other,pool=eu", 2.0),
+                ("country=other,pool=us", 0.0),
             ]),
             "{ctx}"
         );
