@@ -55,8 +55,8 @@ pub use inventory::{
     parse_proxy_url, Duplicate, Format, InventoryRead, ReadMode, RowError, Shard, Source,
     SourceError, SourceSpec,
 };
-pub use model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
 pub use model::{Anonymity, Exit, Geo};
+pub use model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
 pub use pharox_db::{
     Config as DbConfig, Error as DbError, LeaseBurst, PgTls as DbTls, Stats as DbStats,
 };

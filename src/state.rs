@@ -13,7 +13,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::model::{Anonymity, CheckResult, Exit, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
+use crate::model::{
+    Anonymity, CheckResult, Exit, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason,
+};
 
 const SHARDS: usize = 32;
 
@@ -640,11 +642,17 @@ mod tests {
     fn exit_summary_keeps_valid_country_codes_only() {
         let e = exit_for(1).expect("an exit");
         let seen = ExitSeen::of(&e);
-        assert_eq!(seen.country.map(|c| c.as_str().to_string()), Some("US".into()));
+        assert_eq!(
+            seen.country.map(|c| c.as_str().to_string()),
+            Some("US".into())
+        );
         assert_eq!(seen.anonymity, Some(Anonymity::Anonymous));
         assert_eq!(Country::parse("Germany"), None);
         assert_eq!(Country::parse("d1"), None);
-        assert_eq!(Country::parse("de").map(|c| c.as_str().to_string()), Some("DE".into()));
+        assert_eq!(
+            Country::parse("de").map(|c| c.as_str().to_string()),
+            Some("DE".into())
+        );
     }
 
     #[test]

@@ -317,7 +317,9 @@ impl Filter {
                         format!("reason: {v:?} is not one of {}", all.join(", "))
                     })?);
                 }
-                "anonymity" => f.anonymity = Some(v.parse().map_err(|e| format!("anonymity: {e}"))?),
+                "anonymity" => {
+                    f.anonymity = Some(v.parse().map_err(|e| format!("anonymity: {e}"))?)
+                }
                 "country" => {
                     let c = Country::parse(v).ok_or_else(|| {
                         format!("country: {v:?} is not a two-letter country code")
@@ -360,10 +362,10 @@ impl Filter {
     fn exit_matches(&self, e: Option<&ExitSeen>) -> bool {
         self.anonymity
             .is_none_or(|a| e.and_then(|e| e.anonymity) == Some(a))
-            && self.country.as_deref().is_none_or(|c| {
-                e.and_then(|e| e.country)
-                    .is_some_and(|x| x.as_str() == c)
-            })
+            && self
+                .country
+                .as_deref()
+                .is_none_or(|c| e.and_then(|e| e.country).is_some_and(|x| x.as_str() == c))
             && self
                 .geo_mismatch
                 .is_none_or(|m| e.is_some_and(|e| e.geo_mismatch) == m)
@@ -571,9 +573,7 @@ fn walk(state: &StateStore, filter: &Filter) -> Walk {
                 elapsed_ms: last.elapsed_ms,
                 checked_at: last.checked_at,
                 exit_ip: exit.and_then(|e| e.ip).map(|ip| ip.to_string()),
-                exit_country: exit
-                    .and_then(|e| e.country)
-                    .map(|c| c.as_str().to_string()),
+                exit_country: exit.and_then(|e| e.country).map(|c| c.as_str().to_string()),
                 declared_country: p.country.clone(),
                 anonymity: exit.and_then(|e| e.anonymity).map(Anonymity::as_str),
                 geo_mismatch: exit.is_some_and(|e| e.geo_mismatch),
@@ -911,8 +911,14 @@ mod tests {
                 .map(|w| (w.exit_country.unwrap_or_default(), w.anonymity))
                 .collect()
         };
-        assert_eq!(ids("anonymity=transparent"), [("US".into(), Some("transparent"))]);
-        assert_eq!(ids("geo_mismatch=true"), [("US".into(), Some("transparent"))]);
+        assert_eq!(
+            ids("anonymity=transparent"),
+            [("US".into(), Some("transparent"))]
+        );
+        assert_eq!(
+            ids("geo_mismatch=true"),
+            [("US".into(), Some("transparent"))]
+        );
         assert_eq!(
             ids("country=de"),
             [

@@ -532,7 +532,10 @@ impl Metrics {
         label_sets: impl IntoIterator<Item = &'a (String, String, ProxyProtocol)>,
     ) {
         for (pool, provider, protocol) in label_sets.into_iter().take(PREINIT_LABEL_SETS) {
-            drop(self.geo_mismatches.get_or_create(&PoolLabel { pool: pool.clone() }));
+            drop(
+                self.geo_mismatches
+                    .get_or_create(&PoolLabel { pool: pool.clone() }),
+            );
             let protocol = protocol.as_str();
             for st in CHECK_OUTCOMES {
                 drop(self.checks.get_or_create(&StatusLabels {

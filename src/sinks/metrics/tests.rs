@@ -666,9 +666,7 @@ fn per_proxy_exit_info_under_the_per_proxy_cap() {
                     1.0
                 ),
                 (
-                    &format!(
-                        "anonymity=transparent,country=US,exit_ip=10.0.0.3,{set},proxy_id=e4"
-                    ),
+                    &format!("anonymity=transparent,country=US,exit_ip=10.0.0.3,{set},proxy_id=e4"),
                     1.0
                 ),
             ]),

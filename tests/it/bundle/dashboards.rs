@@ -534,7 +534,10 @@ fn pool_health_has_an_exits_row() {
         r#"sum by (level) (pharox_proxies_by_anonymity{pool=~"$pool", protocol=~"$protocol"})"#
     );
     let countries = find(&d, "Exit countries");
-    assert_eq!(countries["targets"][0]["instant"], true, "the countries now");
+    assert_eq!(
+        countries["targets"][0]["instant"], true,
+        "the countries now"
+    );
     assert!(exprs(countries)[0].contains("sum by (country) (pharox_proxies_by_exit_country{"));
     assert!(exprs(find(&d, "Distinct exit IPs"))[0]
         .starts_with("sum by (pool) (pharox_exit_ips_distinct{"));

@@ -141,7 +141,12 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
             "{set:?}: every reason pre-initialised{}",
             ctx()
         );
-        for r in ["proxy_upstream", "judge_unparsable", "anonymity", "geo_mismatch"] {
+        for r in [
+            "proxy_upstream",
+            "judge_unparsable",
+            "anonymity",
+            "geo_mismatch",
+        ] {
             assert!(reasons.contains(r), "{set:?}: {r}{}", ctx());
         }
     }
@@ -168,14 +173,19 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
             assert_eq!(series[0].value, 0.0, "{family} {pool}{}", ctx());
         }
         assert_eq!(
-            m.label_values("pharox_proxies_by_exit_country", "country", &[("pool", pool)]),
+            m.label_values(
+                "pharox_proxies_by_exit_country",
+                "country",
+                &[("pool", pool)]
+            ),
             BTreeSet::from([s("other")]),
             "{pool}{}",
             ctx()
         );
     }
     assert!(
-        m.series("pharox_exporter_min_anonymity_info", &[]).is_empty(),
+        m.series("pharox_exporter_min_anonymity_info", &[])
+            .is_empty(),
         "no pool requires a level{}",
         ctx()
     );
