@@ -56,7 +56,7 @@ pub use inventory::{
     SourceError, SourceSpec,
 };
 pub use model::{
-    Anonymity, CheckResult, Exit, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason,
+    Anonymity, CheckResult, Exit, Geo, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason,
 };
 pub use pharox_db::{
     Config as DbConfig, Error as DbError, LeaseBurst, PgTls as DbTls, Stats as DbStats,

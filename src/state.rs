@@ -9,10 +9,13 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::model::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
+use crate::model::{
+    Anonymity, CheckResult, Exit, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason,
+};
 
 const SHARDS: usize = 32;
 
@@ -90,7 +93,131 @@ pub(crate) struct LastCheck {
     pub phase: Option<Phase>,
     /// Human error (failures only).
     pub error: Option<Box<str>>,
+    /// What the check saw of the exit (judge targets only). Boxed: a
+    /// pool without a judge pays one pointer per proxy, not the summary.
+    pub exit: Option<Box<ExitSeen>>,
 }
+
+/// Default of `metrics.exit_country_limit`: exit countries per pool with
+/// a series of their own. A pool that spans more is rare (a global
+/// residential pool), and its long tail reads as well summed as `other`.
+pub(crate) const DEFAULT_EXIT_COUNTRY_LIMIT: usize = 50;
+
+/// An ISO 3166-1 alpha-2 country code: two upper-case ASCII letters, so
+/// at most 676 values whatever a geolocation database says (a bounded
+/// label value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Country([u8; 2]);
+
+impl Country {
+    /// The code, upper-cased; `None` unless two ASCII letters.
+    pub(crate) fn parse(s: &str) -> Option<Country> {
+        match s.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Some(Country([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => None,
+        }
+    }
+
+    /// The two letters.
+    pub(crate) fn as_str(&self) -> &str {
+        // Two ASCII letters by construction.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+/// The part of an [`Exit`] the exporter keeps per proxy: enough to count
+/// proxies by level and country now, and to show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ExitSeen {
+    /// The exit IP the judge saw.
+    pub ip: Option<IpAddr>,
+    /// Anonymity level.
+    pub anonymity: Option<Anonymity>,
+    /// The exit's country (geolocation), when it is a valid code.
+    pub country: Option<Country>,
+    /// The exit's country differs from the declared one.
+    pub geo_mismatch: bool,
+}
+
+impl ExitSeen {
+    /// The summary of a result's exit.
+    pub(crate) fn of(e: &Exit) -> ExitSeen {
+        ExitSeen {
+            ip: e.ip,
+            anonymity: e.anonymity,
+            country: e
+                .geo
+                .as_ref()
+                .and_then(|g| g.country.as_deref())
+                .and_then(Country::parse),
+            geo_mismatch: e.geo_mismatch,
+        }
+    }
+}
+
+/// Proxies per anonymity level and exit country, from their last checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ExitCounts {
+    /// Proxies per level, in [`Anonymity::ALL`] order.
+    pub levels: [u64; 3],
+    /// Proxies per exit country (no zero entries).
+    pub countries: BTreeMap<Country, u64>,
+    /// Proxies whose exit country differs from the declared one.
+    pub mismatched: u64,
+}
+
+impl ExitCounts {
+    fn add(&mut self, e: &ExitSeen) {
+        if let Some(a) = e.anonymity {
+            self.levels[anonymity_index(a)] += 1;
+        }
+        if let Some(c) = e.country {
+            *self.countries.entry(c).or_default() += 1;
+        }
+        self.mismatched += u64::from(e.geo_mismatch);
+    }
+
+    fn remove(&mut self, e: &ExitSeen) {
+        if let Some(a) = e.anonymity {
+            let n = &mut self.levels[anonymity_index(a)];
+            *n = n.saturating_sub(1);
+        }
+        if let Some(c) = e.country {
+            if let Some(n) = self.countries.get_mut(&c) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.countries.remove(&c);
+                }
+            }
+        }
+        self.mismatched = self.mismatched.saturating_sub(u64::from(e.geo_mismatch));
+    }
+
+    /// Add another row's counts (merging label sets into a pool).
+    pub(crate) fn merge(&mut self, o: &ExitCounts) {
+        for (a, b) in self.levels.iter_mut().zip(o.levels) {
+            *a += b;
+        }
+        for (c, n) in &o.countries {
+            *self.countries.entry(*c).or_default() += n;
+        }
+        self.mismatched += o.mismatched;
+    }
+}
+
+/// Index of a level in [`ExitCounts::levels`].
+pub(crate) fn anonymity_index(a: Anonymity) -> usize {
+    match a {
+        Anonymity::Transparent => 0,
+        Anonymity::Anonymous => 1,
+        Anonymity::Elite => 2,
+    }
+}
+
+/// [`ExitCounts`] per (pool, protocol), summed over providers.
+pub(crate) type ExitCountsByPool = BTreeMap<(String, ProxyProtocol), ExitCounts>;
 
 /// Everything known about one proxy.
 #[derive(Debug, Clone)]
@@ -144,6 +271,8 @@ struct Tally {
     index: HashMap<(String, String, ProxyProtocol), usize>,
     labels: Vec<(String, String, ProxyProtocol)>,
     rows: Vec<[u64; 5]>,
+    /// Exit counts per label set, beside `rows`.
+    exits: Vec<ExitCounts>,
 }
 
 impl Tally {
@@ -154,6 +283,7 @@ impl Tally {
         }
         self.labels.push(key.clone());
         self.rows.push([0; 5]);
+        self.exits.push(ExitCounts::default());
         self.index.insert(key, self.rows.len() - 1);
         self.rows.len() - 1
     }
@@ -166,6 +296,23 @@ impl Tally {
         let n = &mut self.rows[set][status_index(status)];
         *n = n.saturating_sub(1);
     }
+
+    fn add_exit(&mut self, set: usize, e: Option<&ExitSeen>) {
+        if let Some(e) = e {
+            self.exits[set].add(e);
+        }
+    }
+
+    fn remove_exit(&mut self, set: usize, e: Option<&ExitSeen>) {
+        if let Some(e) = e {
+            self.exits[set].remove(e);
+        }
+    }
+}
+
+/// The exit a state's last check saw.
+fn exit_of(s: &ProxyState) -> Option<&ExitSeen> {
+    s.last.as_ref().and_then(|l| l.exit.as_deref())
 }
 
 pub(crate) struct StateStore {
@@ -229,8 +376,10 @@ impl StateStore {
                         if !same_labels {
                             let mut t = lock(&self.tally);
                             t.remove(s.label_set, s.reported);
+                            t.remove_exit(s.label_set, exit_of(s));
                             s.label_set = t.label_set(p);
                             t.add(s.label_set, s.reported);
+                            t.add_exit(s.label_set, exit_of(s));
                         }
                         s.proxy = p.clone();
                     }
@@ -246,7 +395,9 @@ impl StateStore {
             lock(shard).retain(|_, s| {
                 let keep = s.generation == gen;
                 if !keep {
-                    lock(&self.tally).remove(s.label_set, s.reported);
+                    let mut t = lock(&self.tally);
+                    t.remove(s.label_set, s.reported);
+                    t.remove_exit(s.label_set, exit_of(s));
                 }
                 keep
             });
@@ -346,6 +497,15 @@ impl StateStore {
         } else {
             None
         };
+        // Counted from the last check only: a check that saw no exit (the
+        // proxy failed before the judge answered) takes the proxy out of
+        // the level and country counts, as its old exit is no longer known.
+        let exit = r.exit.as_ref().map(|e| Box::new(ExitSeen::of(e)));
+        if exit.as_deref() != exit_of(s) {
+            let mut t = lock(&self.tally);
+            t.remove_exit(s.label_set, exit_of(s));
+            t.add_exit(s.label_set, exit.as_deref());
+        }
         s.last = Some(LastCheck {
             latency_ms: r.latency_ms,
             elapsed_ms: r.elapsed_ms,
@@ -353,6 +513,7 @@ impl StateStore {
             reason: r.reason,
             phase: r.phase,
             error: r.error.as_deref().map(Box::from),
+            exit,
         });
         Transition { before, after }
     }
@@ -373,6 +534,36 @@ impl StateStore {
             .filter(|(_, row)| row.iter().any(|n| *n > 0))
             .map(|(k, row)| (k.clone(), *row))
             .collect()
+    }
+
+    /// Proxies per anonymity level and exit country, per (pool, protocol)
+    /// of the inventory (every one, empty when no exit is known).
+    pub(crate) fn exit_counts(&self) -> ExitCountsByPool {
+        let t = lock(&self.tally);
+        let mut out = ExitCountsByPool::new();
+        for (((pool, _, protocol), row), exits) in t.labels.iter().zip(&t.rows).zip(&t.exits) {
+            if row.iter().any(|n| *n > 0) {
+                out.entry((pool.clone(), *protocol))
+                    .or_default()
+                    .merge(exits);
+            }
+        }
+        out
+    }
+
+    /// [`StateStore::exit_counts`] recomputed by walking every proxy.
+    #[cfg(test)]
+    fn exit_recount(&self) -> ExitCountsByPool {
+        let mut out = ExitCountsByPool::new();
+        self.for_each(|s| {
+            let row = out
+                .entry((s.proxy.pool.clone(), s.proxy.protocol))
+                .or_default();
+            if let Some(e) = exit_of(s) {
+                row.add(e);
+            }
+        });
+        out
     }
 
     /// [`StateStore::counts`] recomputed by walking every proxy (the
@@ -426,6 +617,63 @@ mod tests {
             phases: Phases::default(),
             exit: None,
         }
+    }
+
+    /// A varied exit (or none) for the `k`-th result: every level, three
+    /// countries, a mismatch now and then, and an invalid country code.
+    fn exit_for(k: usize) -> Option<crate::model::Exit> {
+        if k % 4 == 3 {
+            return None;
+        }
+        let country = ["DE", "us", "FR", "Germany"][k % 4 % 3 + usize::from(k % 11 == 0)];
+        Some(crate::model::Exit {
+            ip: Some(IpAddr::from([10, 0, 0, (k % 7) as u8])),
+            anonymity: (k % 5 != 4).then(|| Anonymity::ALL[k % 3]),
+            anonymity_header: None,
+            geo: Some(crate::model::Geo {
+                country: Some(country.to_string()),
+                ..Default::default()
+            }),
+            geo_mismatch: k % 2 == 0,
+        })
+    }
+
+    #[test]
+    fn exit_summary_keeps_valid_country_codes_only() {
+        let e = exit_for(1).expect("an exit");
+        let seen = ExitSeen::of(&e);
+        assert_eq!(
+            seen.country.map(|c| c.as_str().to_string()),
+            Some("US".into())
+        );
+        assert_eq!(seen.anonymity, Some(Anonymity::Anonymous));
+        assert_eq!(Country::parse("Germany"), None);
+        assert_eq!(Country::parse("d1"), None);
+        assert_eq!(
+            Country::parse("de").map(|c| c.as_str().to_string()),
+            Some("DE".into())
+        );
+    }
+
+    #[test]
+    fn exit_counts_follow_the_last_check() {
+        let st = StateStore::new();
+        let mut p = Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1);
+        p.pool = "eu".into();
+        let p = Arc::new(p);
+        st.sync(std::slice::from_ref(&p));
+        let mut r = result(ProxyStatus::Active);
+        r.exit = exit_for(2);
+        st.record(&p, &r, Instant::now());
+        let key = ("eu".to_string(), ProxyProtocol::Http);
+        let c = st.exit_counts()[&key].clone();
+        assert_eq!(c.levels, [0, 0, 1], "elite");
+        assert_eq!(c.mismatched, 1);
+        let fr = Country::parse("FR").expect("valid");
+        assert_eq!(c.countries, BTreeMap::from([(fr, 1)]));
+        // A failed check without an exit: the old exit is no longer counted.
+        st.record(&p, &result(ProxyStatus::Inactive), Instant::now());
+        assert_eq!(st.exit_counts()[&key], ExitCounts::default());
     }
 
     #[test]
@@ -526,19 +774,36 @@ mod tests {
         for round in 0..6usize {
             st.sync(&inventory);
             assert_eq!(st.counts(), st.recount(), "after sync, round {round}");
+            assert_eq!(
+                st.exit_counts(),
+                st.exit_recount(),
+                "exits after sync, round {round}"
+            );
             for (i, p) in inventory.iter().enumerate() {
                 if (i + round) % 3 != 0 {
-                    st.record(p, &result(statuses[(i * 7 + round) % 4]), Instant::now());
+                    let mut r = result(statuses[(i * 7 + round) % 4]);
+                    r.exit = exit_for(i * 5 + round);
+                    st.record(p, &r, Instant::now());
                 }
             }
             assert_eq!(st.counts(), st.recount(), "after results, round {round}");
+            assert_eq!(
+                st.exit_counts(),
+                st.exit_recount(),
+                "exits after results, round {round}"
+            );
             // Next inventory: drop some, add some, move some to another pool.
             inventory.retain(|p| p.port % 5 != round as u16);
             inventory.push(mk(100 + round as u16, "c", "x", ProxyProtocol::Socks5));
             let moved = Arc::make_mut(&mut inventory[0]);
             moved.pool = format!("moved{round}");
         }
+        assert!(
+            st.exit_counts().values().any(|c| c.mismatched > 0),
+            "the fixture exercises mismatches"
+        );
         st.sync(&[]);
+        assert!(st.exit_counts().is_empty(), "no pool left");
         assert!(
             st.counts().is_empty(),
             "an empty inventory leaves no label set"

@@ -12,7 +12,7 @@ use crate::model::unix_now;
 use crate::model::ProxyProtocol;
 use crate::server::ReloadRequest;
 use crate::shutdown::Shutdown;
-use crate::sinks::metrics::{Metrics, SlowThresholds};
+use crate::sinks::metrics::{Metrics, MinAnonymity, SlowThresholds};
 use crate::state::StateStore;
 
 /// Apply the parts of `cfg` that live outside it: the state's hysteresis
@@ -27,6 +27,25 @@ pub(super) fn apply_config(cfg: &Config, state: &StateStore, metrics: &Metrics) 
         .interval
         .set(cfg.sweep.interval.as_secs_f64());
     metrics.check_settings.set(slow_thresholds(cfg));
+    metrics
+        .exit_settings
+        .set(min_anonymity(cfg), cfg.metrics.exit_country_limit);
+}
+
+/// The minimum anonymity levels `cfg` resolved, for
+/// `pharox_exporter_min_anonymity_info`.
+fn min_anonymity(cfg: &Config) -> MinAnonymity {
+    MinAnonymity {
+        by_protocol: ProxyProtocol::ALL
+            .into_iter()
+            .filter_map(|p| Some((p, cfg.options.for_protocol(p).min_anonymity?)))
+            .collect(),
+        by_pool: cfg
+            .options
+            .pools()
+            .map(|(pool, p, o)| ((pool.to_string(), p), o.min_anonymity))
+            .collect(),
+    }
 }
 
 /// The slow thresholds `cfg` resolved, for `pharox_exporter_slow_threshold_seconds`.

@@ -245,6 +245,8 @@ pub(super) struct MetricsSpec {
     pub(super) per_proxy: bool,
     /// Hard cap on proxies with per-proxy series.
     pub(super) per_proxy_limit: usize,
+    /// Exit countries per pool with a series of their own.
+    pub(super) exit_country_limit: usize,
 }
 
 impl Default for MetricsSpec {
@@ -253,6 +255,7 @@ impl Default for MetricsSpec {
             latency_buckets: vec![0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0],
             per_proxy: false,
             per_proxy_limit: 10_000,
+            exit_country_limit: state::DEFAULT_EXIT_COUNTRY_LIMIT,
         }
     }
 }

@@ -139,6 +139,9 @@ pub struct MetricsConfig {
     pub per_proxy: bool,
     /// Hard cap on proxies with per-proxy series.
     pub per_proxy_limit: usize,
+    /// Exit countries per pool in `pharox_proxies_by_exit_country`; the
+    /// rest are summed as `country="other"`.
+    pub exit_country_limit: usize,
 }
 
 /// Where proxies come from, and this replica's share of them.
@@ -276,6 +279,7 @@ impl Config {
                 latency_buckets: metrics.latency_buckets,
                 per_proxy: metrics.per_proxy,
                 per_proxy_limit: metrics.per_proxy_limit,
+                exit_country_limit: metrics.exit_country_limit,
             },
             inventory: InventoryConfig {
                 path: inventory.path,

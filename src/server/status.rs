@@ -1,7 +1,8 @@
 //! The status page and its JSON (`/api/status`): counts per pool and per
-//! provider, failures by reason, the worst proxies (filtered by pool,
-//! provider, status and reason), a latency histogram. Built from the state
-//! store on demand.
+//! provider (with, per pool, proxies by anonymity level and exit country),
+//! failures by reason, the worst proxies (filtered by pool, provider,
+//! status, reason, anonymity, exit country and geo mismatch), a latency
+//! histogram. Built from the state store on demand.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -13,8 +14,8 @@ use serde::Serialize;
 
 use super::routes::{respond, Resp};
 use super::AppState;
-use crate::model::{unix_now, Phase, Proxy, ProxyStatus, Reason};
-use crate::state::{status_index, StateStore, StatusCounts};
+use crate::model::{unix_now, Anonymity, Phase, Proxy, ProxyStatus, Reason};
+use crate::state::{status_index, Country, ExitCounts, ExitSeen, StateStore, StatusCounts};
 
 /// The status page's data.
 #[derive(Debug, Serialize)]
@@ -114,6 +115,69 @@ pub(crate) struct PoolView {
     /// Proxies per status.
     #[serde(flatten)]
     pub counts: Counts,
+    /// What the last checks saw of the exits.
+    pub exits: ExitView,
+}
+
+/// Proxies by anonymity level and exit country, from their last checks
+/// (those whose check saw no exit are in none of the counts).
+#[derive(Debug, Serialize, Default, PartialEq)]
+pub(crate) struct ExitView {
+    /// Proxies per anonymity level.
+    pub anonymity: LevelCounts,
+    /// Proxies per exit country, most first (ties by code), at most
+    /// `metrics.exit_country_limit` of them.
+    pub countries: Vec<CountryCount>,
+    /// Proxies exiting in the countries left out of `countries`.
+    pub countries_other: u64,
+    /// Proxies whose exit country differs from the declared one.
+    pub geo_mismatch: u64,
+}
+
+/// Proxies per anonymity level.
+#[derive(Debug, Serialize, Default, PartialEq, Clone, Copy)]
+pub(crate) struct LevelCounts {
+    /// Transparent.
+    pub transparent: u64,
+    /// Anonymous.
+    pub anonymous: u64,
+    /// Elite.
+    pub elite: u64,
+}
+
+/// Proxies exiting in one country.
+#[derive(Debug, Serialize, PartialEq)]
+pub(crate) struct CountryCount {
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// Proxies.
+    pub count: u64,
+}
+
+impl ExitView {
+    fn of(c: &ExitCounts, country_limit: usize) -> ExitView {
+        let mut countries: Vec<CountryCount> = c
+            .countries
+            .iter()
+            .map(|(k, n)| CountryCount {
+                country: k.as_str().to_string(),
+                count: *n,
+            })
+            .collect();
+        countries.sort_by(|a, b| b.count.cmp(&a.count).then(a.country.cmp(&b.country)));
+        let countries_other = countries.iter().skip(country_limit).map(|c| c.count).sum();
+        countries.truncate(country_limit);
+        ExitView {
+            anonymity: LevelCounts {
+                transparent: c.levels[0],
+                anonymous: c.levels[1],
+                elite: c.levels[2],
+            },
+            countries,
+            countries_other,
+            geo_mismatch: c.mismatched,
+        }
+    }
 }
 
 /// Counts for one provider.
@@ -161,6 +225,16 @@ pub(crate) struct WorstView {
     pub elapsed_ms: u64,
     /// Unix time of the last check.
     pub checked_at: f64,
+    /// The exit IP the last check saw at a judge.
+    pub exit_ip: Option<String>,
+    /// The exit's country (geolocation).
+    pub exit_country: Option<String>,
+    /// The country the inventory declares.
+    pub declared_country: Option<String>,
+    /// Anonymity level the judge saw.
+    pub anonymity: Option<&'static str>,
+    /// The exit country differs from the declared one.
+    pub geo_mismatch: bool,
 }
 
 /// What the worst-proxies list shows: query parameters of `/api/status`
@@ -176,6 +250,13 @@ pub(crate) struct Filter {
     pub status: Option<ProxyStatus>,
     /// Only proxies whose last check failed for this reason.
     pub reason: Option<Reason>,
+    /// Only proxies whose last check saw this anonymity level.
+    pub anonymity: Option<Anonymity>,
+    /// Only proxies whose last check exited in this country.
+    pub country: Option<String>,
+    /// Only proxies whose exit is (true) or is not (false) outside their
+    /// declared country.
+    pub geo_mismatch: Option<bool>,
     /// At most this many rows.
     pub limit: usize,
 }
@@ -187,6 +268,9 @@ impl Default for Filter {
             provider: None,
             status: None,
             reason: None,
+            anonymity: None,
+            country: None,
+            geo_mismatch: None,
             limit: WORST_LIMIT,
         }
     }
@@ -233,6 +317,22 @@ impl Filter {
                         format!("reason: {v:?} is not one of {}", all.join(", "))
                     })?);
                 }
+                "anonymity" => {
+                    f.anonymity = Some(v.parse().map_err(|e| format!("anonymity: {e}"))?)
+                }
+                "country" => {
+                    let c = Country::parse(v).ok_or_else(|| {
+                        format!("country: {v:?} is not a two-letter country code")
+                    })?;
+                    f.country = Some(c.as_str().to_string());
+                }
+                "geo_mismatch" => {
+                    f.geo_mismatch = Some(match v {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(format!("geo_mismatch: {v:?} is not true or false")),
+                    })
+                }
                 "limit" => {
                     f.limit = v
                         .parse::<usize>()
@@ -251,6 +351,24 @@ impl Filter {
     fn labels_match(&self, pool: &str, provider: &str) -> bool {
         self.pool.as_deref().is_none_or(|p| p == pool)
             && self.provider.as_deref().is_none_or(|p| p == provider)
+    }
+
+    /// True when an exit filter (anonymity, country, geo mismatch) is set.
+    fn on_exits(&self) -> bool {
+        self.anonymity.is_some() || self.country.is_some() || self.geo_mismatch.is_some()
+    }
+
+    /// The exit filters hold for what a last check saw.
+    fn exit_matches(&self, e: Option<&ExitSeen>) -> bool {
+        self.anonymity
+            .is_none_or(|a| e.and_then(|e| e.anonymity) == Some(a))
+            && self
+                .country
+                .as_deref()
+                .is_none_or(|c| e.and_then(|e| e.country).is_some_and(|x| x.as_str() == c))
+            && self
+                .geo_mismatch
+                .is_none_or(|m| e.is_some_and(|e| e.geo_mismatch) == m)
     }
 }
 
@@ -284,7 +402,8 @@ pub(crate) fn status_view(app: &AppState, filter: Filter) -> StatusView {
     let cfg = app.current_config();
     let x = &app.metrics.exporter;
     let counts = app.state.counts();
-    let (pools, totals) = pool_views(&counts);
+    let exits = app.state.exit_counts();
+    let (pools, totals) = pool_views(&counts, &exits, cfg.metrics.exit_country_limit);
     let providers = provider_views(&counts, &filter);
     let walk = walk(&app.state, &filter);
     // The run loop sets "last completed" to the start time until a sweep
@@ -317,23 +436,34 @@ pub(crate) fn status_view(app: &AppState, filter: Filter) -> StatusView {
 }
 
 /// One row per pool, and their totals.
-fn pool_views(counts: &StatusCounts) -> (Vec<PoolView>, PoolView) {
-    let mut pools: BTreeMap<&str, Counts> = BTreeMap::new();
+fn pool_views(
+    counts: &StatusCounts,
+    exits: &crate::state::ExitCountsByPool,
+    country_limit: usize,
+) -> (Vec<PoolView>, PoolView) {
+    let mut pools: BTreeMap<&str, (Counts, ExitCounts)> = BTreeMap::new();
     for ((pool, _, _), row) in counts {
-        pools.entry(pool).or_default().add_row(row);
+        pools.entry(pool).or_default().0.add_row(row);
     }
-    let mut totals = PoolView {
+    for ((pool, _), c) in exits {
+        pools.entry(pool).or_default().1.merge(c);
+    }
+    let mut total = (Counts::default(), ExitCounts::default());
+    for (c, e) in pools.values() {
+        total.0.add(c);
+        total.1.merge(e);
+    }
+    let totals = PoolView {
         pool: "all".into(),
-        ..Default::default()
+        counts: total.0,
+        exits: ExitView::of(&total.1, country_limit),
     };
-    for c in pools.values() {
-        totals.counts.add(c);
-    }
     let pools = pools
         .into_iter()
-        .map(|(pool, counts)| PoolView {
+        .map(|(pool, (counts, exits))| PoolView {
             pool: pool.to_string(),
             counts,
+            exits: ExitView::of(&exits, country_limit),
         })
         .collect();
     (pools, totals)
@@ -393,11 +523,16 @@ fn walk(state: &StateStore, filter: &Filter) -> Walk {
         if let Some(r) = last.reason {
             by_reason[reason_index(r)] += 1;
         }
+        // An exit filter lists every proxy it selects, working or not: a
+        // transparent proxy is worth finding whatever its status.
         let wanted = match filter.status {
             Some(st) => rep == st,
-            None => rep != ProxyStatus::Active || last.reason.is_some(),
+            None => filter.on_exits() || rep != ProxyStatus::Active || last.reason.is_some(),
         };
-        if !wanted || filter.reason.is_some_and(|r| last.reason != Some(r)) {
+        if !wanted
+            || filter.reason.is_some_and(|r| last.reason != Some(r))
+            || !filter.exit_matches(last.exit.as_deref())
+        {
             return;
         }
         let rank = match rep {
@@ -424,6 +559,7 @@ fn walk(state: &StateStore, filter: &Filter) -> Walk {
         .filter_map(|(_, _, p)| {
             let s = state.get(&p.id)?;
             let (rep, last) = (s.reported?, s.last?);
+            let exit = last.exit.as_deref();
             Some(WorstView {
                 id: p.id.clone(),
                 url: p.redacted_url(),
@@ -436,6 +572,11 @@ fn walk(state: &StateStore, filter: &Filter) -> Walk {
                 latency_ms: last.latency_ms,
                 elapsed_ms: last.elapsed_ms,
                 checked_at: last.checked_at,
+                exit_ip: exit.and_then(|e| e.ip).map(|ip| ip.to_string()),
+                exit_country: exit.and_then(|e| e.country).map(|c| c.as_str().to_string()),
+                declared_country: p.country.clone(),
+                anonymity: exit.and_then(|e| e.anonymity).map(Anonymity::as_str),
+                geo_mismatch: exit.is_some_and(|e| e.geo_mismatch),
             })
         })
         .collect();
@@ -593,6 +734,9 @@ mod tests {
             "limit=0",
             "limit=100000",
             "limit=x",
+            "anonymity=hidden",
+            "country=Germany",
+            "geo_mismatch=maybe",
         ] {
             let e = Filter::from_query(Some(bad)).expect_err(bad);
             assert!(
@@ -650,6 +794,144 @@ mod tests {
         let v = status_view(&app, active);
         assert_eq!(v.worst_total, 1, "a status filter lists that status");
         assert_eq!(v.worst[0].status, "active");
+    }
+
+    /// Pool `eu` (declared DE): an elite proxy exiting in DE, a transparent
+    /// one in US (mismatch), an anonymous one in DE that failed the check;
+    /// pool `us`: one proxy whose check saw no exit.
+    fn exit_fixture() -> AppState {
+        let app = app();
+        let exit = |ip: u8, level: Anonymity, country: &str, mismatch: bool| {
+            Some(crate::model::Exit {
+                ip: Some(std::net::IpAddr::from([10, 0, 0, ip])),
+                anonymity: Some(level),
+                anonymity_header: None,
+                geo: Some(crate::model::Geo {
+                    country: Some(country.into()),
+                    ..Default::default()
+                }),
+                geo_mismatch: mismatch,
+            })
+        };
+        let declared = |port: u16, pool: &str| {
+            let mut p = (*proxy(port, pool, "x")).clone();
+            p.country = Some("DE".into());
+            Arc::new(p)
+        };
+        let all = [
+            (
+                declared(1, "eu"),
+                ProxyStatus::Active,
+                exit(1, Anonymity::Elite, "DE", false),
+            ),
+            (
+                declared(2, "eu"),
+                ProxyStatus::Active,
+                exit(2, Anonymity::Transparent, "US", true),
+            ),
+            (
+                declared(3, "eu"),
+                ProxyStatus::Inactive,
+                exit(3, Anonymity::Anonymous, "DE", false),
+            ),
+            (proxy(4, "us", "x"), ProxyStatus::Inactive, None),
+        ];
+        let proxies: Vec<Arc<Proxy>> = all.iter().map(|(p, _, _)| p.clone()).collect();
+        app.state.sync(&proxies);
+        for (p, status, e) in all {
+            let reason = (!status.is_up()).then_some(Reason::Anonymity);
+            let mut r = result(status, reason, 40);
+            r.exit = e;
+            app.state.record(&p, &r, Instant::now());
+        }
+        app
+    }
+
+    #[test]
+    fn pools_break_exits_down_by_level_and_country() {
+        let app = exit_fixture();
+        let v = status_view(&app, Filter::default());
+        let eu = &v.pools[0];
+        assert_eq!(eu.pool, "eu");
+        assert_eq!(
+            eu.exits,
+            ExitView {
+                anonymity: LevelCounts {
+                    transparent: 1,
+                    anonymous: 1,
+                    elite: 1
+                },
+                countries: vec![
+                    CountryCount {
+                        country: "DE".into(),
+                        count: 2
+                    },
+                    CountryCount {
+                        country: "US".into(),
+                        count: 1
+                    },
+                ],
+                countries_other: 0,
+                geo_mismatch: 1,
+            }
+        );
+        assert_eq!(v.pools[1].exits, ExitView::default(), "us saw no exit");
+        assert_eq!(v.totals.exits, eu.exits, "totals over both pools");
+        // The breakdown is capped like the metric (metrics.exit_country_limit).
+        let exits = app.state.exit_counts();
+        let (pools, _) = pool_views(&app.state.counts(), &exits, 1);
+        assert_eq!(pools[0].exits.countries.len(), 1);
+        assert_eq!(pools[0].exits.countries_other, 1);
+
+        // The worst list carries each proxy's exit.
+        let w = v
+            .worst
+            .iter()
+            .find(|w| w.anonymity == Some("anonymous"))
+            .expect("the failed eu proxy");
+        assert_eq!(
+            (
+                w.exit_ip.as_deref(),
+                w.exit_country.as_deref(),
+                w.declared_country.as_deref(),
+                w.geo_mismatch
+            ),
+            (Some("10.0.0.3"), Some("DE"), Some("DE"), false)
+        );
+    }
+
+    #[test]
+    fn exit_filters_list_working_proxies_too() {
+        let app = exit_fixture();
+        let ids = |q: &str| -> Vec<(String, Option<&'static str>)> {
+            let f = Filter::from_query(Some(q)).expect(q);
+            status_view(&app, f)
+                .worst
+                .into_iter()
+                .map(|w| (w.exit_country.unwrap_or_default(), w.anonymity))
+                .collect()
+        };
+        assert_eq!(
+            ids("anonymity=transparent"),
+            [("US".into(), Some("transparent"))]
+        );
+        assert_eq!(
+            ids("geo_mismatch=true"),
+            [("US".into(), Some("transparent"))]
+        );
+        assert_eq!(
+            ids("country=de"),
+            [
+                ("DE".into(), Some("anonymous")),
+                ("DE".into(), Some("elite"))
+            ],
+            "INACTIVE first, lower-case code accepted"
+        );
+        assert_eq!(
+            ids("geo_mismatch=false&pool=eu&status=active"),
+            [("DE".into(), Some("elite"))]
+        );
+        assert_eq!(ids("anonymity=elite&reason=anonymity"), []);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use pharox_exporter::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus};
+use pharox_exporter::{CheckResult, Exit, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus};
 
 /// One result as `sweep --once` and `check --output json` print it.
 #[derive(Debug, Serialize)]
@@ -26,6 +26,10 @@ pub(crate) struct ResultLine<'a> {
     pub pool: &'a str,
     /// Provider label.
     pub provider: &'a str,
+    /// The country the inventory declares (ISO alpha-2), compared with the
+    /// exit's; absent when none is declared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<&'a str>,
     /// Outcome.
     pub status: ProxyStatus,
     /// Latency (timeout for INACTIVE, as pharox reports it).
@@ -46,6 +50,10 @@ pub(crate) struct ResultLine<'a> {
     pub checked_at: String,
     /// Per-phase timings, ms.
     pub phases: &'a Phases,
+    /// What a judge saw of the exit (IP, anonymity, geolocation, mismatch);
+    /// absent when the target is not a judge or no answer came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit: Option<&'a Exit>,
 }
 
 impl<'a> ResultLine<'a> {
@@ -58,6 +66,7 @@ impl<'a> ResultLine<'a> {
             port: proxy.port,
             pool: &proxy.pool,
             provider: &proxy.provider,
+            country: proxy.country.as_deref(),
             status: r.status,
             latency_ms: r.latency_ms,
             elapsed_ms: r.elapsed_ms,
@@ -70,6 +79,7 @@ impl<'a> ResultLine<'a> {
                 .checked_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             phases: &r.phases,
+            exit: r.exit.as_ref(),
         }
     }
 
@@ -80,6 +90,28 @@ impl<'a> ResultLine<'a> {
     }
 }
 
+/// The exit columns of the table: IP, country (`US!=DE` when it differs
+/// from the declared one), anonymity; `-` where unknown.
+fn exit_cells(p: &Proxy, r: &CheckResult) -> [String; 3] {
+    let dash = || "-".to_string();
+    let Some(e) = &r.exit else {
+        return [dash(), dash(), dash()];
+    };
+    let country = e.geo.as_ref().and_then(|g| g.country.clone());
+    let country = match (country, p.country.as_deref()) {
+        (Some(c), Some(d)) if e.geo_mismatch => format!("{c}!={d}"),
+        (Some(c), _) => c,
+        (None, _) => dash(),
+    };
+    [
+        e.ip.map(|ip| ip.to_string()).unwrap_or_else(dash),
+        country,
+        e.anonymity
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_else(dash),
+    ]
+}
+
 fn ms(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into())
 }
@@ -87,9 +119,12 @@ fn ms(v: Option<f64>) -> String {
 /// A fixed-width table of results, one row per proxy. Times are in the
 /// headers' unit (ms). LATENCY is pharox's (the timeout for INACTIVE); TOOK
 /// is how long the check really took, so a refused connection reads 1, not
-/// the 5000 of its timeout.
+/// the 5000 of its timeout. EXIT, COUNTRY and ANONYMITY appear only when a
+/// result has an exit (a judge target), so tables of plain checks stay as
+/// narrow as they were.
 pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
-    let header = [
+    let with_exit = rows.iter().any(|(_, r)| r.exit.is_some());
+    let mut header = vec![
         "ID",
         "PROXY",
         "STATUS",
@@ -103,6 +138,10 @@ pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
         "REASON",
         "ERROR",
     ];
+    if with_exit {
+        // Before REASON: the error is last, as it is the one cell of any length.
+        header.splice(10..10, ["EXIT", "COUNTRY", "ANONYMITY"]);
+    }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for (p, r) in rows {
         let reason = match (r.reason, r.phase) {
@@ -110,7 +149,7 @@ pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
             (Some(re), None) => re.to_string(),
             _ => "-".into(),
         };
-        cells.push(vec![
+        let mut row = vec![
             p.id.clone(),
             p.redacted_url(),
             r.status.as_str().to_uppercase(),
@@ -125,7 +164,11 @@ pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
                 .unwrap_or_else(|| "-".into()),
             reason,
             r.error.clone().unwrap_or_else(|| "-".into()),
-        ]);
+        ];
+        if with_exit {
+            row.splice(10..10, exit_cells(p, r));
+        }
+        cells.push(row);
     }
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
@@ -258,7 +301,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pharox_exporter::{Phases, Reason};
+    use pharox_exporter::{Anonymity, Geo, Phases, Reason};
 
     fn result(status: ProxyStatus) -> CheckResult {
         CheckResult {
@@ -350,5 +393,69 @@ mod tests {
         let col = |h: &str| header.iter().position(|x| *x == h).map(|i| row[i]);
         assert_eq!(col("LATENCY(ms)"), Some("5000"), "pharox's latency: {t}");
         assert_eq!(col("TOOK(ms)"), Some("1"), "what it took: {t}");
+        assert!(!header.contains(&"EXIT"), "no judge, no exit columns: {t}");
+    }
+
+    /// A proxy declared in DE whose judge saw it exit at 10.0.0.3 in US, transparent.
+    fn judged() -> (Proxy, CheckResult) {
+        let mut p = Proxy::new(ProxyProtocol::Http, "127.0.0.1", 3128);
+        p.country = Some("DE".into());
+        let mut r = result(ProxyStatus::Active);
+        r.exit = Some(Exit {
+            ip: Some(std::net::IpAddr::from([10, 0, 0, 3])),
+            anonymity: Some(Anonymity::Transparent),
+            anonymity_header: Some("x-forwarded-for".into()),
+            geo: Some(Geo {
+                country: Some("US".into()),
+                ..Geo::default()
+            }),
+            geo_mismatch: true,
+        });
+        (p, r)
+    }
+
+    #[test]
+    fn the_table_shows_the_exit_when_a_judge_saw_one() {
+        let (p, r) = judged();
+        let plain = Proxy::new(ProxyProtocol::Socks5, "127.0.0.1", 1);
+        let none = result(ProxyStatus::Active);
+        let t = table(&[(&p, &r), (&plain, &none)]);
+        let lines: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        let at = |h: &str| lines[0].iter().position(|x| *x == h).expect(h);
+        let (exit, country, anon) = (at("EXIT"), at("COUNTRY"), at("ANONYMITY"));
+        assert_eq!((exit, country, anon), (10, 11, 12), "before REASON: {t}");
+        assert_eq!(
+            [lines[1][exit], lines[1][country], lines[1][anon]],
+            ["10.0.0.3", "US!=DE", "transparent"],
+            "{t}"
+        );
+        assert_eq!(
+            [lines[2][exit], lines[2][country], lines[2][anon]],
+            ["-", "-", "-"],
+            "empty when unknown: {t}"
+        );
+    }
+
+    #[test]
+    fn a_json_line_carries_the_exit_and_the_declared_country() {
+        let (p, r) = judged();
+        let v: serde_json::Value =
+            serde_json::from_str(&ResultLine::new(&p, &r).to_json()).expect("JSON");
+        assert_eq!(v["country"], "DE");
+        assert_eq!(
+            v["exit"],
+            serde_json::json!({
+                "ip": "10.0.0.3",
+                "anonymity": "transparent",
+                "anonymity_header": "x-forwarded-for",
+                "geo": {"country": "US"},
+                "geo_mismatch": true,
+            })
+        );
+        let plain = Proxy::new(ProxyProtocol::Socks5, "127.0.0.1", 1);
+        let none = result(ProxyStatus::Active);
+        let v: serde_json::Value =
+            serde_json::from_str(&ResultLine::new(&plain, &none).to_json()).expect("JSON");
+        assert!(v.get("exit").is_none() && v.get("country").is_none(), "{v}");
     }
 }

@@ -9,7 +9,8 @@
 //! sweeps, inventory reads and storage writes.
 //!
 //! Files: this one (event metrics), `state_collector` (gauges computed from
-//! the state at scrape time), `storage` (`pharox_exporter_storage_*` from the
+//! the state at scrape time), `exits` (what the checks found of the
+//! proxies' exits, per pool), `storage` (`pharox_exporter_storage_*` from the
 //! result writer's counters), `process` (`process_*` and the tokio
 //! runtime's facts), `histogram` (durations counted in whole microseconds,
 //! so sums and bounds print without float noise), [`exposition`] (content
@@ -31,6 +32,7 @@ use crate::model::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason
 use crate::state::StateStore;
 use crate::sweep::SweepGauges;
 
+mod exits;
 pub(crate) mod exposition;
 mod histogram;
 mod process;
@@ -39,6 +41,8 @@ mod storage;
 
 use histogram::{Bounds, MicrosHistogram};
 
+use exits::{ExitCollector, SharedExitIps};
+pub(crate) use exits::{ExitSettings, MinAnonymity};
 use state_collector::StateCollector;
 pub(crate) use storage::StorageCollector;
 
@@ -91,6 +95,13 @@ pub(crate) struct PhaseLabels {
     pub protocol: String,
     /// Phase.
     pub phase: String,
+}
+
+/// `pool`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PoolLabel {
+    /// Pool.
+    pub pool: String,
 }
 
 /// `reason`.
@@ -236,6 +247,10 @@ pub(crate) struct Metrics {
     pub inventory_last_read_ok: Gauge,
     skipped: Family<ReasonLabel, Counter>,
     http_rejected: Family<ReasonLabel, Counter>,
+    geo_mismatches: Family<PoolLabel, Counter>,
+    exit_ips: SharedExitIps,
+    /// Minimum levels and the country cap of the exit series.
+    pub exit_settings: Arc<ExitSettings>,
     /// Gauges set by the run loop.
     pub exporter: Arc<ExporterGauges>,
     /// Per-proxy series settings.
@@ -329,6 +344,12 @@ impl Metrics {
             "HTTP connections and requests turned away, by reason",
             http_rejected.clone(),
         );
+        let geo_mismatches = Family::<PoolLabel, Counter>::default();
+        registry.register(
+            "geo_mismatches",
+            "Checks whose exit was outside the country the inventory declares (whatever the pool's geo_policy)",
+            geo_mismatches.clone(),
+        );
         for (family, reasons) in [
             (&skipped, &SKIP_REASONS[..]),
             (&http_rejected, &HTTP_REJECT_REASONS[..]),
@@ -345,6 +366,7 @@ impl Metrics {
         let exporter = Arc::new(ExporterGauges::default());
         let per_proxy = Arc::new(PerProxy::default());
         let check_settings = Arc::new(CheckSettings::default());
+        let state_for_exits = state.clone();
         registry.register_collector(Box::new(StateCollector::new(
             state,
             gauges,
@@ -352,6 +374,13 @@ impl Metrics {
             per_proxy.clone(),
             check_settings.clone(),
         )));
+        let exit_settings = Arc::new(ExitSettings::default());
+        let exit_ips = SharedExitIps::default();
+        registry.register_collector(Box::new(ExitCollector {
+            state: state_for_exits,
+            settings: exit_settings.clone(),
+            ips: exit_ips.clone(),
+        }));
         for c in extra {
             registry.register_collector(c);
         }
@@ -369,6 +398,9 @@ impl Metrics {
             inventory_last_read_ok,
             skipped,
             http_rejected,
+            geo_mismatches,
+            exit_ips,
+            exit_settings,
             exporter,
             per_proxy,
             check_settings,
@@ -431,6 +463,18 @@ impl Metrics {
                     .observe_ms(ms);
             }
         }
+        if let Some(exit) = &r.exit {
+            if let Some(ip) = exit.ip {
+                exits::lock(&self.exit_ips).insert(&proxy.pool, ip);
+            }
+            if exit.geo_mismatch {
+                self.geo_mismatches
+                    .get_or_create(&PoolLabel {
+                        pool: proxy.pool.clone(),
+                    })
+                    .inc();
+            }
+        }
         if let Some(reason) = r.reason {
             self.errors
                 .get_or_create(&ReasonLabels {
@@ -461,6 +505,7 @@ impl Metrics {
     ) {
         self.sweeps.inc();
         self.sweep_duration.observe(elapsed);
+        exits::lock(&self.exit_ips).sweep_completed();
         // Whole milliseconds: nanosecond digits of a wall time are noise.
         let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         self.exporter.last_sweep_duration.set(ms as f64 / 1000.0);
@@ -481,11 +526,16 @@ impl Metrics {
     /// `rate()` and `increase()` see a proxy pool's first failure, and
     /// ratios have a denominator, from the first scrape. Capped at
     /// [`PREINIT_LABEL_SETS`]; histograms appear with their first observation.
+    /// Geo mismatches per pool of these label sets start at 0 too.
     pub(crate) fn preinit<'a>(
         &self,
         label_sets: impl IntoIterator<Item = &'a (String, String, ProxyProtocol)>,
     ) {
         for (pool, provider, protocol) in label_sets.into_iter().take(PREINIT_LABEL_SETS) {
+            drop(
+                self.geo_mismatches
+                    .get_or_create(&PoolLabel { pool: pool.clone() }),
+            );
             let protocol = protocol.as_str();
             for st in CHECK_OUTCOMES {
                 drop(self.checks.get_or_create(&StatusLabels {

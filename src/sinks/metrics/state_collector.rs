@@ -14,7 +14,7 @@ use prometheus_client::registry::Unit;
 
 use super::{CheckSettings, ExporterGauges, PerProxy};
 use crate::model::{ProxyProtocol, ProxyStatus};
-use crate::state::{status_index, StateStore, StatusCounts};
+use crate::state::{status_index, ExitSeen, StateStore, StatusCounts};
 use crate::sweep::SweepGauges;
 
 /// Current-state gauges, computed from our own state at every scrape.
@@ -252,8 +252,17 @@ impl StateCollector {
 
     fn encode_per_proxy(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         let limit = self.per_proxy.get().1;
-        // (id, pool, provider, protocol, up, latency s, checked_at)
-        type Row = (String, String, String, &'static str, i64, f64, f64);
+        // (id, pool, provider, protocol, up, latency s, checked_at, exit)
+        type Row = (
+            String,
+            String,
+            String,
+            &'static str,
+            i64,
+            f64,
+            f64,
+            Option<ExitSeen>,
+        );
         let mut rows: Vec<Row> = Vec::new();
         self.state.for_each(|s| {
             if let (Some(rep), Some(last)) = (s.reported, &s.last) {
@@ -266,6 +275,7 @@ impl StateCollector {
                     rep.is_up() as i64,
                     last.latency_ms as f64 / 1000.0,
                     last.checked_at,
+                    last.exit.as_deref().cloned(),
                 ));
             }
         });
@@ -309,6 +319,26 @@ impl StateCollector {
                 ];
                 pick(r).encode(fam.encode_family(&labels)?)?;
             }
+        }
+        let mut fam = enc.encode_descriptor(
+            "proxy_exit_info",
+            "The exit IP, exit country and anonymity level the proxy's last check saw at a judge (per-proxy, opt-in); always 1",
+            None,
+            MetricType::Gauge,
+        )?;
+        for r in &rows {
+            let Some(exit) = &r.7 else { continue };
+            let ip = exit.ip.map(|ip| ip.to_string()).unwrap_or_default();
+            let labels = [
+                ("proxy_id", r.0.as_str()),
+                ("pool", r.1.as_str()),
+                ("provider", r.2.as_str()),
+                ("protocol", r.3),
+                ("exit_ip", ip.as_str()),
+                ("country", exit.country.as_ref().map_or("", |c| c.as_str())),
+                ("anonymity", exit.anonymity.map_or("", |a| a.as_str())),
+            ];
+            ConstGauge::new(1).encode(fam.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{Metrics, SlowThresholds};
-use crate::model::{CheckResult, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason};
+use super::{Metrics, MinAnonymity, SlowThresholds};
+use crate::model::{
+    Anonymity, CheckResult, Exit, Geo, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason,
+};
 use crate::state::StateStore;
 use crate::sweep::SweepGauges;
 
@@ -330,6 +332,7 @@ fn assert_per_proxy_off(m: &Metrics) {
             "pharox_proxy_up",
             "pharox_proxy_latency_seconds",
             "pharox_proxy_last_check_timestamp_seconds",
+            "pharox_proxy_exit_info",
         ] {
             assert_eq!(series(&samples, family), [], "{format}:\n{text}");
         }
@@ -481,6 +484,198 @@ fn no_float_noise_in_sums_buckets_or_gauges() {
         assert!(
             text.contains("pharox_exporter_sweep_last_duration_seconds 1.234\n"),
             "{format}: {text}"
+        );
+    }
+}
+
+/// A judge's answer: exit `ip` (10.0.0.x), `level`, geolocated in `country`.
+fn exit(ip: u8, level: Anonymity, country: &str, mismatch: bool) -> Option<Exit> {
+    Some(Exit {
+        ip: Some(std::net::IpAddr::from([10, 0, 0, ip])),
+        anonymity: Some(level),
+        anonymity_header: None,
+        geo: Some(Geo {
+            country: Some(country.to_string()),
+            ..Geo::default()
+        }),
+        geo_mismatch: mismatch,
+    })
+}
+
+/// Pool `eu`: five proxies with exits (two elite in DE sharing an exit IP,
+/// an anonymous one in FR and a transparent one in US, both outside their
+/// declared country, and a transparent SOCKS5 one in PL) and one that timed
+/// out; pool `us`: one proxy never checked.
+fn exit_fixture() -> Metrics {
+    let state = Arc::new(StateStore::new());
+    let metrics = Metrics::new(
+        &BUCKETS,
+        state.clone(),
+        Arc::new(SweepGauges::default()),
+        Vec::new(),
+    );
+    let http = ProxyProtocol::Http;
+    let proxies = [
+        proxy("e1", "eu", "p", http),
+        proxy("e2", "eu", "p", http),
+        proxy("e3", "eu", "p", http),
+        proxy("e4", "eu", "p", http),
+        proxy("e5", "eu", "p", ProxyProtocol::Socks5),
+        proxy("e6", "eu", "p", http),
+        proxy("u1", "us", "p", http),
+    ];
+    state.sync(&proxies);
+    metrics.preinit(state.counts().keys());
+    let up = |e: Option<Exit>| CheckResult {
+        exit: e,
+        ..result(ProxyStatus::Active, 100, None)
+    };
+    let results = [
+        up(exit(1, Anonymity::Elite, "DE", false)),
+        up(exit(1, Anonymity::Elite, "DE", false)),
+        up(exit(2, Anonymity::Anonymous, "FR", true)),
+        up(exit(3, Anonymity::Transparent, "US", true)),
+        up(exit(4, Anonymity::Transparent, "PL", false)),
+        result(
+            ProxyStatus::Inactive,
+            5000,
+            Some((Reason::Timeout, Phase::Connect)),
+        ),
+    ];
+    for (p, r) in proxies.iter().zip(&results) {
+        state.record(p, r, Instant::now());
+        metrics.observe(p, r);
+    }
+    // As `protocols: {socks5: {min_anonymity: anonymous}}` and
+    // `pools: {eu: {min_anonymity: elite}, us: {}}` resolve for http.
+    metrics.exit_settings.set(
+        MinAnonymity {
+            by_protocol: [(ProxyProtocol::Socks5, Anonymity::Anonymous)].into(),
+            by_pool: [
+                (("eu".to_string(), http), Some(Anonymity::Elite)),
+                (("us".to_string(), http), None),
+            ]
+            .into(),
+        },
+        2,
+    );
+    metrics
+}
+
+#[test]
+fn exits_per_pool_by_level_and_capped_country() {
+    let m = exit_fixture();
+    for (format, text, samples) in scrape(&m) {
+        let ctx = format!("{format}:\n{text}");
+        assert_eq!(
+            series(&samples, "pharox_proxies_by_anonymity"),
+            owned(&[
+                ("level=anonymous,pool=eu,protocol=http", 1.0),
+                ("level=anonymous,pool=eu,protocol=socks5", 0.0),
+                ("level=anonymous,pool=us,protocol=http", 0.0),
+                ("level=elite,pool=eu,protocol=http", 2.0),
+                ("level=elite,pool=eu,protocol=socks5", 0.0),
+                ("level=elite,pool=us,protocol=http", 0.0),
+                ("level=transparent,pool=eu,protocol=http", 1.0),
+                ("level=transparent,pool=eu,protocol=socks5", 1.0),
+                ("level=transparent,pool=us,protocol=http", 0.0),
+            ]),
+            "{ctx}"
+        );
+        // Cap 2: DE (2), then FR first of the ties by code; PL and US are "other".
+        assert_eq!(
+            series(&samples, "pharox_proxies_by_exit_country"),
+            owned(&[
+                ("country=DE,pool=eu", 2.0),
+                ("country=FR,pool=eu", 1.0),
+                ("country=other,pool=eu", 2.0),
+                ("country=other,pool=us", 0.0),
+            ]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_proxies_geo_mismatched"),
+            owned(&[("pool=eu", 2.0), ("pool=us", 0.0)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_geo_mismatches_total"),
+            owned(&[("pool=eu", 2.0), ("pool=us", 0.0)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_exporter_min_anonymity_info"),
+            owned(&[
+                ("level=anonymous,pool=eu,protocol=socks5", 1.0),
+                ("level=elite,pool=eu,protocol=http", 1.0),
+            ]),
+            "{ctx}"
+        );
+        // No sweep completed yet: nothing counted.
+        assert_eq!(
+            series(&samples, "pharox_exit_ips_distinct"),
+            owned(&[("pool=eu", 0.0), ("pool=us", 0.0)]),
+            "{ctx}"
+        );
+    }
+    m.sweep_completed(Duration::from_secs(1), Duration::from_secs(60), 1.7e9);
+    for (format, text, samples) in scrape(&m) {
+        assert_eq!(
+            series(&samples, "pharox_exit_ips_distinct"),
+            owned(&[("pool=eu", 4.0), ("pool=us", 0.0)]),
+            "e1 and e2 share 10.0.0.1: {format}:\n{text}"
+        );
+    }
+    // The next sweep starts from nothing: one exit seen, then completed.
+    let p = proxy("e1", "eu", "p", ProxyProtocol::Http);
+    m.observe(
+        &p,
+        &CheckResult {
+            exit: exit(9, Anonymity::Elite, "DE", false),
+            ..result(ProxyStatus::Active, 100, None)
+        },
+    );
+    m.sweep_completed(Duration::from_secs(1), Duration::from_secs(60), 1.7e9);
+    let [(_, text, samples), _] = scrape(&m);
+    assert_eq!(
+        series(&samples, "pharox_exit_ips_distinct"),
+        owned(&[("pool=eu", 1.0), ("pool=us", 0.0)]),
+        "{text}"
+    );
+}
+
+#[test]
+fn per_proxy_exit_info_under_the_per_proxy_cap() {
+    let m = exit_fixture();
+    m.per_proxy.set(true, 4);
+    for (format, text, samples) in scrape(&m) {
+        let set = "pool=eu,protocol=http,provider=p";
+        assert_eq!(
+            series(&samples, "pharox_proxy_exit_info"),
+            owned(&[
+                (
+                    &format!("anonymity=anonymous,country=FR,exit_ip=10.0.0.2,{set},proxy_id=e3"),
+                    1.0
+                ),
+                (
+                    &format!("anonymity=elite,country=DE,exit_ip=10.0.0.1,{set},proxy_id=e1"),
+                    1.0
+                ),
+                (
+                    &format!("anonymity=elite,country=DE,exit_ip=10.0.0.1,{set},proxy_id=e2"),
+                    1.0
+                ),
+                (
+                    &format!("anonymity=transparent,country=US,exit_ip=10.0.0.3,{set},proxy_id=e4"),
+                    1.0
+                ),
+            ]),
+            "the four lowest ids, each with its exit: {format}:\n{text}"
+        );
+        assert_eq!(
+            series(&samples, "pharox_exporter_proxy_series_dropped"),
+            owned(&[("", 2.0)]),
+            "{format}:\n{text}"
         );
     }
 }

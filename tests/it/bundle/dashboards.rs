@@ -199,6 +199,10 @@ fn every_metric_name_exists_in_the_contract() {
         "pharox_exporter_sweep_last_completed_timestamp_seconds",
         "pharox:alert_threshold:pool_inactive_ratio_warning",
         "pharox:alert_threshold:pool_inactive_ratio_critical",
+        "pharox_proxies_by_anonymity",
+        "pharox_proxies_by_exit_country",
+        "pharox_exit_ips_distinct",
+        "pharox_proxies_geo_mismatched",
     ] {
         assert!(used.contains(m), "no dashboard panel uses {m}");
     }
@@ -490,5 +494,68 @@ fn pool_health_lists_the_proxies_down_now() {
             .as_str()
             .is_some_and(|s| s.contains("metrics.per_proxy")),
         "says it needs per-proxy series"
+    );
+}
+
+#[test]
+fn pool_health_has_an_exits_row() {
+    let d = load("pharox-pool-health.json");
+    let all = panels(&d);
+    let row = all
+        .iter()
+        .position(|p| p["type"] == "row" && p["title"] == "Exits")
+        .expect("an Exits row");
+    // The row's panels sit below it, before the next row.
+    let below: Vec<&str> = all[row + 1..]
+        .iter()
+        .take_while(|p| p["type"] != "row")
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    assert_eq!(
+        below,
+        [
+            "Proxies by anonymity level",
+            "Exit countries",
+            "Distinct exit IPs per pool (last sweep)",
+            "Geo mismatches per pool",
+            "Transparent proxies per pool",
+        ]
+    );
+    let y = all[row]["gridPos"]["y"].as_u64().expect("y");
+    for p in &all[row + 1..] {
+        assert!(
+            p["gridPos"]["y"].as_u64().expect("y") > y,
+            "{}: above its row",
+            p["title"]
+        );
+    }
+    assert_eq!(
+        exprs(find(&d, "Proxies by anonymity level"))[0],
+        r#"sum by (level) (pharox_proxies_by_anonymity{pool=~"$pool", protocol=~"$protocol"})"#
+    );
+    let countries = find(&d, "Exit countries");
+    assert_eq!(
+        countries["targets"][0]["instant"], true,
+        "the countries now"
+    );
+    assert!(exprs(countries)[0].contains("sum by (country) (pharox_proxies_by_exit_country{"));
+    assert!(exprs(find(&d, "Distinct exit IPs"))[0]
+        .starts_with("sum by (pool) (pharox_exit_ips_distinct{"));
+    assert!(exprs(find(&d, "Geo mismatches per pool"))[0]
+        .starts_with("sum by (pool) (pharox_proxies_geo_mismatched{"));
+    // What PharoxTransparentProxiesInStrictPool counts, before its join on
+    // the pools that require more (a panel must have data without one).
+    let alert = rules_of("deploy/prometheus/rules/pharox-alerts.rules.yml")
+        .into_iter()
+        .find(|r| r["alert"] == "PharoxTransparentProxiesInStrictPool")
+        .expect("the alert");
+    let panel = exprs(find(&d, "Transparent proxies per pool"))[0]
+        .replace(r#"pool=~"$pool", protocol=~"$protocol", "#, "");
+    assert!(
+        alert["expr"]
+            .as_str()
+            .expect("expr")
+            .starts_with(&format!("{panel} > 0")),
+        "{panel}"
     );
 }

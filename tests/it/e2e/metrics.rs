@@ -126,20 +126,69 @@ async fn metrics_families_labels_and_values_with_real_proxies() {
         "p1 reasons{}",
         ctx()
     );
-    // ...and every other one at 0, for every label set of the inventory.
+    // ...and every other one at 0, for every label set of the inventory:
+    // the 19 reasons a recorded check can have (not local_resources), the
+    // judge's and the proxy's own among them.
     for set in [("p1", "socks5"), ("p1", "http")] {
+        let reasons = m.label_values(
+            "pharox_check_errors_total",
+            "reason",
+            &[("pool", set.0), ("protocol", set.1)],
+        );
+        assert_eq!(
+            reasons.len(),
+            19,
+            "{set:?}: every reason pre-initialised{}",
+            ctx()
+        );
+        for r in [
+            "proxy_upstream",
+            "judge_unparsable",
+            "anonymity",
+            "geo_mismatch",
+        ] {
+            assert!(reasons.contains(r), "{set:?}: {r}{}", ctx());
+        }
+    }
+    // Exits: no target here is a judge, so every pool's exit series exist,
+    // at 0: three levels per (pool, protocol), `other` as the only country.
+    for (pool, protocol) in [("p1", "socks5"), ("p1", "http"), ("p2", "socks5")] {
+        let want = [("pool", pool), ("protocol", protocol)];
+        assert_eq!(
+            m.label_values("pharox_proxies_by_anonymity", "level", &want),
+            BTreeSet::from([s("anonymous"), s("elite"), s("transparent")]),
+            "{pool}/{protocol}{}",
+            ctx()
+        );
+        assert_eq!(m.sum("pharox_proxies_by_anonymity", &want), 0.0);
+    }
+    for pool in ["p1", "p2"] {
+        for family in [
+            "pharox_proxies_geo_mismatched",
+            "pharox_exit_ips_distinct",
+            "pharox_geo_mismatches_total",
+        ] {
+            let series = m.series(family, &[("pool", pool)]);
+            assert_eq!(series.len(), 1, "{family} {pool}{}", ctx());
+            assert_eq!(series[0].value, 0.0, "{family} {pool}{}", ctx());
+        }
         assert_eq!(
             m.label_values(
-                "pharox_check_errors_total",
-                "reason",
-                &[("pool", set.0), ("protocol", set.1)]
-            )
-            .len(),
-            pharox_exporter::Reason::ALL.len() - 1,
-            "{set:?}: every reason but local_resources pre-initialised{}",
+                "pharox_proxies_by_exit_country",
+                "country",
+                &[("pool", pool)]
+            ),
+            BTreeSet::from([s("other")]),
+            "{pool}{}",
             ctx()
         );
     }
+    assert!(
+        m.series("pharox_exporter_min_anonymity_info", &[])
+            .is_empty(),
+        "no pool requires a level{}",
+        ctx()
+    );
     assert!(
         m.sum(
             "pharox_check_errors_total",
