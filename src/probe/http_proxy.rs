@@ -140,8 +140,9 @@ where
 /// [`proxy_error`](super::proxy_error)), from its headers or else its
 /// error page. `buf` holds the reply as read so far. The page is read on
 /// (bounded) only when its end is known: with neither a length nor chunks
-/// its end is the proxy closing, which a proxy keeping the connection open
-/// for another CONNECT never does, and a refusal must not become a timeout.
+/// nor `Connection: close` its end is the proxy closing, which a proxy
+/// keeping the connection open for another CONNECT never does, and a
+/// refusal must not become a timeout.
 async fn rejection<S>(stream: &mut S, buf: &mut BytesMut) -> Option<proxy_error::ProxyMade>
 where
     S: AsyncRead + Unpin,
@@ -152,7 +153,7 @@ where
         return Some(made);
     }
     buf.advance(len);
-    if head.body_is_delimited() {
+    if head.body_end_is_known() {
         let _ = super::request::read_body(
             stream,
             buf,

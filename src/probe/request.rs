@@ -133,13 +133,16 @@ pub(crate) struct Head {
     /// For error statuses (400 and more): the headers that can tell a
     /// proxy's own error apart from the target's.
     pub(crate) marks: Option<Box<Marks>>,
+    /// The peer said it closes after this response (`Connection: close`,
+    /// or HTTP/1.0 without keep-alive).
+    closes: bool,
 }
 
 impl Head {
-    /// Whether the body's end is known without the peer closing: a length,
-    /// chunks, or no body at all.
-    pub(crate) fn body_is_delimited(&self) -> bool {
-        self.framing != Framing::UntilClose
+    /// Whether the body's end will come: a length, chunks, no body at all,
+    /// or a peer that said it closes after the response.
+    pub(crate) fn body_end_is_known(&self) -> bool {
+        self.framing != Framing::UntilClose || self.closes
     }
 }
 
@@ -217,6 +220,7 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, StepError>
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoding = false;
+    let mut connection: Option<bool> = None;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let v = std::str::from_utf8(h.value)
@@ -242,10 +246,19 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, StepError>
             // Followed, so not cut short; quoted only through `quote_peer`.
             let l = printable(&String::from_utf8_lossy(h.value));
             location = Some(crate::secret::cut(&l, MAX_LOCATION));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            let has = |t: &str| v.split(',').any(|o| o.trim() == t);
+            if has("close") {
+                connection = Some(true);
+            } else if has("keep-alive") {
+                connection = Some(false);
+            }
         } else if let Some(m) = marks.as_mut() {
             m.note(h.name, h.value);
         }
     }
+    let closes = connection.unwrap_or(resp.version == Some(0));
     let framing = if status == 204 || status == 304 || (100..200).contains(&status) {
         Framing::None
     } else if transfer_encoding {
@@ -265,6 +278,7 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, StepError>
             location,
             framing,
             marks,
+            closes,
         },
         len,
     )))

@@ -326,7 +326,7 @@ async fn squid_target_503_is_unexpected_status() {
     let proxy = server.proxy(ProxyProtocol::Http, None);
     let want = Want {
         status_code: Some(503),
-        ..inactive(Reason::UnexpectedStatus, &[Phase::Body])
+        ..inactive(Reason::UnexpectedStatus, &[Phase::FirstByte])
     };
     expect(&server, &proxy, &opts_http(&target, "/status/503"), want).await;
 }
