@@ -127,7 +127,10 @@ where
                 Some(made) => StepError::new(made.reason, made.message(status, quote)),
                 None => StepError::new(
                     Reason::ProxyRefused,
-                    format!("proxy refused CONNECT to {target}: {status} {}", quote(&reason)),
+                    format!(
+                        "proxy refused CONNECT to {target}: {status} {}",
+                        quote(&reason)
+                    ),
                 ),
             };
             buf.clear();

@@ -178,7 +178,10 @@ fn from_proxy_status(value: &str) -> Option<ProxyMade> {
 /// read it to explain a failure, never to let a check pass.
 pub(crate) fn parse_proxy_status(value: &str) -> Vec<Member> {
     let mut out = Vec::new();
-    for raw in split_outside_quotes(value, ',').into_iter().take(MAX_MEMBERS) {
+    for raw in split_outside_quotes(value, ',')
+        .into_iter()
+        .take(MAX_MEMBERS)
+    {
         let mut parts = split_outside_quotes(raw, ';').into_iter();
         let Some(name) = parts.next().and_then(|n| bare_item(n.trim())) else {
             continue;
@@ -250,8 +253,7 @@ fn is_token(s: &str) -> bool {
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '*');
-    first_ok
-        && chars.all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~:/".contains(c))
+    first_ok && chars.all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~:/".contains(c))
 }
 
 fn cut_token(s: &str) -> String {
@@ -274,7 +276,10 @@ const SQUID_DENIALS: &[&str] = &[
 fn from_squid_header(value: &str) -> Option<ProxyMade> {
     let mut words = value.split_ascii_whitespace();
     let code = words.next().filter(|c| is_squid_code(c))?;
-    let said = match words.next().filter(|e| e.chars().all(|c| c.is_ascii_digit())) {
+    let said = match words
+        .next()
+        .filter(|e| e.chars().all(|c| c.is_ascii_digit()))
+    {
         Some(errno) => format!("{} {}", cut_token(code), cut_token(errno)),
         None => cut_token(code),
     };
@@ -289,7 +294,8 @@ fn from_squid_header(value: &str) -> Option<ProxyMade> {
 fn is_squid_code(c: &str) -> bool {
     c.starts_with("ERR_")
         && c.len() > 4
-        && c.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && c.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn squid_reason(code: &str) -> Reason {
@@ -318,7 +324,10 @@ fn tinyproxy(cause: &str, source: &'static str) -> Option<ProxyMade> {
         return None;
     }
     Some(ProxyMade {
-        reason: if TINYPROXY_DENIALS.iter().any(|d| cause.eq_ignore_ascii_case(d)) {
+        reason: if TINYPROXY_DENIALS
+            .iter()
+            .any(|d| cause.eq_ignore_ascii_case(d))
+        {
             Reason::ProxyRefused
         } else {
             Reason::ProxyUpstream
@@ -376,7 +385,9 @@ fn tinyproxy_page(text: &str) -> Option<ProxyMade> {
         return None;
     }
     let title = between(text, "<title>", "</title>")?;
-    let cause = title.trim().trim_start_matches(|c: char| c.is_ascii_digit());
+    let cause = title
+        .trim()
+        .trim_start_matches(|c: char| c.is_ascii_digit());
     tinyproxy(cause.trim(), "tinyproxy error page")
 }
 
@@ -543,17 +554,31 @@ mod tests {
                 proxy_status: v.into(),
                 ..Marks::default()
             };
-            assert_eq!(classify(&marks, b"<html>Service Unavailable</html>"), None, "{v}");
+            assert_eq!(
+                classify(&marks, b"<html>Service Unavailable</html>"),
+                None,
+                "{v}"
+            );
         }
     }
 
     #[test]
     fn squid_header_and_denials() {
         let m = from_squid_header("ERR_CONNECT_FAIL 111").unwrap();
-        assert_eq!(m, made(Reason::ProxyUpstream, "X-Squid-Error", "ERR_CONNECT_FAIL 111"));
+        assert_eq!(
+            m,
+            made(
+                Reason::ProxyUpstream,
+                "X-Squid-Error",
+                "ERR_CONNECT_FAIL 111"
+            )
+        );
         let m = from_squid_header("ERR_ACCESS_DENIED 0").unwrap();
         assert_eq!(m.reason, Reason::ProxyRefused);
-        assert_eq!(from_squid_header("ERR_DNS_FAIL").unwrap().said, "ERR_DNS_FAIL");
+        assert_eq!(
+            from_squid_header("ERR_DNS_FAIL").unwrap().said,
+            "ERR_DNS_FAIL"
+        );
         assert_eq!(from_squid_header("err_connect_fail 111"), None);
         assert_eq!(from_squid_header(""), None);
     }
@@ -565,7 +590,11 @@ mod tests {
         let (marks, body) = split(&fixture("squid-5.7-connect-fail.http"));
         assert_eq!(
             classify(&marks, &body),
-            Some(made(Reason::ProxyUpstream, "X-Squid-Error", "ERR_CONNECT_FAIL 111"))
+            Some(made(
+                Reason::ProxyUpstream,
+                "X-Squid-Error",
+                "ERR_CONNECT_FAIL 111"
+            ))
         );
         // `reply_header_access X-Squid-Error deny all`: the page still says it.
         let bare = Marks {
@@ -574,7 +603,11 @@ mod tests {
         };
         assert_eq!(
             classify(&bare, &body),
-            Some(made(Reason::ProxyUpstream, "squid error page", "ERR_CONNECT_FAIL"))
+            Some(made(
+                Reason::ProxyUpstream,
+                "squid error page",
+                "ERR_CONNECT_FAIL"
+            ))
         );
     }
 
@@ -583,7 +616,11 @@ mod tests {
         let (marks, body) = split(&fixture("tinyproxy-1.11.1-unable-to-connect.http"));
         assert_eq!(
             classify(&marks, &body),
-            Some(made(Reason::ProxyUpstream, "tinyproxy", "Unable to connect"))
+            Some(made(
+                Reason::ProxyUpstream,
+                "tinyproxy",
+                "Unable to connect"
+            ))
         );
         let bare = Marks {
             server: None,
@@ -591,7 +628,11 @@ mod tests {
         };
         assert_eq!(
             classify(&bare, &body),
-            Some(made(Reason::ProxyUpstream, "tinyproxy error page", "Unable to connect"))
+            Some(made(
+                Reason::ProxyUpstream,
+                "tinyproxy error page",
+                "Unable to connect"
+            ))
         );
         let denied = Marks {
             server: Some("tinyproxy/1.11.1".into()),
@@ -606,12 +647,20 @@ mod tests {
         let (marks, body) = split(&fixture("privoxy-3.0.34-connect-failed.http"));
         assert_eq!(
             classify(&marks, &body),
-            Some(made(Reason::ProxyUpstream, "privoxy error page", "Connect failed"))
+            Some(made(
+                Reason::ProxyUpstream,
+                "privoxy error page",
+                "Connect failed"
+            ))
         );
         let (marks, body) = split(&fixture("privoxy-3.0.34-blocked.http"));
         assert_eq!(
             classify(&marks, &body),
-            Some(made(Reason::ProxyRefused, "privoxy error page", "Request for blocked URL"))
+            Some(made(
+                Reason::ProxyRefused,
+                "privoxy error page",
+                "Request for blocked URL"
+            ))
         );
     }
 

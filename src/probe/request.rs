@@ -667,11 +667,23 @@ mod tests {
         for ok in [&b"H"[..], b"HTT", b"HTTP/", b"HTTP/1.1 200 OK\r\n"] {
             assert!(starts_like_http(ok), "{ok:?}");
         }
-        for bad in [&b"\x05\xff"[..], b"\x16\x03\x01", b"http/1.1 200", b"<html>", b"HTTX/"] {
+        for bad in [
+            &b"\x05\xff"[..],
+            b"\x16\x03\x01",
+            b"http/1.1 200",
+            b"<html>",
+            b"HTTX/",
+        ] {
             assert!(!starts_like_http(bad), "{bad:?}");
         }
-        assert_eq!(not_http_hint(b"\x05\xff"), " (first byte 0x05: a SOCKS5 proxy?)");
-        assert_eq!(not_http_hint(b"\x16\x03"), " (first byte 0x16: TLS, an https:// proxy?)");
+        assert_eq!(
+            not_http_hint(b"\x05\xff"),
+            " (first byte 0x05: a SOCKS5 proxy?)"
+        );
+        assert_eq!(
+            not_http_hint(b"\x16\x03"),
+            " (first byte 0x16: TLS, an https:// proxy?)"
+        );
         assert_eq!(not_http_hint(b"<html>"), " (first byte 0x3C)");
     }
 }

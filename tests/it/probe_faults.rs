@@ -951,7 +951,10 @@ async fn the_proxys_words_never_carry_credentials() {
     };
     let fake = FakeProxy::http(b).await.unwrap();
     let proxy = fake.proxy_with_auth(None, "alice", PASSWORD);
-    for (url, phase) in [(plain.url("/"), Phase::FirstByte), (secure.url("/"), Phase::Handshake)] {
+    for (url, phase) in [
+        (plain.url("/"), Phase::FirstByte),
+        (secure.url("/"), Phase::Handshake),
+    ] {
         let r = check(&proxy, &opts(url)).await;
         // assert_fail checks the password is absent from the message.
         assert_fail(&r, Reason::ProxyUpstream, phase);
