@@ -231,7 +231,8 @@ pub enum Reason {
     ProxyAuthFailed,
     /// The proxy denied or could not reach the destination.
     ProxyRefused,
-    /// The proxy answered something that is not its protocol (garbage, wrong version).
+    /// The proxy answered something that is not its protocol (garbage, wrong version),
+    /// or the declared protocol cannot carry the request (SOCKS4 and an IPv6 target).
     ProxyProtocol,
     /// TLS failed (to the proxy for HTTPS proxies, or to the target).
     Tls,

@@ -21,6 +21,7 @@ use crate::model::{Exit, Phase, Phases, Reason};
 pub(crate) struct StepError {
     reason: Reason,
     error: String,
+    status_code: Option<u16>,
 }
 
 impl StepError {
@@ -28,7 +29,15 @@ impl StepError {
         StepError {
             reason,
             error: error.into(),
+            status_code: None,
         }
+    }
+
+    /// The HTTP status the step failed on (a rejected CONNECT's), kept as
+    /// the result's `status_code`.
+    pub(crate) fn with_status(mut self, code: u16) -> Self {
+        self.status_code = Some(code);
+        self
     }
 
     /// This step's failure as the failure of an attempt in `phase`.
@@ -37,6 +46,7 @@ impl StepError {
             reason: self.reason,
             phase,
             error: self.error,
+            status_code: self.status_code,
         }
     }
 
@@ -54,6 +64,9 @@ pub(super) struct AttemptError {
     pub(super) reason: Reason,
     pub(super) phase: Phase,
     pub(super) error: String,
+    /// The HTTP status of the failing step, when it had one of its own
+    /// (a rejected CONNECT); otherwise the attempt's last status counts.
+    pub(super) status_code: Option<u16>,
 }
 
 /// One attempt: its deadline, the time spent per phase (summed over
@@ -102,6 +115,7 @@ impl Attempt {
                     "timed out after {} ms during {phase}",
                     self.timeout.as_millis()
                 ),
+                status_code: None,
             }),
         }
     }

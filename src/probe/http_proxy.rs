@@ -2,11 +2,11 @@
 //! `Proxy-Authorization` header shared with absolute-form requests.
 
 use base64::Engine;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::dial::{authority, io_error};
-use super::{quote_peer, StepError};
+use super::{proxy_error, quote_peer, StepError};
 use crate::model::{Proxy, Reason};
 use crate::secret::Secret;
 
@@ -119,16 +119,54 @@ where
             buf.clear();
             Ok(())
         }
-        407 => Err(auth_error(proxy)),
-        _ => Err(StepError::new(
-            Reason::ProxyRefused,
-            format!(
-                "proxy refused CONNECT to {target}: {status} {}",
-                // CONNECT carries none of the configured headers.
-                quote_peer(&reason, proxy, &[])
-            ),
-        )),
+        407 => Err(auth_error(proxy).with_status(status)),
+        _ => {
+            // CONNECT carries none of the configured headers.
+            let quote = |s: &str| quote_peer(s, proxy, &[]);
+            let err = match rejection(stream, buf).await {
+                Some(made) => StepError::new(made.reason, made.message(status, quote)),
+                None => StepError::new(
+                    Reason::ProxyRefused,
+                    format!(
+                        "proxy refused CONNECT to {target}: {status} {}",
+                        quote(&reason)
+                    ),
+                ),
+            };
+            buf.clear();
+            Err(err.with_status(status))
+        }
     }
+}
+
+/// What a proxy that rejected CONNECT says went wrong (see
+/// [`proxy_error`](super::proxy_error)), from its headers or else its
+/// error page. `buf` holds the reply as read so far. The page is read on
+/// (bounded) only when its end is known: with neither a length nor chunks
+/// nor `Connection: close` its end is the proxy closing, which a proxy
+/// keeping the connection open for another CONNECT never does, and a
+/// refusal must not become a timeout.
+async fn rejection<S>(stream: &mut S, buf: &mut BytesMut) -> Option<proxy_error::ProxyMade>
+where
+    S: AsyncRead + Unpin,
+{
+    let (head, len) = super::request::parse_head(buf).ok().flatten()?;
+    let marks = head.marks.as_deref()?;
+    if let Some(made) = proxy_error::classify(marks, b"") {
+        return Some(made);
+    }
+    buf.advance(len);
+    if head.body_end_is_known() {
+        let _ = super::request::read_body(
+            stream,
+            buf,
+            &head,
+            proxy_error::PAGE_PEEK,
+            MAX_CONNECT_RESPONSE,
+        )
+        .await;
+    }
+    proxy_error::classify(marks, buf)
 }
 
 /// `Some((status, reason phrase, head length))` once the head is complete.

@@ -23,6 +23,7 @@ mod options;
 mod own_ips;
 #[cfg(test)]
 mod proptests;
+pub(crate) mod proxy_error;
 pub(crate) mod request;
 pub(crate) mod socks4;
 pub(crate) mod socks5;
@@ -100,7 +101,10 @@ pub async fn check_with(proxy: &Proxy, opts: &CheckOptions, own: &OwnIps) -> Che
                     exit: att.exit,
                 };
             }
-            Err(f) => last = Some((f, phases, att.last_status, att.exit)),
+            Err(f) => {
+                let code = f.status_code.or(att.last_status);
+                last = Some((f, phases, code, att.exit));
+            }
         }
     }
     let (failure, phases, status_code, exit) = match last {
@@ -111,6 +115,7 @@ pub async fn check_with(proxy: &Proxy, opts: &CheckOptions, own: &OwnIps) -> Che
                 reason: Reason::Timeout,
                 phase: Phase::Connect,
                 error: "no attempt was made".to_string(),
+                status_code: None,
             },
             Phases::default(),
             None,
@@ -198,6 +203,20 @@ async fn run_attempt(
             // An HTTP proxy answering our absolute-form request itself.
             return Err(http_proxy::auth_error(proxy).at(Phase::Handshake));
         }
+        if absolute {
+            // Only in absolute form can an error be the proxy's own; in a
+            // tunnel every byte is the target's.
+            let made = head
+                .marks
+                .as_deref()
+                .and_then(|m| proxy_error::classify(m, &buf));
+            if let Some(made) = made {
+                let quote = |s: &str| quote_peer(s, proxy, &opts.headers);
+                return Err(
+                    StepError::new(made.reason, made.message(status, quote)).at(Phase::FirstByte)
+                );
+            }
+        }
         let is_redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
         if let (true, true, Some(location)) = (opts.allow_redirects, is_redirect, &head.location) {
             if hop == MAX_REDIRECTS {
@@ -228,6 +247,8 @@ async fn run_attempt(
             redirected = Some(next);
             continue;
         }
+        // The status line is the response's first bytes: a mismatch is
+        // known at first byte, whatever reading the rest costs.
         return Err(StepError::new(
             Reason::UnexpectedStatus,
             format!(
@@ -235,7 +256,7 @@ async fn run_attempt(
                 opts.expected_status_codes
             ),
         )
-        .at(Phase::Body));
+        .at(Phase::FirstByte));
     }
     // The loop returns on every path; this keeps the compiler and readers sure.
     Err(StepError::new(
@@ -398,7 +419,18 @@ async fn exchange(
         conn.flush()
             .await
             .map_err(|e| dial::io_error(&e, "sending the request"))?;
-        request::read_first_byte(conn, buf).await
+        request::read_first_byte(conn, buf).await?;
+        if absolute && !request::starts_like_http(buf) {
+            // Where an HTTP proxy's answer belongs: the proxy is not one.
+            return Err(StepError::new(
+                Reason::ProxyProtocol,
+                format!(
+                    "proxy answered with something that is not HTTP{}",
+                    request::not_http_hint(buf)
+                ),
+            ));
+        }
+        Ok(())
     })
     .await?;
 
@@ -415,6 +447,27 @@ async fn exchange(
             request::read_body(conn, buf, &head, opts.max_body_bytes, opts.max_header_bytes),
         )
         .await?;
+    } else if absolute
+        && head
+            .marks
+            .as_deref()
+            .is_some_and(|m| proxy_error::classify(m, b"").is_none())
+    {
+        // An error whose headers do not say who made it: a bounded look at
+        // the body for a proxy's stock error page. Best effort: the status
+        // decides the check, so a failure to read more is not the verdict.
+        let _ = att
+            .phase(
+                Phase::Body,
+                request::read_body(
+                    conn,
+                    buf,
+                    &head,
+                    proxy_error::PAGE_PEEK,
+                    opts.max_header_bytes,
+                ),
+            )
+            .await;
     }
     Ok(head)
 }

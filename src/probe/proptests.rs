@@ -36,10 +36,28 @@ fn assert_clean(text: &str, pass: &str) -> Result<(), TestCaseError> {
 }
 
 /// Bytes a hostile peer might send: random, or an HTTP head whose reason
-/// phrase or `Location` echoes the password after junk of any length.
+/// phrase or `Location` echoes the password after junk of any length, or a
+/// proxy-made error (`Proxy-Status` details, tinyproxy's reason phrase,
+/// squid's page) that echoes it.
 fn peer_bytes(pass: String) -> impl Strategy<Value = Vec<u8>> {
     let echo = pass.clone();
+    let made = pass.clone();
     prop_oneof![
+        (0usize..300, 400u16..600, 0u8..3).prop_map(move |(junk, status, kind)| {
+            let j = "j".repeat(junk);
+            match kind {
+                0 => format!(
+                    "HTTP/1.1 {status} x\r\nProxy-Status: p; error=dns_error; details=\"{j}{made}\"\r\nContent-Length: 0\r\n\r\n"
+                ),
+                1 => format!(
+                    "HTTP/1.1 {status} {j}{made}\r\nServer: tinyproxy/1.11.1\r\nConnection: close\r\n\r\n"
+                ),
+                _ => format!(
+                    "HTTP/1.1 {status} x\r\nConnection: close\r\n\r\n(squid/5.7) <!-- ERR_{j}{made} -->"
+                ),
+            }
+            .into_bytes()
+        }),
         proptest::collection::vec(any::<u8>(), 0..600),
         (0usize..300, 100u16..600).prop_map(move |(junk, status)| {
             format!(

@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use url::Url;
 
 use super::dial::io_error;
+use super::proxy_error::Marks;
 use super::{printable, CheckOptions, StepError};
 use crate::model::{Proxy, Reason};
 use crate::secret::Secret;
@@ -100,12 +101,49 @@ where
     Ok(())
 }
 
+/// Whether the first bytes of a response can begin an HTTP/1.x status
+/// line (`HTTP/`, or as much of it as has arrived).
+pub(crate) fn starts_like_http(first: &[u8]) -> bool {
+    let n = first.len().min(5);
+    first[..n] == b"HTTP/"[..n]
+}
+
+/// A guess at what answered instead of an HTTP proxy, from its first byte:
+/// the two mistakes seen in inventories (a SOCKS or TLS port declared as
+/// HTTP). Empty when there is no good guess.
+pub(crate) fn not_http_hint(first: &[u8]) -> String {
+    let Some(&b) = first.first() else {
+        return String::new();
+    };
+    let guess = match b {
+        0x05 => ": a SOCKS5 proxy?",
+        0x00 | 0x04 => ": a SOCKS4 proxy?",
+        0x15 | 0x16 => ": TLS, an https:// proxy?",
+        _ => "",
+    };
+    format!(" (first byte 0x{b:02X}{guess})")
+}
+
 /// What the response head says.
 #[derive(Debug)]
 pub(crate) struct Head {
     pub status: u16,
     pub location: Option<String>,
     framing: Framing,
+    /// For error statuses (400 and more): the headers that can tell a
+    /// proxy's own error apart from the target's.
+    pub(crate) marks: Option<Box<Marks>>,
+    /// The peer said it closes after this response (`Connection: close`,
+    /// or HTTP/1.0 without keep-alive).
+    closes: bool,
+}
+
+impl Head {
+    /// Whether the body's end will come: a length, chunks, no body at all,
+    /// or a peer that said it closes after the response.
+    pub(crate) fn body_end_is_known(&self) -> bool {
+        self.framing != Framing::UntilClose || self.closes
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -172,10 +210,17 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, StepError>
         }
     };
     let status = resp.code.unwrap_or(0);
+    let mut marks = (status >= 400).then(|| {
+        Box::new(Marks {
+            reason_phrase: resp.reason.unwrap_or("").to_string(),
+            ..Marks::default()
+        })
+    });
     let mut location = None;
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoding = false;
+    let mut connection: Option<bool> = None;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let v = std::str::from_utf8(h.value)
@@ -201,8 +246,19 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, StepError>
             // Followed, so not cut short; quoted only through `quote_peer`.
             let l = printable(&String::from_utf8_lossy(h.value));
             location = Some(crate::secret::cut(&l, MAX_LOCATION));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            let has = |t: &str| v.split(',').any(|o| o.trim() == t);
+            if has("close") {
+                connection = Some(true);
+            } else if has("keep-alive") {
+                connection = Some(false);
+            }
+        } else if let Some(m) = marks.as_mut() {
+            m.note(h.name, h.value);
         }
     }
+    let closes = connection.unwrap_or(resp.version == Some(0));
     let framing = if status == 204 || status == 304 || (100..200).contains(&status) {
         Framing::None
     } else if transfer_encoding {
@@ -221,6 +277,8 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, StepError>
             status,
             location,
             framing,
+            marks,
+            closes,
         },
         len,
     )))
@@ -586,5 +644,49 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(parse_head(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn error_heads_keep_their_marks_and_others_none() {
+        let raw = b"HTTP/1.1 503 Service Unavailable\r\nServer: squid/5.7\r\nProxy-Status: a; error=dns_error\r\nX-Squid-Error: ERR_DNS_FAIL 0\r\nProxy-Status: b; received-status=503\r\nContent-Length: 0\r\n\r\n";
+        let (h, _) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(
+            h.marks.as_deref(),
+            Some(&Marks {
+                reason_phrase: "Service Unavailable".into(),
+                proxy_status: "a; error=dns_error, b; received-status=503".into(),
+                squid_error: Some("ERR_DNS_FAIL 0".into()),
+                server: Some("squid/5.7".into()),
+            })
+        );
+        let (h, _) = parse_head(b"HTTP/1.1 302 Found\r\nX-Squid-Error: ERR_X 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.marks, None);
+    }
+
+    #[test]
+    fn first_bytes_like_http_or_not() {
+        for ok in [&b"H"[..], b"HTT", b"HTTP/", b"HTTP/1.1 200 OK\r\n"] {
+            assert!(starts_like_http(ok), "{ok:?}");
+        }
+        for bad in [
+            &b"\x05\xff"[..],
+            b"\x16\x03\x01",
+            b"http/1.1 200",
+            b"<html>",
+            b"HTTX/",
+        ] {
+            assert!(!starts_like_http(bad), "{bad:?}");
+        }
+        assert_eq!(
+            not_http_hint(b"\x05\xff"),
+            " (first byte 0x05: a SOCKS5 proxy?)"
+        );
+        assert_eq!(
+            not_http_hint(b"\x16\x03"),
+            " (first byte 0x16: TLS, an https:// proxy?)"
+        );
+        assert_eq!(not_http_hint(b"<html>"), " (first byte 0x3C)");
     }
 }

@@ -11,6 +11,12 @@ use crate::model::{Proxy, Reason};
 /// Open a tunnel to `host:port`. With `remote_dns` (SOCKS4a) a host name is
 /// sent to the proxy; otherwise it is resolved here and must have an IPv4
 /// address, the only kind SOCKS4 can carry.
+///
+/// An IPv6 target (a literal, or a name with only IPv6 addresses) fails
+/// before a byte is sent, as `proxy_protocol`: the declared protocol cannot
+/// express the request. Not `dns` (the name may well resolve) and not the
+/// proxy's doing (it was never asked); the fix is in the configuration
+/// (`socks5`/`socks4a`, or an IPv4 target).
 pub(crate) async fn connect<S>(
     stream: &mut S,
     proxy: &Proxy,
@@ -26,8 +32,8 @@ where
         Some(IpAddr::V4(v4)) => (v4, false),
         Some(IpAddr::V6(_)) => {
             return Err(StepError::new(
-                Reason::Dns,
-                format!("SOCKS4 cannot reach IPv6 target {host}"),
+                Reason::ProxyProtocol,
+                format!("SOCKS4 cannot carry IPv6: target {host}"),
             ))
         }
         // SOCKS4a marks "resolve the name I append" with the address 0.0.0.x, x != 0.
@@ -36,8 +42,8 @@ where
             IpAddr::V4(v4) => (v4, false),
             IpAddr::V6(_) => {
                 return Err(StepError::new(
-                    Reason::Dns,
-                    format!("{host} has no IPv4 address, which SOCKS4 needs"),
+                    Reason::ProxyProtocol,
+                    format!("SOCKS4 cannot carry IPv6: {host} has no IPv4 address"),
                 ))
             }
         },

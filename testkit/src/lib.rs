@@ -29,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub mod pki;
 pub mod proxy;
+pub mod proxy_errors;
 pub mod target;
 pub mod thread_target;
 

@@ -46,6 +46,10 @@ pub struct ProxyBehavior {
     pub delay: Duration,
     /// Speak TLS first (an HTTPS proxy; HTTP kind only).
     pub tls: bool,
+    /// HTTP kind only: answer every request (forward or CONNECT, after the
+    /// credentials check) with these raw bytes and close, as a proxy
+    /// failing to reach the target does. See [`crate::proxy_errors`].
+    pub answer: Option<Vec<u8>>,
 }
 
 impl ProxyBehavior {
@@ -58,6 +62,14 @@ impl ProxyBehavior {
     pub fn fault(fault: Fault) -> Self {
         ProxyBehavior {
             fault,
+            ..Default::default()
+        }
+    }
+
+    /// A proxy answering every request with `response` (raw HTTP bytes).
+    pub fn answering(response: impl Into<Vec<u8>>) -> Self {
+        ProxyBehavior {
+            answer: Some(response.into()),
             ..Default::default()
         }
     }
@@ -262,6 +274,10 @@ async fn serve_http(mut io: Io, state: Arc<State>) {
                 .await;
             return;
         }
+    }
+    if let Some(answer) = &state.behavior.answer {
+        let _ = io.write_all(answer).await;
+        return;
     }
     if fault == Fault::DenyDestination {
         let _ = io

@@ -6,8 +6,8 @@ use std::time::Duration;
 use pharox_exporter::{check, client_config, CheckOptions, TlsConfigError, USER_AGENT};
 use pharox_exporter::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
 use pharox_testkit::{
-    hang, pki, refused_port, BodyMode, FakeProxy, FakeServer, FakeTarget, Fault, ProxyBehavior,
-    Reply,
+    hang, pki, proxy_errors, refused_port, BodyMode, FakeProxy, FakeServer, FakeTarget, Fault,
+    ProxyBehavior, Reply,
 };
 use url::Url;
 
@@ -365,13 +365,19 @@ async fn garbage_reply_is_proxy_protocol() {
         let r = check(&fake.proxy(Some(protocol)), &opts(target.url("/"))).await;
         assert_fail(&r, Reason::ProxyProtocol, Phase::Handshake);
     }
-    // In absolute form the garbage is the response itself: an HTTP failure.
+    // In absolute form the garbage stands where the proxy's HTTP answer
+    // belongs: the proxy does not speak HTTP, known at the first byte.
     let plain = ok_target().await;
     let fake = FakeProxy::http(ProxyBehavior::fault(Fault::Garbage))
         .await
         .unwrap();
     let r = check(&fake.proxy(None), &opts(plain.url("/"))).await;
-    assert_fail(&r, Reason::Http, Phase::Body);
+    assert_fail(&r, Reason::ProxyProtocol, Phase::FirstByte);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("proxy answered with something that is not HTTP (first byte 0x16: TLS, an https:// proxy?)")
+    );
+    assert_eq!(r.status_code, None);
 }
 
 #[tokio::test]
@@ -392,6 +398,9 @@ async fn denied_destination_is_proxy_refused() {
     for (fake, protocol) in faulty(Fault::DenyDestination).await {
         let r = check(&fake.proxy(Some(protocol)), &opts(target.url("/"))).await;
         assert_fail(&r, Reason::ProxyRefused, Phase::Handshake);
+        // A rejected CONNECT keeps its status; SOCKS replies have none.
+        let code = (!protocol.is_socks()).then_some(403);
+        assert_eq!(r.status_code, code, "{protocol:?}");
     }
 }
 
@@ -404,6 +413,7 @@ async fn unreachable_destination_is_proxy_refused_with_the_code_meaning() {
     let s5 = FakeProxy::socks5(ProxyBehavior::healthy()).await.unwrap();
     let r = check(&http.proxy(None), &opts(url.clone())).await;
     assert_fail(&r, Reason::ProxyRefused, Phase::Handshake);
+    assert_eq!(r.status_code, Some(502));
     assert!(r.error.unwrap().contains("502"));
     let r = check(&s4.proxy(None), &opts(url.clone())).await;
     assert_fail(&r, Reason::ProxyRefused, Phase::Handshake);
@@ -602,7 +612,7 @@ async fn via_socks5(reply: Reply, tweak: impl FnOnce(&mut CheckOptions)) -> Chec
 #[tokio::test]
 async fn unexpected_status_keeps_the_code() {
     let r = via_socks5(Reply::status(503), |_| {}).await;
-    assert_fail(&r, Reason::UnexpectedStatus, Phase::Body);
+    assert_fail(&r, Reason::UnexpectedStatus, Phase::FirstByte);
     assert_eq!(r.status_code, Some(503));
     // An expected non-200 is a success.
     let r = via_socks5(Reply::status(204), |o| o.expected_status_codes = vec![204]).await;
@@ -730,7 +740,7 @@ async fn redirects_are_followed_through_the_proxy() {
     let mut o = opts(target.url("/start"));
     o.allow_redirects = false;
     let r = check(&proxy.proxy(None), &o).await;
-    assert_fail(&r, Reason::UnexpectedStatus, Phase::Body);
+    assert_fail(&r, Reason::UnexpectedStatus, Phase::FirstByte);
     assert_eq!(r.status_code, Some(302));
 }
 
@@ -777,7 +787,7 @@ async fn all_attempts_failing_reports_the_last() {
     let mut o = opts(target.url("/"));
     o.attempts = 3;
     let r = check(&proxy.proxy(None), &o).await;
-    assert_fail(&r, Reason::UnexpectedStatus, Phase::Body);
+    assert_fail(&r, Reason::UnexpectedStatus, Phase::FirstByte);
     assert_eq!(r.attempts, 3);
     assert_eq!(r.status_code, Some(503));
     assert_eq!(r.latency_ms, OK_TIMEOUT.as_millis() as u64);
@@ -803,4 +813,209 @@ fn options_reject_unsupported_targets() {
     assert_eq!(o.slow_threshold, Duration::from_millis(2000));
     assert_eq!(o.max_body_bytes, 64 * 1024);
     assert_eq!(o.max_header_bytes, 32 * 1024);
+}
+
+// ------------------------------------------------------------ who failed
+
+/// An `http://` target (absolute form) and an `https://` one (CONNECT),
+/// both unused: the proxies below answer every request themselves.
+async fn both_targets() -> (FakeTarget, FakeTarget) {
+    (ok_target().await, tls_target().await)
+}
+
+/// Through a fake answering `response`, to an `http://` target and through
+/// CONNECT to an `https://` one: the proxy's own error both times, with the
+/// expected reason, message and status, in first_byte and handshake.
+async fn assert_proxy_made(response: &[u8], reason: Reason, message: &str, status: u16) {
+    let (plain, secure) = both_targets().await;
+    let fake = FakeProxy::http(ProxyBehavior::answering(response))
+        .await
+        .unwrap();
+    for (url, phase) in [
+        (plain.url("/"), Phase::FirstByte),
+        (secure.url("/"), Phase::Handshake),
+    ] {
+        let r = check(&fake.proxy(None), &opts(url.clone())).await;
+        assert_fail(&r, reason, phase);
+        assert_eq!(r.error.as_deref(), Some(message), "{url}");
+        assert_eq!(r.status_code, Some(status), "{url}");
+    }
+    assert!(plain.requests().is_empty() && secure.requests().is_empty());
+}
+
+#[tokio::test]
+async fn rfc9209_proxy_status_names_the_proxys_error() {
+    assert_proxy_made(
+        &proxy_errors::proxy_status(
+            502,
+            r#"fake-proxy; error=destination_ip_unroutable; details="no route to 192.0.2.1""#,
+        ),
+        Reason::ProxyUpstream,
+        "proxy could not reach the target: Proxy-Status error=destination_ip_unroutable (by fake-proxy: no route to 192.0.2.1) [502]",
+        502,
+    )
+    .await;
+    // Two intermediaries: the one nearest to us with an error decides.
+    assert_proxy_made(
+        &proxy_errors::proxy_status(
+            504,
+            "inner; error=connection_timeout, outer; received-status=504",
+        ),
+        Reason::ProxyUpstream,
+        "proxy could not reach the target: Proxy-Status error=connection_timeout (by inner) [504]",
+        504,
+    )
+    .await;
+    // A policy refusal stays proxy_refused, now with the proxy's words.
+    assert_proxy_made(
+        &proxy_errors::proxy_status(403, "gw; error=http_request_denied"),
+        Reason::ProxyRefused,
+        "proxy refused the target: Proxy-Status error=http_request_denied (by gw) [403]",
+        403,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn stock_error_pages_name_the_proxys_error() {
+    use proxy_errors::*;
+    let upstream = Reason::ProxyUpstream;
+    let cases: [(&[u8], Reason, &str, u16); 6] = [
+        (
+            SQUID_CONNECT_FAIL,
+            upstream,
+            "proxy could not reach the target: X-Squid-Error ERR_CONNECT_FAIL 111 [503]",
+            503,
+        ),
+        (
+            TINYPROXY_UNABLE_TO_CONNECT,
+            upstream,
+            "proxy could not reach the target: tinyproxy Unable to connect [500]",
+            500,
+        ),
+        (
+            PRIVOXY_CONNECT_FAILED,
+            upstream,
+            "proxy could not reach the target: privoxy error page Connect failed [503]",
+            503,
+        ),
+        (
+            PRIVOXY_BLOCKED,
+            Reason::ProxyRefused,
+            "proxy refused the target: privoxy error page Request for blocked URL [403]",
+            403,
+        ),
+        (
+            APACHE_PROXY_ERROR,
+            upstream,
+            "proxy could not reach the target: apache proxy error page DNS lookup failure for: nonexistent.invalid [502]",
+            502,
+        ),
+        (
+            APACHE_BAD_GATEWAY,
+            upstream,
+            "proxy could not reach the target: apache proxy error page invalid response from an upstream server [502]",
+            502,
+        ),
+    ];
+    for (response, reason, message, status) in cases {
+        assert_proxy_made(response, reason, message, status).await;
+    }
+}
+
+#[tokio::test]
+async fn squid_page_without_its_header_is_still_squids() {
+    // `reply_header_access X-Squid-Error deny all`, common on anonymising
+    // proxies: the page's `<!-- ERR_... -->` says it.
+    let text = String::from_utf8_lossy(proxy_errors::SQUID_CONNECT_FAIL)
+        .replace("X-Squid-Error: ERR_CONNECT_FAIL 111\r\n", "");
+    assert_proxy_made(
+        text.as_bytes(),
+        Reason::ProxyUpstream,
+        "proxy could not reach the target: squid error page ERR_CONNECT_FAIL [503]",
+        503,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_proxys_words_never_carry_credentials() {
+    let (plain, secure) = both_targets().await;
+    let echo = proxy_errors::proxy_status(
+        502,
+        &format!(r#"p; error=connection_refused; details="alice:{PASSWORD} as {PASSWORD}""#),
+    );
+    let b = ProxyBehavior {
+        answer: Some(echo),
+        ..ProxyBehavior::healthy().with_auth("alice", PASSWORD)
+    };
+    let fake = FakeProxy::http(b).await.unwrap();
+    let proxy = fake.proxy_with_auth(None, "alice", PASSWORD);
+    for (url, phase) in [
+        (plain.url("/"), Phase::FirstByte),
+        (secure.url("/"), Phase::Handshake),
+    ] {
+        let r = check(&proxy, &opts(url)).await;
+        // assert_fail checks the password is absent from the message.
+        assert_fail(&r, Reason::ProxyUpstream, phase);
+        assert_eq!(
+            r.error.as_deref(),
+            Some("proxy could not reach the target: Proxy-Status error=connection_refused (by p: *** as ***) [502]")
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_targets_own_errors_stay_unexpected_status() {
+    // The target's 503 through an HTTP proxy (absolute form): no mark.
+    let target = FakeTarget::start(Reply::status(503).body("<h1>Service Unavailable</h1>"))
+        .await
+        .unwrap();
+    let http = FakeProxy::http(ProxyBehavior::healthy()).await.unwrap();
+    let r = check(&http.proxy(None), &opts(target.url("/"))).await;
+    assert_fail(&r, Reason::UnexpectedStatus, Phase::FirstByte);
+    assert_eq!(r.status_code, Some(503));
+    // Marks inside a tunnel are the target's (its own CDN, say), never
+    // the proxy's: through SOCKS5 and through CONNECT.
+    let marked = Reply::status(502)
+        .header("Proxy-Status", "cdn; error=connection_refused")
+        .header("X-Squid-Error", "ERR_CONNECT_FAIL 111")
+        .body("<!-- ERR_CONNECT_FAIL --> (squid/5.7)");
+    let plain = FakeTarget::start(marked.clone()).await.unwrap();
+    let secure = FakeTarget::builder(marked).tls().start().await.unwrap();
+    let s5 = FakeProxy::socks5(ProxyBehavior::healthy()).await.unwrap();
+    let r = check(&s5.proxy(None), &opts(plain.url("/"))).await;
+    assert_fail(&r, Reason::UnexpectedStatus, Phase::FirstByte);
+    assert_eq!(r.status_code, Some(502));
+    let r = check(&http.proxy(None), &opts(secure.url("/"))).await;
+    assert_fail(&r, Reason::UnexpectedStatus, Phase::FirstByte);
+    assert_eq!(r.status_code, Some(502));
+}
+
+#[tokio::test]
+async fn http_proxy_url_on_a_socks_server_is_proxy_protocol() {
+    let target = ok_target().await;
+    let s5 = FakeProxy::socks5(ProxyBehavior::healthy()).await.unwrap();
+    let r = check(&s5.proxy(Some(ProxyProtocol::Http)), &opts(target.url("/"))).await;
+    assert_fail(&r, Reason::ProxyProtocol, Phase::FirstByte);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("proxy answered with something that is not HTTP (first byte 0x05: a SOCKS5 proxy?)")
+    );
+}
+
+#[tokio::test]
+async fn socks4_cannot_carry_ipv6() {
+    let s4 = FakeProxy::socks4(ProxyBehavior::healthy()).await.unwrap();
+    let url = Url::parse("http://[2001:db8::1]:8080/").unwrap();
+    for protocol in [ProxyProtocol::Socks4, ProxyProtocol::Socks4a] {
+        let r = check(&s4.proxy(Some(protocol)), &opts(url.clone())).await;
+        assert_fail(&r, Reason::ProxyProtocol, Phase::Handshake);
+        assert_eq!(
+            r.error.as_deref(),
+            Some("SOCKS4 cannot carry IPv6: target 2001:db8::1")
+        );
+    }
+    // The proxy was never asked.
+    assert!(s4.seen().is_empty());
 }

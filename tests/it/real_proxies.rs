@@ -326,9 +326,74 @@ async fn squid_target_503_is_unexpected_status() {
     let proxy = server.proxy(ProxyProtocol::Http, None);
     let want = Want {
         status_code: Some(503),
-        ..inactive(Reason::UnexpectedStatus, &[Phase::Body])
+        ..inactive(Reason::UnexpectedStatus, &[Phase::FirstByte])
     };
     expect(&server, &proxy, &opts_http(&target, "/status/503"), want).await;
+}
+
+/// What squid (5.7, Debian bookworm) answers for a destination it cannot
+/// reach, through absolute form (`http://`) and CONNECT (`https://`):
+/// `proxy_upstream` with squid's own error type, the status it sent, and
+/// no credentials anywhere (the auth squid with the right password).
+async fn expect_squid_upstream(url: &str, cases: [(Phase, u16, &str); 2]) {
+    let server = proxies::squid(Some((SQUID_USER, SQUID_PASS)));
+    let proxy = server.proxy(ProxyProtocol::Http, Some((SQUID_USER, SQUID_PASS)));
+    for ((phase, code, squid_error), scheme) in cases.into_iter().zip(["http", "https"]) {
+        let opts = support::check_options(&format!("{scheme}://{url}"), no_tls(), no_tls());
+        let phases: &'static [Phase] = match phase {
+            Phase::FirstByte => &[Phase::FirstByte],
+            _ => &[Phase::Handshake],
+        };
+        let want = Want {
+            status_code: Some(code),
+            ..inactive(Reason::ProxyUpstream, phases)
+        };
+        let res = expect(&server, &proxy, &opts, want).await;
+        let err = res.error.unwrap_or_default();
+        assert_eq!(
+            err,
+            format!("proxy could not reach the target: X-Squid-Error {squid_error} [{code}]"),
+            "{scheme}://{url}\n{}",
+            server.logs()
+        );
+        assert!(!err.contains(SQUID_USER), "user name in error: {err}");
+    }
+}
+
+#[tokio::test]
+async fn squid_destination_refused_is_proxy_upstream() {
+    let dead = pharox_testkit::refused_port();
+    expect_squid_upstream(
+        &format!("127.0.0.1:{}/", dead.port()),
+        [
+            (Phase::FirstByte, 503, "ERR_CONNECT_FAIL 111"),
+            (Phase::Handshake, 503, "ERR_CONNECT_FAIL 111"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn squid_dns_failure_is_proxy_upstream() {
+    // squid resolves through the harness's NXDOMAIN server on loopback:
+    // nothing leaves the machine, and the failure is immediate.
+    assert!(
+        support::dns::nxdomain_server().is_some(),
+        "the loopback DNS server needs UDP port 53: run the tests as root"
+    );
+    // Squid 5.7 loses the DNS error on the way (its log says "Name Error:
+    // The domain name does not exist", then "found all 0 destinations")
+    // and reports ERR_READ_ERROR for a GET, ERR_CANNOT_FORWARD for a
+    // CONNECT; squids that keep it send ERR_DNS_FAIL, and this expectation
+    // changes with the packaged squid.
+    expect_squid_upstream(
+        "nonexistent.invalid/",
+        [
+            (Phase::FirstByte, 502, "ERR_READ_ERROR 0"),
+            (Phase::Handshake, 500, "ERR_CANNOT_FORWARD 0"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -412,6 +477,55 @@ async fn dante_socks5h_remote_resolution_active() {
     let proxy = server.proxy(ProxyProtocol::Socks5h, None);
     let opts = support::check_options(&target.url_localhost("/"), no_tls(), no_tls());
     expect(&server, &proxy, &opts, active()).await;
+}
+
+#[tokio::test]
+async fn tinyproxy_destination_refused_is_proxy_upstream() {
+    let dead = pharox_testkit::refused_port();
+    let server = proxies::tinyproxy();
+    let proxy = server.proxy(ProxyProtocol::Http, None);
+    for (scheme, phase) in [("http", Phase::FirstByte), ("https", Phase::Handshake)] {
+        let url = format!("{scheme}://127.0.0.1:{}/", dead.port());
+        let opts = support::check_options(&url, no_tls(), no_tls());
+        let phases: &'static [Phase] = match phase {
+            Phase::FirstByte => &[Phase::FirstByte],
+            _ => &[Phase::Handshake],
+        };
+        let want = Want {
+            status_code: Some(500),
+            ..inactive(Reason::ProxyUpstream, phases)
+        };
+        let res = expect(&server, &proxy, &opts, want).await;
+        assert_eq!(
+            res.error.as_deref(),
+            Some("proxy could not reach the target: tinyproxy Unable to connect [500]"),
+            "{url}"
+        );
+    }
+}
+
+/// An `http://` proxy URL that points at a SOCKS5 server: microsocks
+/// answers our request line with a SOCKS5 method reply, where an HTTP
+/// answer belongs. (Dante closes without a byte: `connection_reset`, as
+/// any silent close.)
+#[tokio::test]
+async fn http_proxy_url_on_a_socks5_server_is_proxy_protocol() {
+    let target = ThreadTarget::http();
+    let server = proxies::microsocks(None);
+    let proxy = server.proxy(ProxyProtocol::Http, None);
+    let res = expect(
+        &server,
+        &proxy,
+        &opts_http(&target, "/"),
+        inactive(Reason::ProxyProtocol, &[Phase::FirstByte]),
+    )
+    .await;
+    assert_eq!(
+        res.error.as_deref(),
+        Some("proxy answered with something that is not HTTP (first byte 0x05: a SOCKS5 proxy?)")
+    );
+    assert_eq!(res.status_code, None);
+    assert_eq!(target.requests(), 0);
 }
 
 /// Dante implements SOCKS4 but not the 4a hostname extension: it reads the

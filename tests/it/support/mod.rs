@@ -15,6 +15,7 @@
 //! stay parallel-safe.
 
 pub(crate) mod bundle;
+pub(crate) mod dns;
 pub(crate) mod exporter;
 pub(crate) mod exposition;
 pub(crate) mod pg;

@@ -245,6 +245,8 @@ pub(crate) fn squid_with(auth: Option<(&str, &str)>, extra: &str) -> ProxyServer
         } else {
             ""
         };
+        // Names that are not in /etc/hosts fail at once, on loopback.
+        let dns = super::dns::nxdomain_server().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
         let conf = format!(
             "http_port 127.0.0.1:{port}\n\
              {user}\
@@ -252,7 +254,7 @@ pub(crate) fn squid_with(auth: Option<(&str, &str)>, extra: &str) -> ProxyServer
              icp_port 0\n\
              htcp_port 0\n\
              udp_incoming_address 127.0.0.1\n\
-             dns_nameservers 127.0.0.1\n\
+             dns_nameservers {dns}\n\
              acl localnet src 127.0.0.0/8\n\
              http_access deny !localnet\n\
              {auth_lines}\
