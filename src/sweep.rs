@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::geo::GeoDb;
 use crate::model::{CheckResult, Proxy};
 use crate::probe::{self, OptionsByPool};
 use crate::shutdown::Shutdown;
@@ -32,6 +33,9 @@ pub struct SweepParams {
     pub shutdown: Shutdown,
     /// Live counters, readable by scrapes while the sweep runs.
     pub gauges: Arc<SweepGauges>,
+    /// Geolocation of judge-reported exits (`geoip.databases`); re-read at
+    /// the start of the sweep if its files changed.
+    pub geo: Option<Arc<GeoDb>>,
 }
 
 impl SweepParams {
@@ -51,7 +55,14 @@ impl SweepParams {
             grace: Duration::ZERO,
             shutdown: Shutdown::new(),
             gauges: Arc::default(),
+            geo: None,
         }
+    }
+
+    /// Geolocate exits with `geo` (see [`GeoDb::enrich`]).
+    pub fn geo(mut self, geo: Option<Arc<GeoDb>>) -> Self {
+        self.geo = geo;
+        self
     }
 
     /// Stop on `shutdown`, letting checks in flight run for `grace`.
@@ -131,8 +142,14 @@ where
         grace,
         shutdown,
         gauges,
+        geo,
     } = params;
     let started = Instant::now();
+    if let Some(db) = &geo {
+        // Whole files are read on a change: off the async workers.
+        let db = db.clone();
+        let _ = tokio::task::spawn_blocking(move || db.refresh()).await;
+    }
     let total = proxies.len();
     gauges.proxies.store(total, Ordering::Relaxed);
     gauges.completed.store(0, Ordering::Relaxed);
@@ -147,6 +164,7 @@ where
         pacer,
         gauges: gauges.clone(),
         shutdown: shutdown.clone(),
+        geo,
         on_result,
     });
     let mut set = tokio::task::JoinSet::new();
@@ -172,6 +190,7 @@ struct Worker<F> {
     pacer: Option<Pacer>,
     gauges: Arc<SweepGauges>,
     shutdown: Shutdown,
+    geo: Option<Arc<GeoDb>>,
     on_result: F,
 }
 
@@ -200,7 +219,10 @@ where
             let gauges = &self.gauges;
             gauges.in_flight.fetch_add(1, Ordering::Relaxed);
             let opts = self.options.for_proxy(proxy);
-            let result = probe::check(proxy, opts).await;
+            let mut result = probe::check(proxy, opts).await;
+            if let Some(db) = &self.geo {
+                db.enrich(&mut result, proxy, opts.geo_policy, opts.timeout);
+            }
             gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
             gauges.completed.fetch_add(1, Ordering::Relaxed);
             (self.on_result)(proxy, result);
