@@ -47,7 +47,7 @@ mod server; //     /metrics, /probe, /-/*, status page
 mod app; //        App::build (all that can fail at start), App::run
 
 // The API used by the binary (`src/bin/pharox-exporter`) and tests/.
-pub use app::{ensure_fd_limit, source_spec, App, StartError};
+pub use app::{ensure_fd_limit, open_geo, source_spec, App, StartError};
 pub use config::{
     parse_duration, Attempts, Config, ConfigError, Overrides, StatusCodes, TargetUrl, Timeout,
 };
