@@ -630,7 +630,9 @@ mod tests {
             vec![PathBuf::from("a.mmdb"), PathBuf::from("b.mmdb")]
         );
         assert_eq!(parse("").unwrap().geoip, GeoipConfig::default());
-        let err = parse("geoip:\n  database: x.mmdb\n").unwrap_err().to_string();
+        let err = parse("geoip:\n  database: x.mmdb\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("test.yaml:2:") && err.contains("unknown field `database`"),
             "{err}"

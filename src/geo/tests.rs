@@ -86,7 +86,10 @@ fn city_and_asn_files_combine_field_by_field_first_file_first() {
         &[
             ("127.0.0.0/24", ASN_A),
             // An ISP-style record: the organisation comes from `isp`.
-            ("127.0.1.0/24", r#"{"autonomous_system_number":64501,"isp":"Example ISP"}"#),
+            (
+                "127.0.1.0/24",
+                r#"{"autonomous_system_number":64501,"isp":"Example ISP"}"#,
+            ),
         ],
     );
     assert_eq!(
@@ -130,14 +133,20 @@ fn a_missing_or_broken_file_is_refused_at_start_naming_it() {
     let missing = dir.path().join("nope.mmdb");
     let err = GeoDb::open(&[missing.clone()]).unwrap_err().to_string();
     assert!(
-        err.starts_with(&format!("geoip database {}: cannot read", missing.display())),
+        err.starts_with(&format!(
+            "geoip database {}: cannot read",
+            missing.display()
+        )),
         "{err}"
     );
     let junk = dir.path().join("junk.mmdb");
     std::fs::write(&junk, b"not a database at all").unwrap();
     let err = GeoDb::open(&[junk.clone()]).unwrap_err().to_string();
     assert!(
-        err.starts_with(&format!("geoip database {}: not a MaxMind DB file", junk.display())),
+        err.starts_with(&format!(
+            "geoip database {}: not a MaxMind DB file",
+            junk.display()
+        )),
         "{err}"
     );
 }
@@ -151,7 +160,12 @@ fn a_file_renamed_into_place_is_reread_and_a_broken_one_keeps_the_old_answers() 
     assert_eq!(db.lookup(ip("127.0.0.2")), Some(berlin()));
 
     // geoipupdate: a new file renamed over the old one.
-    install(dir.path(), "City.mmdb", "GeoLite2-City", &[("127.0.0.2/32", PARIS)]);
+    install(
+        dir.path(),
+        "City.mmdb",
+        "GeoLite2-City",
+        &[("127.0.0.2/32", PARIS)],
+    );
     assert_eq!(db.refresh(), 1);
     assert_eq!(
         db.lookup(ip("127.0.0.2")).and_then(|g| g.city),
@@ -234,13 +248,22 @@ fn a_mismatch_fails_an_up_check_under_policy_fail() {
     assert_eq!(r.phase, Some(Phase::Body));
     assert_eq!(r.error.as_deref(), Some("exit country US, declared DE"));
     assert_eq!(r.latency_ms, 5000);
-    assert_eq!(r.status_code, Some(200), "the answer we got stays on record");
+    assert_eq!(
+        r.status_code,
+        Some(200),
+        "the answer we got stays on record"
+    );
     let exit = r.exit.unwrap();
     assert!(exit.geo_mismatch);
     assert_eq!(exit.geo.and_then(|g| g.city), Some("Dallas".into()));
     let s = db.stats().snapshot();
     assert_eq!(
-        (s.lookups, s.mismatches, s.mismatches_failed, s.unknown_country),
+        (
+            s.lookups,
+            s.mismatches,
+            s.mismatches_failed,
+            s.unknown_country
+        ),
         (1, 1, 1, 0)
     );
 }
@@ -258,7 +281,10 @@ fn a_mismatch_under_policy_report_is_marked_but_keeps_the_status() {
     );
     let exit = r.exit.as_ref().unwrap();
     assert!(exit.geo_mismatch);
-    assert_eq!(exit.geo.as_ref().and_then(|g| g.country.clone()), Some("US".into()));
+    assert_eq!(
+        exit.geo.as_ref().and_then(|g| g.country.clone()),
+        Some("US".into())
+    );
     assert_ne!(r, before);
     let s = db.stats().snapshot();
     assert_eq!((s.mismatches, s.mismatches_failed), (1, 0));

@@ -681,7 +681,12 @@ impl Entry {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| DEFAULT_PROVIDER.into());
         p.labels = self.labels;
-        p.country = match self.country.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        p.country = match self
+            .country
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
             Some(c) => Some(parse_country(c).map_err(|m| ("country".to_string(), m))?),
             None => None,
         };
@@ -922,7 +927,9 @@ fn parse_list(
                 // A number or boolean where text is meant (`pool: 1`) is
                 // that text; serde's type error would name the value, not
                 // the field.
-                for f in ["id", "username", "protocol", "host", "pool", "provider", "country"] {
+                for f in [
+                    "id", "username", "protocol", "host", "pool", "provider", "country",
+                ] {
                     if let Some(v) = map.get_mut(f) {
                         if v.is_number() || v.is_boolean() {
                             *v = serde_json::Value::String(v.to_string());
@@ -1301,8 +1308,7 @@ mod tests {
                    http://127.0.0.1:4,dc,Germany\n\
                    http://127.0.0.1:5,dc,UK\n";
         let l = load("inv.csv", csv);
-        let countries: Vec<Option<&str>> =
-            l.proxies.iter().map(|p| p.country.as_deref()).collect();
+        let countries: Vec<Option<&str>> = l.proxies.iter().map(|p| p.country.as_deref()).collect();
         assert_eq!(countries, vec![Some("DE"), Some("US"), None]);
         let errors: Vec<String> = l.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(
@@ -1317,10 +1323,12 @@ mod tests {
                     - {protocol: http, host: 127.0.0.1, port: 3128, country: NO}\n\
                     - {url: http://127.0.0.1:3129, country: 12}\n";
         let l = load("inv.yaml", yaml);
-        let countries: Vec<Option<&str>> =
-            l.proxies.iter().map(|p| p.country.as_deref()).collect();
+        let countries: Vec<Option<&str>> = l.proxies.iter().map(|p| p.country.as_deref()).collect();
         assert_eq!(countries, vec![Some("FR"), Some("NO")]);
-        assert_eq!((l.errors[0].line, l.errors[0].field.as_str()), (4, "country"));
+        assert_eq!(
+            (l.errors[0].line, l.errors[0].field.as_str()),
+            (4, "country")
+        );
 
         let json = "[{\"url\": \"http://127.0.0.1:1\", \"country\": \"jp\"}, {\"url\": \"http://127.0.0.1:2\", \"country\": \"XX\"}]";
         let l = load("inv.json", json);

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use pharox_exporter::{
-    open_geo, run_sweep, CheckResult, Config, Overrides, Proxy, ProxyStatus, Reason, ReadMode,
+    open_geo, run_sweep, CheckResult, Config, Overrides, Proxy, ProxyStatus, ReadMode, Reason,
     Shard, Source, SweepParams,
 };
 use pharox_testkit::mmdb::{mmdblookup, write_mmdb};
@@ -58,8 +58,14 @@ fn city_db(dir: &Path) -> std::path::PathBuf {
         &path,
         "GeoLite2-City",
         &[
-            ("127.0.0.2/32", r#"{"country":{"iso_code":"DE"},"city":{"names":{"en":"Berlin"}},"location":{"latitude":52.52,"longitude":13.405}}"#),
-            ("127.0.0.3/32", r#"{"country":{"iso_code":"US"},"city":{"names":{"en":"Dallas"}},"location":{"latitude":32.78,"longitude":-96.8}}"#),
+            (
+                "127.0.0.2/32",
+                r#"{"country":{"iso_code":"DE"},"city":{"names":{"en":"Berlin"}},"location":{"latitude":52.52,"longitude":13.405}}"#,
+            ),
+            (
+                "127.0.0.3/32",
+                r#"{"country":{"iso_code":"US"},"city":{"names":{"en":"Dallas"}},"location":{"latitude":32.78,"longitude":-96.8}}"#,
+            ),
         ],
     );
     assert_eq!(

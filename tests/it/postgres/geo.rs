@@ -28,9 +28,18 @@ fn geo_dbs(dir: &Path) -> GeoDb {
         &city,
         "GeoLite2-City",
         &[
-            ("127.0.0.2/32", r#"{"country":{"iso_code":"DE"},"city":{"names":{"en":"Berlin"}},"location":{"latitude":52.52,"longitude":13.405}}"#),
-            ("127.0.0.3/32", r#"{"country":{"iso_code":"US"},"city":{"names":{"en":"Dallas"}},"location":{"latitude":32.78,"longitude":-96.8}}"#),
-            ("127.0.0.4/32", r#"{"country":{"iso_code":"FR"},"city":{"names":{"en":"Paris"}},"location":{"latitude":48.85,"longitude":2.35}}"#),
+            (
+                "127.0.0.2/32",
+                r#"{"country":{"iso_code":"DE"},"city":{"names":{"en":"Berlin"}},"location":{"latitude":52.52,"longitude":13.405}}"#,
+            ),
+            (
+                "127.0.0.3/32",
+                r#"{"country":{"iso_code":"US"},"city":{"names":{"en":"Dallas"}},"location":{"latitude":32.78,"longitude":-96.8}}"#,
+            ),
+            (
+                "127.0.0.4/32",
+                r#"{"country":{"iso_code":"FR"},"city":{"names":{"en":"Paris"}},"location":{"latitude":48.85,"longitude":2.35}}"#,
+            ),
         ],
     );
     let asn = dir.join("ASN.mmdb");
@@ -38,8 +47,14 @@ fn geo_dbs(dir: &Path) -> GeoDb {
         &asn,
         "GeoLite2-ASN",
         &[
-            ("127.0.0.2/32", r#"{"autonomous_system_number":64500,"autonomous_system_organization":"Example Transit"}"#),
-            ("127.0.0.3/32", r#"{"autonomous_system_number":64501,"autonomous_system_organization":"Example Hosting"}"#),
+            (
+                "127.0.0.2/32",
+                r#"{"autonomous_system_number":64500,"autonomous_system_organization":"Example Transit"}"#,
+            ),
+            (
+                "127.0.0.3/32",
+                r#"{"autonomous_system_number":64501,"autonomous_system_organization":"Example Hosting"}"#,
+            ),
         ],
     );
     assert_eq!(
@@ -99,7 +114,12 @@ async fn pharox_reads_back_the_geography_we_wrote_and_leases_by_it() {
     );
     let dir = tempfile::tempdir().unwrap();
     let geo = geo_dbs(dir.path());
-    let exits = [Some("127.0.0.2"), Some("127.0.0.3"), Some("127.0.0.4"), None];
+    let exits = [
+        Some("127.0.0.2"),
+        Some("127.0.0.3"),
+        Some("127.0.0.4"),
+        None,
+    ];
 
     let mut cfg = config(&pg.url("db"));
     cfg.write_geo = true;
@@ -119,10 +139,16 @@ async fn pharox_reads_back_the_geography_we_wrote_and_leases_by_it() {
         sink.submit(p, &r);
     }
     assert_eq!(reasons, vec![None, Some(Reason::GeoMismatch), None, None]);
-    assert_eq!(sink.flush(Instant::now() + Duration::from_secs(30)).await, 0);
+    assert_eq!(
+        sink.flush(Instant::now() + Duration::from_secs(30)).await,
+        0
+    );
     assert_eq!(sink.stats().geo_updated, 3, "three proxies had news");
 
-    let read = pharox(&["geo", &pg.sqlalchemy_url("db")], &json!({"proxy_ids": ids}));
+    let read = pharox(
+        &["geo", &pg.sqlalchemy_url("db")],
+        &json!({"proxy_ids": ids}),
+    );
     assert_eq!(
         read[&ids[0]],
         json!({"country": "DE", "city": "Berlin", "latitude": 52.52, "longitude": 13.405,
@@ -149,8 +175,14 @@ async fn pharox_reads_back_the_geography_we_wrote_and_leases_by_it() {
 
     // pharox leases by what we wrote. The mismatched proxy failed its check,
     // so nobody leases it as German, nor (yet) as American.
-    assert_eq!(lease_by(&pg, json!({"country": "DE"})), vec![ids[0].clone()]);
-    assert_eq!(lease_by(&pg, json!({"country": "US"})), Vec::<String>::new());
+    assert_eq!(
+        lease_by(&pg, json!({"country": "DE"})),
+        vec![ids[0].clone()]
+    );
+    assert_eq!(
+        lease_by(&pg, json!({"country": "US"})),
+        Vec::<String>::new()
+    );
     assert_eq!(lease_by(&pg, json!({"asn": 64500})), vec![ids[0].clone()]);
     assert_eq!(
         lease_by(
@@ -159,7 +191,10 @@ async fn pharox_reads_back_the_geography_we_wrote_and_leases_by_it() {
         ),
         vec![ids[2].clone()]
     );
-    assert_eq!(lease_by(&pg, json!({"city": "Paris"})), vec![ids[2].clone()]);
+    assert_eq!(
+        lease_by(&pg, json!({"city": "Paris"})),
+        vec![ids[2].clone()]
+    );
 
     // Sweep 2: pharox now says US for the Dallas exit, so it matches and is
     // up again; nothing changed geographically, so no row is rewritten.
@@ -171,9 +206,19 @@ async fn pharox_reads_back_the_geography_we_wrote_and_leases_by_it() {
         assert_eq!(r.reason, None, "{}", p.id);
         sink.submit(p, &r);
     }
-    assert_eq!(sink.flush(Instant::now() + Duration::from_secs(30)).await, 0);
-    assert_eq!(sink.stats().geo_updated, 3, "unchanged rows are not rewritten");
-    assert_eq!(lease_by(&pg, json!({"country": "US"})), vec![ids[1].clone()]);
+    assert_eq!(
+        sink.flush(Instant::now() + Duration::from_secs(30)).await,
+        0
+    );
+    assert_eq!(
+        sink.stats().geo_updated,
+        3,
+        "unchanged rows are not rewritten"
+    );
+    assert_eq!(
+        lease_by(&pg, json!({"country": "US"})),
+        vec![ids[1].clone()]
+    );
     sink.close(Instant::now() + Duration::from_secs(10)).await;
 }
 
@@ -199,7 +244,10 @@ async fn without_write_geo_pharox_keeps_its_geography() {
     geo.enrich(&mut r, &p, GeoPolicy::Report, Duration::from_secs(5));
     assert!(r.exit.as_ref().is_some_and(|e| e.geo.is_some()));
     sink.submit(&p, &r);
-    assert_eq!(sink.flush(Instant::now() + Duration::from_secs(30)).await, 0);
+    assert_eq!(
+        sink.flush(Instant::now() + Duration::from_secs(30)).await,
+        0
+    );
     let row = pg.psql("db", "SELECT status, country, city, asn FROM proxy");
     assert_eq!(row, "active|DE||");
     assert_eq!(sink.stats().geo_updated, 0);
