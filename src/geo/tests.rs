@@ -131,7 +131,9 @@ fn city_and_asn_files_combine_field_by_field_first_file_first() {
 fn a_missing_or_broken_file_is_refused_at_start_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.mmdb");
-    let err = GeoDb::open(&[missing.clone()]).unwrap_err().to_string();
+    let err = GeoDb::open(std::slice::from_ref(&missing))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with(&format!(
             "geoip database {}: cannot read",
@@ -141,7 +143,9 @@ fn a_missing_or_broken_file_is_refused_at_start_naming_it() {
     );
     let junk = dir.path().join("junk.mmdb");
     std::fs::write(&junk, b"not a database at all").unwrap();
-    let err = GeoDb::open(&[junk.clone()]).unwrap_err().to_string();
+    let err = GeoDb::open(std::slice::from_ref(&junk))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with(&format!(
             "geoip database {}: not a MaxMind DB file",
