@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration tests drive as real servers
 # (proxies, Prometheus, PostgreSQL, a headless browser; openssh for `ssh -D`,
-# the only packaged SOCKS4a server) on a fresh Debian 12
+# the only packaged SOCKS4a server; MaxMind's DB writer and mmdblookup for
+# the geolocation databases the tests build) on a fresh Debian 12
 # machine that has only Rust. Idempotent: a re-run on a machine that already
 # has every package does not touch apt at all.
 #
@@ -40,12 +41,15 @@ declare -A MARKER=(
     [openssh-server]=/usr/sbin/sshd
     [openssh-client]=/usr/bin/ssh
     [apache2-utils]=/usr/bin/htpasswd
+    [libmaxmind-db-writer-perl]=dpkg
+    [mmdb-bin]=/usr/bin/mmdblookup
 )
 # Stable order for the output.
 PACKAGES=(squid tinyproxy dante-server microsocks stunnel4 prometheus
     prometheus-alertmanager postgresql chromium chromium-driver iproute2 curl
     python3-venv ca-certificates openssl procps
-    openssh-server openssh-client apache2-utils)
+    openssh-server openssh-client apache2-utils
+    libmaxmind-db-writer-perl mmdb-bin)
 
 is_present() {
     local pkg="$1" marker="${MARKER[$1]}"

@@ -27,6 +27,7 @@ mod shutdown; //   the stop token and a tracker for graceful drains
 mod tls_roots; //  webpki + system roots + an optional CA file
 
 // L1 leaf capabilities
+mod geo; //        exit geolocation: MaxMind-format databases, hot re-read; geo_mismatch
 mod pharox_db; //  pharox's PostgreSQL schema: config, connect, errors, stats, leases
 mod probe; //      one check of one proxy: dial, handshake, request, classify
 mod state; //      per-proxy state: hysteresis, recheck back-off, status counts
@@ -46,17 +47,19 @@ mod server; //     /metrics, /probe, /-/*, status page
 mod app; //        App::build (all that can fail at start), App::run
 
 // The API used by the binary (`src/bin/pharox-exporter`) and tests/.
-pub use app::{ensure_fd_limit, source_spec, App, StartError};
+pub use app::{ensure_fd_limit, open_geo, source_spec, App, StartError};
 pub use config::{
     parse_duration, Attempts, Config, ConfigError, Overrides, StatusCodes, TargetUrl, Timeout,
 };
+pub use geo::{GeoDb, GeoError, GeoStats, GeoStatsSnapshot};
 pub use inventory::pharox_db::PharoxDbSource;
 pub use inventory::{
     parse_proxy_url, Duplicate, Format, InventoryRead, ReadMode, RowError, Shard, Source,
     SourceError, SourceSpec,
 };
 pub use model::{
-    Anonymity, CheckResult, Exit, Geo, Phase, Phases, Proxy, ProxyProtocol, ProxyStatus, Reason,
+    parse_country, Anonymity, CheckResult, Exit, Geo, GeoPolicy, Phase, Phases, Proxy,
+    ProxyProtocol, ProxyStatus, Reason,
 };
 pub use pharox_db::{
     Config as DbConfig, Error as DbError, LeaseBurst, PgTls as DbTls, Stats as DbStats,

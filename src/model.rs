@@ -630,6 +630,47 @@ pub struct Geo {
     pub org: Option<String>,
 }
 
+/// ISO 3166-1 alpha-2 codes (the 249 assigned ones), plus `XK` (Kosovo,
+/// user-assigned, used by MaxMind and by proxy sellers). Sorted.
+const COUNTRY_CODES: [&str; 250] = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "XK", "YE", "YT", "ZA", "ZM", "ZW",
+];
+
+/// A declared or observed country as [`Proxy::country`] holds it: ISO
+/// 3166-1 alpha-2, upper case (`de` -> `DE`). A value that is not an
+/// assigned code is refused with a message saying what is expected (`UK`
+/// names `GB`): a typo would otherwise be a mismatch at every check.
+pub fn parse_country(s: &str) -> Result<String, String> {
+    let code = s.trim().to_ascii_uppercase();
+    if COUNTRY_CODES.binary_search(&code.as_str()).is_ok() {
+        return Ok(code);
+    }
+    let hint = if code == "UK" {
+        " (the United Kingdom is GB)"
+    } else {
+        ""
+    };
+    Err(format!(
+        "invalid country {:?}: expected an ISO 3166-1 alpha-2 code such as DE or US{hint}",
+        s.trim()
+    ))
+}
+
 /// What is known of a proxy's exit after a check against a judge.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Exit {
@@ -674,6 +715,22 @@ mod tests {
         assert!(!dbg.contains("s3cr3t-pw"), "{dbg}");
         assert!(!json.contains("s3cr3t-pw"), "{json}");
         assert_eq!(p.redacted_url(), "http://bob:***@127.0.0.1:3128");
+    }
+
+    #[test]
+    fn countries_are_upper_case_alpha_2_and_typos_are_refused() {
+        assert_eq!(parse_country(" de ").unwrap(), "DE");
+        assert_eq!(parse_country("US").unwrap(), "US");
+        assert_eq!(parse_country("xk").unwrap(), "XK");
+        let uk = parse_country("uk").unwrap_err();
+        assert_eq!(
+            uk,
+            "invalid country \"uk\": expected an ISO 3166-1 alpha-2 code such as DE or US (the United Kingdom is GB)"
+        );
+        for bad in ["", "D", "DEU", "Germany", "D1", "ZZ"] {
+            assert!(parse_country(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(COUNTRY_CODES.windows(2).all(|w| w[0] < w[1]), "sorted");
     }
 
     #[test]

@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::geo::GeoDb;
 use crate::model::{CheckResult, Proxy};
-use crate::probe::{self, OptionsByPool, OwnIps};
+use crate::probe::{self, CheckOptions, OptionsByPool, OwnIps};
 use crate::shutdown::Shutdown;
 
 /// How one sweep runs: its pace, how it stops, and where it reports
@@ -32,6 +33,9 @@ pub struct SweepParams {
     pub shutdown: Shutdown,
     /// Live counters, readable by scrapes while the sweep runs.
     pub gauges: Arc<SweepGauges>,
+    /// Geolocation of judge-reported exits (`geoip.databases`); re-read at
+    /// the start of the sweep if its files changed.
+    pub geo: Option<Arc<GeoDb>>,
 }
 
 impl SweepParams {
@@ -51,7 +55,14 @@ impl SweepParams {
             grace: Duration::ZERO,
             shutdown: Shutdown::new(),
             gauges: Arc::default(),
+            geo: None,
         }
+    }
+
+    /// Geolocate exits with `geo` (see [`GeoDb::enrich`]).
+    pub fn geo(mut self, geo: Option<Arc<GeoDb>>) -> Self {
+        self.geo = geo;
+        self
     }
 
     /// Stop on `shutdown`, letting checks in flight run for `grace`.
@@ -137,8 +148,14 @@ where
         grace,
         shutdown,
         gauges,
+        geo,
     } = params;
     let started = Instant::now();
+    if let Some(db) = &geo {
+        // Whole files are read on a change: off the async workers.
+        let db = db.clone();
+        let _ = tokio::task::spawn_blocking(move || db.refresh()).await;
+    }
     let own_ips = if options.iter().any(|o| o.judge) && !proxies.is_empty() {
         tokio::select! {
             own = probe::learn_own_ips(options.iter().map(|o| &**o)) => own,
@@ -167,6 +184,7 @@ where
         pacer,
         gauges: gauges.clone(),
         shutdown: shutdown.clone(),
+        geo,
         on_result,
     });
     let mut set = tokio::task::JoinSet::new();
@@ -193,6 +211,7 @@ struct Worker<F> {
     pacer: Option<Pacer>,
     gauges: Arc<SweepGauges>,
     shutdown: Shutdown,
+    geo: Option<Arc<GeoDb>>,
     on_result: F,
 }
 
@@ -221,11 +240,21 @@ where
             let gauges = &self.gauges;
             gauges.in_flight.fetch_add(1, Ordering::Relaxed);
             let opts = self.options.for_proxy(proxy);
-            let result = probe::check_with(proxy, opts, &self.own_ips).await;
+            let mut result = probe::check_with(proxy, opts, &self.own_ips).await;
+            locate(self.geo.as_deref(), proxy, opts, &mut result);
             gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
             gauges.completed.fetch_add(1, Ordering::Relaxed);
             (self.on_result)(proxy, result);
         }
+    }
+}
+
+/// Geolocate the exit a judge reported, under the proxy's pool's
+/// `geo_policy`; a mismatch failed by policy reports the timeout as its
+/// latency, as every INACTIVE result does.
+fn locate(geo: Option<&GeoDb>, proxy: &Proxy, opts: &CheckOptions, result: &mut CheckResult) {
+    if let Some(db) = geo {
+        db.enrich(result, proxy, opts.geo_policy, opts.timeout);
     }
 }
 
@@ -278,6 +307,81 @@ mod tests {
         let p = SweepParams::new(8, 100.0, Some((9, Duration::from_secs(10)))).pace;
         assert_eq!(p, Some(Duration::from_secs(1)));
         assert_eq!(SweepParams::new(0, 0.0, None).concurrency, 1);
+    }
+
+    /// The sweep's side of geolocation, fed results as a judge check would
+    /// produce them (`exit.ip` set): each pool's own `geo_policy` and
+    /// timeout apply.
+    #[test]
+    fn exits_are_located_under_each_pools_policy() {
+        use crate::model::{Exit, GeoPolicy, Phases, ProxyProtocol, ProxyStatus, Reason};
+        use pharox_testkit::mmdb::{mmdblookup, write_mmdb};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("City.mmdb");
+        write_mmdb(
+            &path,
+            "GeoLite2-City",
+            &[("127.0.0.3/32", r#"{"country":{"iso_code":"US"}}"#)],
+        );
+        assert_eq!(
+            mmdblookup(&path, "127.0.0.3", &["country", "iso_code"]).as_deref(),
+            Some("US")
+        );
+        let db = GeoDb::open(&[path]).unwrap();
+        let url = url::Url::parse("http://127.0.0.1:1/").unwrap();
+        let mut fail = CheckOptions::new(url.clone()).unwrap();
+        fail.timeout = Duration::from_secs(3);
+        let mut report = CheckOptions::new(url).unwrap();
+        report.geo_policy = GeoPolicy::Report;
+        let mut options = OptionsByPool::uniform(Arc::new(fail));
+        for p in ProxyProtocol::ALL {
+            options.set_pool("resi".into(), p, Arc::new(report.clone()));
+        }
+        let result = || CheckResult {
+            proxy_id: "p".into(),
+            status: ProxyStatus::Active,
+            latency_ms: 40,
+            elapsed_ms: 40,
+            attempts: 1,
+            status_code: Some(200),
+            reason: None,
+            phase: None,
+            error: None,
+            checked_at: chrono::Utc::now(),
+            phases: Phases::default(),
+            exit: Some(Exit {
+                ip: Some("127.0.0.3".parse().unwrap()),
+                ..Exit::default()
+            }),
+        };
+        let mut proxy = Proxy::new(ProxyProtocol::Socks5, "127.0.0.1", 1080);
+        proxy.country = Some("DE".into());
+
+        let mut r = result();
+        locate(Some(&db), &proxy, options.for_proxy(&proxy), &mut r);
+        assert_eq!(
+            (r.status, r.reason, r.latency_ms, r.error.as_deref()),
+            (
+                ProxyStatus::Inactive,
+                Some(Reason::GeoMismatch),
+                3000,
+                Some("exit country US, declared DE")
+            )
+        );
+
+        proxy.pool = "resi".into();
+        let mut r = result();
+        locate(Some(&db), &proxy, options.for_proxy(&proxy), &mut r);
+        assert_eq!((r.status, r.reason), (ProxyStatus::Active, None));
+        assert!(r.exit.as_ref().is_some_and(|e| e.geo_mismatch));
+
+        // Without databases, nothing changes.
+        let mut r = result();
+        locate(None, &proxy, options.for_proxy(&proxy), &mut r);
+        assert_eq!((r.status, r.reason), (ProxyStatus::Active, None));
+        let exit = r.exit.unwrap();
+        assert_eq!((exit.geo, exit.geo_mismatch), (None, false));
     }
 
     #[test]

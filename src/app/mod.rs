@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 pub use limits::ensure_fd_limit;
 
 use crate::config::{Config, ConfigError, Overrides};
+use crate::geo::{GeoDb, GeoError};
 use crate::inventory::SourceSpec;
 use crate::model::unix_now;
 use crate::pharox_db::Error as PgError;
@@ -60,6 +61,18 @@ pub enum StartError {
     /// The web config file (`--web.config.file`) is unusable.
     #[error(transparent)]
     WebConfig(#[from] WebConfigError),
+    /// A geolocation database (`geoip.databases`) cannot be opened.
+    #[error(transparent)]
+    Geo(#[from] GeoError),
+}
+
+/// The geolocation databases a config names, opened; `None` when it names
+/// none. Blocking (reads whole files): call it before sweeping starts.
+pub fn open_geo(cfg: &Config) -> Result<Option<Arc<GeoDb>>, GeoError> {
+    if cfg.geoip.databases.is_empty() {
+        return Ok(None);
+    }
+    GeoDb::open(&cfg.geoip.databases).map(|db| Some(Arc::new(db)))
 }
 
 /// The inventory source a config names, if any: pharox's database when
@@ -88,6 +101,7 @@ pub struct App {
     reload_rx: mpsc::Receiver<ReloadRequest>,
     sinks: Arc<Sinks>,
     db_stats: Arc<PgStats>,
+    geo: Option<Arc<GeoDb>>,
 }
 
 impl App {
@@ -109,6 +123,7 @@ impl App {
             Some(p) => Some(Arc::new(WebConfigFile::load(p)?)),
             None => None,
         };
+        let geo = open_geo(&cfg)?;
         let fd_limit = ensure_fd_limit(cfg.sweep.concurrency, cfg.web.max_connections)
             .map_err(StartError::Limits)?;
         tracing::debug!(fd_limit, "file descriptor limit");
@@ -164,6 +179,7 @@ impl App {
             reload_rx,
             sinks: Arc::new(Sinks { state, metrics, db }),
             db_stats,
+            geo,
         })
     }
 
@@ -206,6 +222,7 @@ impl App {
             self.web.clone(),
             self.db_stats,
         )
+        .with_geo(self.geo)
         .run(&shutdown)
         .await;
         shutdown.trigger();

@@ -109,6 +109,10 @@ impl Reloader {
         if new.metrics.latency_buckets != old.metrics.latency_buckets {
             tracing::warn!("metrics.latency_buckets changed: takes effect only after a restart");
         }
+        // The files themselves are re-read when they change; the list is opened once.
+        if new.geoip != old.geoip {
+            tracing::warn!("geoip.databases changed: takes effect only after a restart");
+        }
         apply_config(&new, &self.state, &self.metrics);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         self.metrics.exporter.reload_ok.set(1);

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::geo::GeoDb;
 use crate::inventory::{FileStamp, InventoryRead, ReadMode, Source, SourceSpec};
 use crate::model::{unix_now, Proxy};
 use crate::pharox_db::Stats as PgStats;
@@ -32,6 +33,8 @@ pub(super) struct Sweeper {
     warned_size: Option<(usize, usize)>,
     /// A real inventory was read once: `/-/ready` may say so.
     loaded: bool,
+    /// Exit geolocation, when `geoip.databases` names files.
+    geo: Option<Arc<GeoDb>>,
 }
 
 impl Sweeper {
@@ -51,7 +54,14 @@ impl Sweeper {
             proxies: Arc::from(Vec::new()),
             warned_size: None,
             loaded: false,
+            geo: None,
         }
+    }
+
+    /// Geolocate judge-reported exits with `geo`.
+    pub(super) fn with_geo(mut self, geo: Option<Arc<GeoDb>>) -> Sweeper {
+        self.geo = geo;
+        self
     }
 
     /// Sweep every interval until `shutdown`; returns once the sweep in
@@ -204,7 +214,8 @@ impl Sweeper {
         let spread = s.spread.then_some((due.len(), s.interval));
         let params = SweepParams::new(s.concurrency, s.rate_limit, spread)
             .stop_on(shutdown.clone(), s.shutdown_grace)
-            .gauges(self.web.gauges.clone());
+            .gauges(self.web.gauges.clone())
+            .geo(self.geo.clone());
         tracing::debug!(
             due = due.len(),
             total = self.proxies.len(),

@@ -283,6 +283,16 @@ impl Default for ShardSpec {
     }
 }
 
+/// Exit geolocation (`geoip:`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GeoipSpec {
+    /// MaxMind-format files (City, Country, ASN, ISP; DB-IP), looked up in
+    /// this order, each field from the first that has it.
+    #[serde(default)]
+    pub(super) databases: Vec<PathBuf>,
+}
+
 /// The YAML file as written by users.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -314,6 +324,9 @@ pub(super) struct FileConfig {
     /// pharox's PostgreSQL database (see docs/postgres.md).
     #[serde(default)]
     pub(super) postgres: Option<crate::pharox_db::Config>,
+    /// Exit geolocation databases.
+    #[serde(default)]
+    pub(super) geoip: GeoipSpec,
 }
 
 /// Parse YAML text (empty text is the default config).

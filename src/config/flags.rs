@@ -58,6 +58,9 @@ pub struct Overrides {
     pub shard_count: Option<u32>,
     /// `--shard.from-hostname`.
     pub shard_from_hostname: bool,
+    /// `--geoip.database` (repeatable); when given, replaces
+    /// `geoip.databases`.
+    pub geoip_databases: Vec<PathBuf>,
 }
 
 impl Overrides {
@@ -127,6 +130,9 @@ pub(super) fn apply(o: &Overrides, file: &mut FileConfig) {
     }
     if o.shard_from_hostname {
         file.sharding.from_hostname = true;
+    }
+    if !o.geoip_databases.is_empty() {
+        file.geoip.databases = o.geoip_databases.clone();
     }
 }
 

@@ -156,6 +156,17 @@ pub struct InventoryConfig {
     pub shard: Shard,
 }
 
+/// Exit geolocation. The files are opened by the caller (the exporter at
+/// start, `check`, `sweep --once`), not here: this module reads only the
+/// config. A change of the list takes effect at restart; a change of a
+/// file's contents at the next sweep (re-read when it changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GeoipConfig {
+    /// MaxMind-format files, in lookup order (relative paths resolved
+    /// against the config file's directory); empty: no geolocation.
+    pub databases: Vec<PathBuf>,
+}
+
 /// The validated configuration the rest of the program uses.
 #[derive(Clone)]
 pub struct Config {
@@ -175,6 +186,8 @@ pub struct Config {
     pub db: Option<crate::pharox_db::Config>,
     /// Resolved check options per (pool, protocol).
     pub options: Arc<OptionsByPool>,
+    /// Exit geolocation databases.
+    pub geoip: GeoipConfig,
 }
 
 impl fmt::Debug for Config {
@@ -213,6 +226,13 @@ impl Config {
             .unwrap_or_else(|| "flags".into());
         if let Some(src) = &source {
             resolve_inventory_path(src, &mut file);
+            if let Some(dir) = src.parent() {
+                for db in &mut file.geoip.databases {
+                    if db.is_relative() {
+                        *db = dir.join(&*db);
+                    }
+                }
+            }
         }
         if let (Some(src), Some(web)) = (&source, &file.web.config_file) {
             if web.is_relative() {
@@ -250,6 +270,7 @@ impl Config {
             sweep,
             web,
             metrics,
+            geoip,
             ..
         } = file;
         Config {
@@ -288,6 +309,9 @@ impl Config {
             },
             db,
             options: Arc::new(options),
+            geoip: GeoipConfig {
+                databases: geoip.databases,
+            },
         }
     }
 }
@@ -581,6 +605,42 @@ mod tests {
         );
         let err = parse("sweep: 5\n").unwrap_err().to_string();
         assert!(err.contains("expected struct SweepSpec"), "{err}");
+    }
+
+    #[test]
+    fn geoip_databases_follow_the_config_file_and_the_flag_replaces_them() {
+        let text = "geoip:\n  databases: [City.mmdb, /var/lib/GeoIP/ASN.mmdb]\n";
+        let file = parse_file("conf/x.yaml", text).unwrap();
+        let c = Config::from_file(
+            Some("conf/x.yaml".into()),
+            file.clone(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.geoip.databases,
+            vec![
+                PathBuf::from("conf/City.mmdb"),
+                PathBuf::from("/var/lib/GeoIP/ASN.mmdb")
+            ]
+        );
+        let flag = Overrides {
+            geoip_databases: vec!["a.mmdb".into(), "b.mmdb".into()],
+            ..Overrides::default()
+        };
+        let c = Config::from_file(Some("conf/x.yaml".into()), file, &flag).unwrap();
+        assert_eq!(
+            c.geoip.databases,
+            vec![PathBuf::from("a.mmdb"), PathBuf::from("b.mmdb")]
+        );
+        assert_eq!(parse("").unwrap().geoip, GeoipConfig::default());
+        let err = parse("geoip:\n  database: x.mmdb\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test.yaml:2:") && err.contains("unknown field `database`"),
+            "{err}"
+        );
     }
 
     #[test]

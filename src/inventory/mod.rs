@@ -25,7 +25,7 @@ pub use shard::Shard;
 pub(crate) use source::FileStamp;
 pub use source::{InventoryRead, ReadMode, Source, SourceError, SourceSpec};
 
-use crate::model::{Proxy, ProxyProtocol, DEFAULT_POOL, DEFAULT_PROVIDER};
+use crate::model::{parse_country, Proxy, ProxyProtocol, DEFAULT_POOL, DEFAULT_PROVIDER};
 use crate::secret::{cut, redact_credentials, redact_entry, Secret, Userinfo, QUOTE_IT};
 
 /// File formats of an inventory.
@@ -612,6 +612,8 @@ struct Entry {
     password: Option<Secret>,
     pool: Option<String>,
     provider: Option<String>,
+    /// Declared country (ISO 3166-1 alpha-2, any case).
+    country: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
 }
@@ -679,12 +681,21 @@ impl Entry {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| DEFAULT_PROVIDER.into());
         p.labels = self.labels;
+        p.country = match self
+            .country
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
+            Some(c) => Some(parse_country(c).map_err(|m| ("country".to_string(), m))?),
+            None => None,
+        };
         Ok(p)
     }
 }
 
-const CSV_COLUMNS: [&str; 9] = [
-    "id", "url", "protocol", "host", "port", "username", "password", "pool", "provider",
+const CSV_COLUMNS: [&str; 10] = [
+    "id", "url", "protocol", "host", "port", "username", "password", "pool", "provider", "country",
 ];
 
 /// CSV, one record per line: inventories hold no multi-line fields, and
@@ -720,7 +731,7 @@ fn parse_csv(path: &Path, text: &str, out: &mut Loaded) -> Result<(), InventoryE
     if !(has("url") || by_fields) {
         return Err(fmt_err(
             header_line,
-            "CSV header must name `url`, or `protocol`, `host` and `port` (optional: id, username, password, pool, provider)"
+            "CSV header must name `url`, or `protocol`, `host` and `port` (optional: id, username, password, pool, provider, country)"
                 .into(),
         ));
     }
@@ -759,6 +770,7 @@ fn parse_csv(path: &Path, text: &str, out: &mut Loaded) -> Result<(), InventoryE
                 Some(6) => e.password = v.map(Secret::new),
                 Some(7) => e.pool = v,
                 Some(8) => e.provider = v,
+                Some(9) => e.country = v,
                 _ => {}
             }
         }
@@ -915,7 +927,9 @@ fn parse_list(
                 // A number or boolean where text is meant (`pool: 1`) is
                 // that text; serde's type error would name the value, not
                 // the field.
-                for f in ["id", "username", "protocol", "host", "pool", "provider"] {
+                for f in [
+                    "id", "username", "protocol", "host", "pool", "provider", "country",
+                ] {
                     if let Some(v) = map.get_mut(f) {
                         if v.is_number() || v.is_boolean() {
                             *v = serde_json::Value::String(v.to_string());
@@ -1283,6 +1297,44 @@ mod tests {
             total += l.proxies.len();
         }
         assert_eq!(total, 300);
+    }
+
+    #[test]
+    fn declared_countries_are_normalised_and_a_bad_one_skips_its_row() {
+        let csv = "url,pool,country\n\
+                   http://127.0.0.1:1,dc,de\n\
+                   http://127.0.0.1:2,dc, US \n\
+                   http://127.0.0.1:3,dc,\n\
+                   http://127.0.0.1:4,dc,Germany\n\
+                   http://127.0.0.1:5,dc,UK\n";
+        let l = load("inv.csv", csv);
+        let countries: Vec<Option<&str>> = l.proxies.iter().map(|p| p.country.as_deref()).collect();
+        assert_eq!(countries, vec![Some("DE"), Some("US"), None]);
+        let errors: Vec<String> = l.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            errors,
+            vec![
+                "inv.csv:5: field `country`: invalid country \"Germany\": expected an ISO 3166-1 alpha-2 code such as DE or US; entry skipped".to_string(),
+                "inv.csv:6: field `country`: invalid country \"UK\": expected an ISO 3166-1 alpha-2 code such as DE or US (the United Kingdom is GB); entry skipped".to_string(),
+            ]
+        );
+
+        let yaml = "- url: socks5://127.0.0.1:1080\n  country: fr\n\
+                    - {protocol: http, host: 127.0.0.1, port: 3128, country: NO}\n\
+                    - {url: http://127.0.0.1:3129, country: 12}\n";
+        let l = load("inv.yaml", yaml);
+        let countries: Vec<Option<&str>> = l.proxies.iter().map(|p| p.country.as_deref()).collect();
+        assert_eq!(countries, vec![Some("FR"), Some("NO")]);
+        assert_eq!(
+            (l.errors[0].line, l.errors[0].field.as_str()),
+            (4, "country")
+        );
+
+        let json = "[{\"url\": \"http://127.0.0.1:1\", \"country\": \"jp\"}, {\"url\": \"http://127.0.0.1:2\", \"country\": \"XX\"}]";
+        let l = load("inv.json", json);
+        assert_eq!(l.proxies.len(), 1);
+        assert_eq!(l.proxies[0].country.as_deref(), Some("JP"));
+        assert_eq!(l.errors[0].field, "country");
     }
 
     #[test]

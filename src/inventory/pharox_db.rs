@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Deserialize;
 
-use crate::model::{Proxy, ProxyProtocol, DEFAULT_PROVIDER};
+use crate::model::{parse_country, Proxy, ProxyProtocol, DEFAULT_PROVIDER};
 use crate::pharox_db::{leases, BurstState, Config, Connector, Error, Session, Stats};
 use crate::secret::Secret;
 
@@ -178,6 +178,13 @@ fn proxy_from_row(row: &tokio_postgres::Row) -> Result<(Proxy, bool), String> {
     let pool: String = row.try_get(5).map_err(|e| format!("proxy {id}: {e}"))?;
     let source: Option<String> = row.try_get(6).map_err(|e| format!("proxy {id}: {e}"))?;
     let mut labels = BTreeMap::new();
+    // pharox's `proxy.country` is what the proxy is leased as: the declared
+    // country. Not an ISO code: the row is skipped like any unusable row.
+    let country: Option<String> = row.try_get(7).map_err(|e| format!("proxy {id}: {e}"))?;
+    let country = match country.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        Some(c) => Some(parse_country(c).map_err(|e| format!("proxy {id}: country: {e}"))?),
+        None => None,
+    };
     for (idx, name) in [(7, "country"), (8, "city"), (9, "isp")] {
         let v: Option<String> = row.try_get(idx).map_err(|e| format!("proxy {id}: {e}"))?;
         if let Some(v) = v.filter(|v| !v.is_empty()) {
@@ -202,7 +209,7 @@ fn proxy_from_row(row: &tokio_postgres::Row) -> Result<(Proxy, bool), String> {
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| DEFAULT_PROVIDER.to_string()),
             labels,
-            country: None,
+            country,
         },
         exclusive,
     ))

@@ -92,6 +92,12 @@ pub struct Config {
     /// unexpired lease and `current_leases >= max_concurrency`).
     #[serde(default)]
     pub skip_leased: bool,
+    /// Write the exits' observed geography (country, city, latitude,
+    /// longitude, isp, asn) into their `proxy` rows when it changed, so
+    /// pharox's `ProxyFilters` lease by where proxies really exit. Off by
+    /// default: it overwrites what pharox holds (docs/postgres.md).
+    #[serde(default)]
+    pub write_geo: bool,
     /// Pause sweeps while lease acquisitions are bursting.
     #[serde(default)]
     pub lease_burst: Option<LeaseBurst>,
@@ -201,6 +207,7 @@ impl Default for Config {
             queue_capacity: default_queue_capacity(),
             spill_dir: None,
             skip_leased: false,
+            write_geo: false,
             lease_burst: None,
             leased_event_webhook: None,
             retry_max_backoff_seconds: default_max_backoff(),
@@ -225,6 +232,7 @@ impl fmt::Debug for Config {
             .field("queue_capacity", &self.queue_capacity)
             .field("spill_dir", &self.spill_dir)
             .field("skip_leased", &self.skip_leased)
+            .field("write_geo", &self.write_geo)
             .field("lease_burst", &self.lease_burst)
             .field(
                 "leased_event_webhook",

@@ -35,6 +35,9 @@ pub struct Stats {
     pub timeouts_read: AtomicU64,
     /// Batch writes ended by a deadline (client or server side).
     pub timeouts_write: AtomicU64,
+    /// `proxy` rows whose geography was rewritten (`write_geo`; only rows
+    /// where it changed).
+    pub geo_updated: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`] for the metrics module.
@@ -66,6 +69,8 @@ pub struct StatsSnapshot {
     pub timeouts_read: u64,
     /// See [`Stats::timeouts_write`].
     pub timeouts_write: u64,
+    /// See [`Stats::geo_updated`].
+    pub geo_updated: u64,
 }
 
 impl Stats {
@@ -86,6 +91,7 @@ impl Stats {
             timeouts_connect: g(&self.timeouts_connect),
             timeouts_read: g(&self.timeouts_read),
             timeouts_write: g(&self.timeouts_write),
+            geo_updated: g(&self.geo_updated),
         }
     }
 

@@ -8,7 +8,8 @@
 //! - [`ThreadTarget`] runs on its own thread (fixed routes `/`,
 //!   `/status/<code>`, `/ip`), for tests that drive real proxies or child
 //!   processes without a runtime of their own;
-//! - [`pki`]: the shared test CA and fresh ones, as rustls configs and PEM.
+//! - [`pki`]: the shared test CA and fresh ones, as rustls configs and PEM;
+//! - [`mmdb`]: geolocation databases written and read back with Debian's tools.
 //!
 //! Every fake is a [`FakeServer`] underneath: dropping it aborts its accept
 //! loop, and with it every connection task (they live in the loop's
@@ -27,6 +28,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+pub mod mmdb;
 pub mod pki;
 pub mod proxy;
 pub mod proxy_errors;

@@ -20,9 +20,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("probe", &["model", "secret", "tls_roots"]),
     ("state", &["model"]),
     ("pharox_db", &["model", "secret", "tls_roots"]),
+    ("geo", &["model"]),
     // L2: pipeline stages
     ("inventory", &["model", "secret", "pharox_db"]),
-    ("sweep", &["model", "probe", "shutdown"]),
+    ("sweep", &["model", "probe", "shutdown", "geo"]),
     // L3: settings, and consumers of results
     (
         "config",

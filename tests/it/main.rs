@@ -24,6 +24,7 @@ mod demo;
 mod deploy_k8s;
 mod e2e;
 mod fd_exhaustion;
+mod geo;
 mod layering;
 mod postgres;
 mod probe_faults;

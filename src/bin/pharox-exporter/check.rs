@@ -62,7 +62,8 @@ pub(crate) async fn run(
         .collect();
     let results = Arc::new(Mutex::new(Vec::with_capacity(proxies.len())));
     let sink = results.clone();
-    let params = SweepParams::new(cfg.sweep.concurrency, 0.0, None);
+    let geo = pharox_exporter::open_geo(&cfg)?;
+    let params = SweepParams::new(cfg.sweep.concurrency, 0.0, None).geo(geo);
     run_sweep(proxies.into(), cfg.options.clone(), params, move |p, r| {
         sink.lock()
             .unwrap_or_else(|e| e.into_inner())

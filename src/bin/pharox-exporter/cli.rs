@@ -155,6 +155,9 @@ pub(crate) struct CommonArgs {
     /// Take the shard index from the ordinal ending $HOSTNAME (Kubernetes StatefulSet).
     #[arg(long = "shard.from-hostname", global = true)]
     shard_from_hostname: bool,
+    /// MaxMind-format geolocation database (GeoLite2/GeoIP2 City, Country, ASN; DB-IP) for the exits judges report; repeat to combine files (first file first). Replaces the config's geoip.databases.
+    #[arg(long = "geoip.database", value_name = "FILE", global = true)]
+    geoip_databases: Vec<PathBuf>,
     /// Log level of this program: debug, info, warn or error (any case; also trace). Other crates log warnings and errors only.
     #[arg(
         long = "log.level",
@@ -314,6 +317,7 @@ impl CommonArgs {
             shard_index: self.shard_index,
             shard_count: self.shard_count,
             shard_from_hostname: self.shard_from_hostname,
+            geoip_databases: self.geoip_databases.iter().map(|p| absolute(p)).collect(),
         })
     }
 

@@ -63,7 +63,8 @@ pub(crate) async fn run(common: &CommonArgs) -> Result<ExitCode> {
             }
         }
     };
-    let params = SweepParams::new(cfg.sweep.concurrency, cfg.sweep.rate_limit, None);
+    let geo = pharox_exporter::open_geo(&cfg)?;
+    let params = SweepParams::new(cfg.sweep.concurrency, cfg.sweep.rate_limit, None).geo(geo);
     let outcome = run_sweep(list, cfg.options.clone(), params, on_result).await;
     if let Some(b) = bar {
         b.finish_and_clear();

@@ -13,6 +13,8 @@ use crate::cli::{CommonArgs, RunArgs};
 
 pub(crate) async fn run(common: &CommonArgs) -> Result<ExitCode> {
     let cfg = common.load(&RunArgs::default())?;
+    // An unreadable geolocation database would stop the exporter at start.
+    pharox_exporter::open_geo(&cfg)?;
     let name = cfg
         .source
         .as_ref()

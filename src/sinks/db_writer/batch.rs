@@ -37,6 +37,65 @@ pub(super) struct Pending {
     /// False: a status-only update whose history row was already counted as dropped.
     #[serde(default = "yes")]
     pub(super) history: bool,
+    /// The exit's observed geography, when `write_geo` is on and the
+    /// result has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) geo: Option<GeoRow>,
+}
+
+/// Observed geography in pharox's `proxy` columns and types (`country`
+/// varchar(8), `city` varchar(128), `latitude`/`longitude` double,
+/// `isp` varchar(255), `asn` integer). Two groups, each written whole
+/// and only when its database answered: the location (`country`, `city`,
+/// coordinates; from a City/Country database, present when the country
+/// is known) and the network (`isp`, `asn`; from an ASN database, present
+/// when the ASN is known). A City-only setup thus never erases the ISP an
+/// operator entered, and a city the new location lacks is cleared rather
+/// than left from the old one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct GeoRow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) location: Option<GeoLocation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) network: Option<GeoNetwork>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct GeoLocation {
+    pub(super) country: String,
+    pub(super) city: Option<String>,
+    pub(super) latitude: Option<f64>,
+    pub(super) longitude: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct GeoNetwork {
+    pub(super) isp: Option<String>,
+    /// `None` for an ASN above `integer`'s range (private-use 4-byte ASNs).
+    pub(super) asn: Option<i32>,
+}
+
+/// At most `n` characters (varchar(n) counts characters).
+fn chars(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+impl GeoRow {
+    /// The row for `r`'s exit geography; `None` when it has none to write.
+    pub(crate) fn from_result(r: &CheckResult) -> Option<GeoRow> {
+        let g = r.exit.as_ref()?.geo.as_ref()?;
+        let location = g.country.as_ref().map(|c| GeoLocation {
+            country: chars(c, 8),
+            city: g.city.as_deref().map(|c| chars(c, 128)),
+            latitude: g.latitude,
+            longitude: g.longitude,
+        });
+        let network = g.asn.map(|asn| GeoNetwork {
+            isp: g.org.as_deref().map(|o| chars(o, 255)),
+            asn: i32::try_from(asn).ok(),
+        });
+        (location.is_some() || network.is_some()).then_some(GeoRow { location, network })
+    }
 }
 
 fn yes() -> bool {
@@ -70,6 +129,7 @@ impl Pending {
             reason: r.reason.map(|x| x.as_str().to_string()),
             checked_at,
             history: true,
+            geo: None,
         }
     }
 }
@@ -80,6 +140,8 @@ pub(super) struct WriteOutcome {
     pub(super) unknown: u64,
     /// Health changes of leased proxies that this transaction recorded.
     pub(super) events: Vec<LeasedHealthEvent>,
+    /// `proxy` rows whose geography changed (`write_geo`).
+    pub(super) geo_updated: u64,
 }
 
 // Lock the batch's proxies in id order (two replicas writing overlapping
@@ -106,6 +168,26 @@ const UPDATE_SQL: &str = "
 UPDATE proxy p SET status = v.status, checked_at = v.checked_at
 FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS v(id, status, checked_at)
 WHERE p.id = v.id";
+
+// Observed geography, per group, only where it differs from the row: an
+// unchanged proxy is not rewritten (no dead tuple, no trigger, no
+// replication traffic at every sweep).
+const GEO_SQL: &str = "
+UPDATE proxy p SET
+    country   = CASE WHEN v.located   THEN v.country   ELSE p.country   END,
+    city      = CASE WHEN v.located   THEN v.city      ELSE p.city      END,
+    latitude  = CASE WHEN v.located   THEN v.latitude  ELSE p.latitude  END,
+    longitude = CASE WHEN v.located   THEN v.longitude ELSE p.longitude END,
+    isp       = CASE WHEN v.networked THEN v.isp       ELSE p.isp       END,
+    asn       = CASE WHEN v.networked THEN v.asn       ELSE p.asn       END
+FROM unnest($1::uuid[], $2::bool[], $3::text[], $4::text[], $5::float8[], $6::float8[],
+            $7::bool[], $8::text[], $9::int4[])
+    AS v(id, located, country, city, latitude, longitude, networked, isp, asn)
+WHERE p.id = v.id
+  AND ((v.located AND (p.country IS DISTINCT FROM v.country OR p.city IS DISTINCT FROM v.city
+                       OR p.latitude IS DISTINCT FROM v.latitude
+                       OR p.longitude IS DISTINCT FROM v.longitude))
+    OR (v.networked AND (p.isp IS DISTINCT FROM v.isp OR p.asn IS DISTINCT FROM v.asn)))";
 
 /// A locked proxy row as the batch sees it: read by [`LOCK_SQL`], then moved
 /// forward by each newer result in the batch.
@@ -136,6 +218,7 @@ pub(super) async fn write_batch(
         plan.history.insert(&tx).await?
     };
     update_proxies(&tx, &rows, &plan.changed).await?;
+    let geo_updated = update_geo(&tx, &plan.geo).await?;
     tx.commit().await?;
 
     // Only rows this transaction inserted raise events: a retried batch
@@ -150,6 +233,7 @@ pub(super) async fn write_batch(
     Ok(WriteOutcome {
         unknown: plan.unknown,
         events,
+        geo_updated,
     })
 }
 
@@ -188,6 +272,9 @@ struct Plan<'a> {
     changed: HashSet<Uuid>,
     /// Results for proxies no longer in the database.
     unknown: u64,
+    /// The newest observed geography per proxy, among results that move
+    /// its row forward.
+    geo: HashMap<Uuid, &'a GeoRow>,
 }
 
 impl<'a> Plan<'a> {
@@ -197,6 +284,7 @@ impl<'a> Plan<'a> {
             candidates: BTreeMap::new(),
             changed: HashSet::new(),
             unknown: 0,
+            geo: HashMap::new(),
         }
     }
 
@@ -230,6 +318,10 @@ impl<'a> Plan<'a> {
                 st.status = p.status.as_str().to_string();
                 st.checked_at = p.checked_at;
                 self.changed.insert(p.proxy_id);
+                // Oldest first: a newer result's geography replaces an older one's.
+                if let Some(g) = &p.geo {
+                    self.geo.insert(p.proxy_id, g);
+                }
             }
         }
     }
@@ -334,6 +426,47 @@ async fn update_proxies(
     Ok(())
 }
 
+/// Write the observed geography of `geo`'s proxies where it changed.
+/// Returns the rows rewritten.
+async fn update_geo(
+    tx: &Transaction<'_>,
+    geo: &HashMap<Uuid, &GeoRow>,
+) -> Result<u64, tokio_postgres::Error> {
+    if geo.is_empty() {
+        return Ok(0);
+    }
+    let n = geo.len();
+    let mut c = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (id, g) in geo {
+        let loc = g.location.as_ref();
+        let net = g.network.as_ref();
+        c.0.push(*id);
+        c.1.push(loc.is_some());
+        c.2.push(loc.map(|l| l.country.as_str()));
+        c.3.push(loc.and_then(|l| l.city.as_deref()));
+        c.4.push(loc.and_then(|l| l.latitude));
+        c.5.push(loc.and_then(|l| l.longitude));
+        c.6.push(net.is_some());
+        c.7.push(net.and_then(|n| n.isp.as_deref()));
+        c.8.push(net.and_then(|n| n.asn));
+    }
+    tx.execute(
+        GEO_SQL,
+        &[&c.0, &c.1, &c.2, &c.3, &c.4, &c.5, &c.6, &c.7, &c.8],
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +496,74 @@ mod tests {
         assert_ne!(a.record_id(), Pending::new(id, &proxy, &r).record_id());
         let other = Pending::new(Uuid::from_u128(43), &proxy, &r);
         assert_ne!(other.record_id(), Pending::new(id, &proxy, &r).record_id());
+    }
+
+    #[test]
+    fn geography_maps_to_pharox_columns_by_group() {
+        use crate::model::{Exit, Geo};
+        let mut r = CheckResult {
+            proxy_id: "x".into(),
+            status: ProxyStatus::Active,
+            latency_ms: 5,
+            elapsed_ms: 5,
+            attempts: 1,
+            status_code: Some(200),
+            reason: None,
+            phase: None,
+            error: None,
+            checked_at: Utc::now(),
+            phases: Default::default(),
+            exit: None,
+        };
+        assert_eq!(GeoRow::from_result(&r), None, "no exit");
+        r.exit = Some(Exit::default());
+        assert_eq!(GeoRow::from_result(&r), None, "no geography");
+        let long_org = "O".repeat(300);
+        r.exit = Some(Exit {
+            geo: Some(Geo {
+                country: Some("DE".into()),
+                city: Some("Berlin".into()),
+                latitude: Some(52.5),
+                longitude: Some(13.4),
+                asn: Some(3_000_000_000),
+                org: Some(long_org),
+            }),
+            ..Exit::default()
+        });
+        let row = GeoRow::from_result(&r).unwrap();
+        assert_eq!(
+            row.location,
+            Some(GeoLocation {
+                country: "DE".into(),
+                city: Some("Berlin".into()),
+                latitude: Some(52.5),
+                longitude: Some(13.4),
+            })
+        );
+        let net = row.network.clone().unwrap();
+        assert_eq!(net.isp.map(|i| i.chars().count()), Some(255));
+        assert_eq!(net.asn, None, "beyond pharox's integer column");
+
+        // An ASN-only answer writes the network group only, and the spill
+        // line keeps it.
+        r.exit = Some(Exit {
+            geo: Some(Geo {
+                asn: Some(64500),
+                org: Some("Example".into()),
+                ..Geo::default()
+            }),
+            ..Exit::default()
+        });
+        let row = GeoRow::from_result(&r).unwrap();
+        assert_eq!(row.location, None);
+        let proxy = Proxy::new(crate::model::ProxyProtocol::Http, "127.0.0.1", 1);
+        let mut p = Pending::new(Uuid::from_u128(9), &proxy, &r);
+        p.geo = Some(row.clone());
+        let back: Pending = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back.geo, Some(row));
+        // A spill line from before geography reads as "nothing to write".
+        let old = r#"{"proxy_id":"00000000-0000-0000-0000-000000000009","protocol":"http","status":"active","latency_ms":5,"checked_at":"2026-01-01T00:00:00Z"}"#;
+        assert_eq!(serde_json::from_str::<Pending>(old).unwrap().geo, None);
     }
 
     #[test]

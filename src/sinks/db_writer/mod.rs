@@ -43,7 +43,7 @@ mod events;
 mod queue;
 mod spill;
 
-use batch::{write_batch, Pending, WriteOutcome};
+use batch::{write_batch, GeoRow, Pending, WriteOutcome};
 pub(crate) use events::LeasedHealthEvent;
 use events::{emit_event, spawn_webhook};
 use queue::{drop_batch, Pushed, Queue};
@@ -142,7 +142,10 @@ impl ResultWriter {
             }
             return;
         };
-        let p = Pending::new(proxy_id, proxy, result);
+        let mut p = Pending::new(proxy_id, proxy, result);
+        if self.inner.cfg.write_geo {
+            p.geo = GeoRow::from_result(result);
+        }
         let pushed = self
             .inner
             .lock()
@@ -367,6 +370,7 @@ impl Writer {
         s.results_written
             .fetch_add(n - out.unknown, Ordering::Relaxed);
         s.unknown_proxy.fetch_add(out.unknown, Ordering::Relaxed);
+        s.geo_updated.fetch_add(out.geo_updated, Ordering::Relaxed);
         s.pending
             .fetch_sub(n.min(s.pending.load(Ordering::Relaxed)), Ordering::Relaxed);
         self.batch.clear();

@@ -6,6 +6,7 @@ mod cli;
 mod compat;
 mod deadlines;
 mod exporter;
+mod geo;
 mod leases;
 mod sink;
 mod tls;

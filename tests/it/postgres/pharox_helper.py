@@ -16,6 +16,11 @@ Commands:
   read     {"proxy_ids": [...]} -> proxies, last health results, records, leases
   cleanup  {} -> {"released": n} from PostgresStorage.cleanup_expired_leases
   acquire  {pool, consumer, n, duration_seconds} -> {"acquired": n}
+  lease_by {pool, consumer, filters: ProxyFilters fields} -> {"leased": [proxy ids]}:
+           ProxyManager.acquire_proxy with those filters until none is left,
+           then every lease released
+  geo      {"proxy_ids": [...]} -> {id: {country, city, latitude, longitude, isp, asn}}
+           as pharox's own Proxy model reads them
   check    {target_url, timeout?, proxy_ids} -> pharox's HealthChecker checks the
            proxies for real and its orchestrator stores the results
 """
@@ -191,6 +196,43 @@ def cmd_acquire(engine, storage, inp):
     return {"acquired": got}
 
 
+def cmd_lease_by(engine, storage, inp):
+    from pharox.models import ProxyFilters
+
+    manager = ProxyManager(storage)
+    filters = ProxyFilters(**inp["filters"])
+    leased = []
+    # Bounded: a test seeds a handful of proxies.
+    for _ in range(100):
+        lease = manager.acquire_proxy(
+            inp["pool"], inp["consumer"], duration_seconds=300, filters=filters
+        )
+        if lease is None:
+            break
+        leased.append(lease)
+    ids = sorted(str(l.proxy_id) for l in leased)
+    # Released again, so the next query sees every proxy (the tests seed
+    # max_concurrency 1: each proxy is leased at most once per query).
+    for lease in leased:
+        manager.release_proxy(lease)
+    return {"leased": ids}
+
+
+def cmd_geo(engine, storage, inp):
+    out = {}
+    for pid in inp["proxy_ids"]:
+        p = storage.get_proxy(pid)
+        out[pid] = {
+            "country": p.country,
+            "city": p.city,
+            "latitude": p.latitude,
+            "longitude": p.longitude,
+            "isp": p.isp,
+            "asn": p.asn,
+        }
+    return out
+
+
 COMMANDS = {
     "schema": cmd_schema,
     "seed": cmd_seed,
@@ -199,6 +241,8 @@ COMMANDS = {
     "check": cmd_check,
     "cleanup": cmd_cleanup,
     "acquire": cmd_acquire,
+    "lease_by": cmd_lease_by,
+    "geo": cmd_geo,
 }
 
 

@@ -8,6 +8,7 @@
 //! | [`dante`]                | dante-server            | SOCKS4, SOCKS5 (dante has no SOCKS4a) |
 //! | [`dante_auth`]           | dante-server            | SOCKS5 username/password (system user) |
 //! | [`microsocks`]           | microsocks              | SOCKS5, optional username/password |
+//! | [`microsocks_exiting_from`] | microsocks           | SOCKS5 leaving from a chosen 127.x address |
 //! | [`stunnel_https_proxy`]  | stunnel4 + tinyproxy    | HTTPS proxy (TLS to the proxy)      |
 //! | [`ssh_socks`]            | openssh-server + client | `ssh -D`: SOCKS4, SOCKS4a, SOCKS5   |
 //!
@@ -499,6 +500,37 @@ pub(crate) fn microsocks_bound(auth: Option<(&str, &str)>, bind: Option<&str>) -
         scheme: "socks5",
         addr,
         credentials: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+        children: vec![child],
+        backend: None,
+        pki: None,
+        shm_prefix: None,
+        dir,
+    }
+}
+
+/// microsocks (SOCKS5, no auth) whose outgoing connections leave from
+/// `exit` (`-b`, a 127.0.0.0/8 address): targets see that address as the
+/// client, so tests get distinct exit IPs on loopback.
+pub(crate) fn microsocks_exiting_from(exit: std::net::Ipv4Addr) -> ProxyServer {
+    assert!(exit.is_loopback(), "exit addresses stay on loopback");
+    let bin = require_binary(&["/usr/bin/microsocks", "microsocks"], "microsocks");
+    let name = "microsocks-bound";
+    let dir = ServerDir::new(name);
+    let (addr, child) = start_on_free_port(name, &dir, |port| {
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-i")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-b")
+            .arg(exit.to_string());
+        ChildGuard::spawn("microsocks", cmd, &dir.join("microsocks.out"))
+    });
+    ProxyServer {
+        name,
+        scheme: "socks5",
+        addr,
+        credentials: None,
         children: vec![child],
         backend: None,
         pki: None,
