@@ -260,7 +260,11 @@ pub(crate) fn cut(s: &str, max: usize) -> String {
 /// the peer's text, never of ours (our own text is never passed here).
 pub(crate) fn mask_known(text: &str, secrets: &[&str]) -> String {
     let mut forms: Vec<String> = Vec::new();
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
+    // A peer's text reaches us trimmed (a reason phrase, a header value):
+    // a secret with outer whitespace must be found without it too.
+    let trimmed = secrets.iter().map(|s| s.trim()).filter(|t| !t.is_empty());
+    let all: Vec<&str> = secrets.iter().copied().chain(trimmed).collect();
+    for s in all.iter().filter(|s| !s.is_empty()) {
         let b = s.as_bytes();
         let std64 = base64::engine::general_purpose::STANDARD.encode(b);
         let url64 = base64::engine::general_purpose::URL_SAFE.encode(b);
@@ -514,6 +518,20 @@ mod tests {
         // Padding is not part of the masked form: what is left is only `=`.
         assert_eq!(out, "a *** b *** c *** d ***= e", "{out}");
         assert_eq!(mask_known("nothing here", &["", "zz"]), "nothing here");
+    }
+
+    #[test]
+    fn a_secret_with_outer_whitespace_is_masked_when_a_peer_trimmed_it() {
+        // A reason phrase echoing `Zq?=a+A ` arrives trimmed, and our own
+        // `[400]` after it would rebuild the exact secret around the cut.
+        assert_eq!(
+            mask_known("tinyproxy Zq?=a+A [400]", &["Zq?=a+A "]),
+            "tinyproxy ***[400]"
+        );
+        assert_eq!(
+            mask_known("tinyproxy Zq?=a+A", &[" Zq?=a+A "]),
+            "tinyproxy ***"
+        );
     }
 
     #[test]
