@@ -44,6 +44,10 @@ const COMMANDS: &[(&str, Proof)] = &[
     ),
     ("pharox-exporter validate --config examples/pharox.yaml", Proof::Run),
     (
+        "scripts/mutants.sh",
+        Proof::Elsewhere("mutation testing takes about half an hour (not CI); the tests it runs are lib unit tests and probe_faults::, its last table is docs/mutants.md"),
+    ),
+    (
         "pharox-exporter --config.file examples/pharox.yaml",
         Proof::Elsewhere("the exporter on the example's documentation-range addresses (not ours); started on loopback configs by e2e:: tests"),
     ),
