@@ -43,18 +43,20 @@ mkdir -p "$out_root"
 
 # The fast tests: every unit test of the library (each lives in a module
 # named `tests`, `proptests` or `*_tests`, so the filter `tests::` takes
-# them all) and the probe_faults module of the integration binary. The
-# filters go to both test binaries, so check they select exactly that.
-filters=(tests:: probe_faults::)
-list() { cargo test -q "$@" -- --list --format terse 2>/dev/null | sed -n 's/: test$//p'; }
-all_lib=$(list --lib | wc -l)
-picked_lib=$(list --lib "${filters[@]}" | wc -l)
+# them all) and the probe_faults module of the integration binary (whose
+# support code has unit tests of its own, skipped). The filters go to both
+# test binaries, so check they select exactly that.
+filters=(tests:: probe_faults:: --skip support::)
+# list <cargo test target args...> [-- <filters>]: the names of the tests selected.
+list() { cargo test -q "$@" --list --format terse 2>/dev/null | sed -n 's/: test$//p'; }
+all_lib=$(list --lib -- | wc -l)
+picked_lib=$(list --lib -- "${filters[@]}" | wc -l)
 if [[ $all_lib -ne $picked_lib ]]; then
     echo "the filters ${filters[*]} select $picked_lib of the $all_lib unit tests:" >&2
-    comm -23 <(list --lib | sort) <(list --lib "${filters[@]}" | sort) >&2
+    comm -23 <(list --lib -- | sort) <(list --lib -- "${filters[@]}" | sort) >&2
     exit 1
 fi
-stray=$(list --test it "${filters[@]}" | grep -v '^probe_faults::' || true)
+stray=$(list --test it -- "${filters[@]}" | grep -v '^probe_faults::' || true)
 if [[ -n $stray ]]; then
     echo "the filters ${filters[*]} select integration tests beyond probe_faults:" >&2
     echo "$stray" >&2

@@ -559,7 +559,8 @@ mod tests {
         let first = Arc::new(p.clone());
         st.sync(std::slice::from_ref(&first));
         st.record(&first, &result(ProxyStatus::Active), Instant::now());
-        let changes: [(&str, fn(&mut Proxy)); 6] = [
+        type Change = (&'static str, fn(&mut Proxy));
+        let changes: [Change; 6] = [
             ("pool", |p| p.pool = "b".into()),
             ("provider", |p| p.provider = "y".into()),
             ("protocol", |p| p.protocol = ProxyProtocol::Socks5),
