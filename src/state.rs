@@ -810,6 +810,159 @@ mod tests {
         );
     }
 
+    /// A proxy that keeps its id across inventory reads but changes
+    /// anything else is the new proxy from then on: its labels in the
+    /// counts, its address and credentials for the next check; its history
+    /// (reported status) stays.
+    #[test]
+    fn sync_takes_the_new_values_of_a_proxy_that_keeps_its_id() {
+        let st = StateStore::new();
+        let mut p = Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1);
+        p.id = "kept-id".into();
+        p.pool = "a".into();
+        p.provider = "x".into();
+        let first = Arc::new(p.clone());
+        st.sync(std::slice::from_ref(&first));
+        st.record(&first, &result(ProxyStatus::Active), Instant::now());
+        type Change = (&'static str, fn(&mut Proxy));
+        let changes: [Change; 6] = [
+            ("pool", |p| p.pool = "b".into()),
+            ("provider", |p| p.provider = "y".into()),
+            ("protocol", |p| p.protocol = ProxyProtocol::Socks5),
+            ("username", |p| p.username = Some("alice".into())),
+            ("password", |p| p.password = Some("n3w-pass".into())),
+            ("port", |p| p.port = 2),
+        ];
+        for (what, change) in changes {
+            change(&mut p);
+            let next = Arc::new(p.clone());
+            st.sync(std::slice::from_ref(&next));
+            let s = st.get("kept-id").expect("still known");
+            assert!(*s.proxy == p, "{what}: the new values are used");
+            assert_eq!(s.reported, Some(ProxyStatus::Active), "{what}: state kept");
+            assert_eq!(
+                st.counts(),
+                StatusCounts::from([(
+                    (p.pool.clone(), p.provider.clone(), p.protocol),
+                    [1, 0, 0, 0, 0]
+                )]),
+                "{what}: counted under the current labels only"
+            );
+        }
+        assert_eq!(st.len(), 1);
+    }
+
+    /// Each reported status is counted in its own column, unchecked last.
+    #[test]
+    fn counts_put_each_status_in_its_column() {
+        let st = StateStore::new();
+        let proxies: Vec<Arc<Proxy>> = (1..=5)
+            .map(|port| Arc::new(Proxy::new(ProxyProtocol::Socks5, "127.0.0.1", port)))
+            .collect();
+        st.sync(&proxies);
+        use ProxyStatus::*;
+        for (p, s) in proxies.iter().zip([Active, Slow, Inactive, Banned]) {
+            st.record(p, &result(s), Instant::now());
+        }
+        let key = (
+            "default".to_string(),
+            "unknown".to_string(),
+            ProxyProtocol::Socks5,
+        );
+        assert_eq!(
+            st.counts(),
+            StatusCounts::from([(key.clone(), [1, 1, 1, 1, 1])])
+        );
+        st.record(&proxies[4], &result(Inactive), Instant::now());
+        assert_eq!(st.counts(), StatusCounts::from([(key, [1, 1, 2, 1, 0])]));
+    }
+
+    /// The last check's time is kept in Unix seconds (not ms), to the ms.
+    #[test]
+    fn last_check_time_is_unix_seconds() {
+        let st = StateStore::new();
+        let p = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1));
+        let mut r = result(ProxyStatus::Inactive);
+        r.checked_at = chrono::DateTime::from_timestamp_millis(1_700_000_000_250).expect("valid");
+        r.latency_ms = 5000;
+        r.elapsed_ms = 4321;
+        r.phase = Some(Phase::Handshake);
+        r.error = Some("timed out".into());
+        st.record(&p, &r, Instant::now());
+        let last = st.get(&p.id).and_then(|s| s.last).expect("recorded");
+        assert_eq!(last.checked_at, 1_700_000_000.25);
+        assert_eq!((last.latency_ms, last.elapsed_ms), (5000, 4321));
+        assert_eq!(
+            (last.reason, last.phase),
+            (Some(Reason::Timeout), Some(Phase::Handshake))
+        );
+        assert_eq!(last.error.as_deref(), Some("timed out"));
+    }
+
+    /// Back-off off (the default policy): a proxy that keeps failing is due
+    /// at every sweep, however many failures it has.
+    #[test]
+    fn without_backoff_a_dead_proxy_is_due_every_sweep() {
+        let st = StateStore::new();
+        let p = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1));
+        let list = vec![p.clone()];
+        st.sync(&list);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            st.record(&p, &result(ProxyStatus::Inactive), t0);
+            assert_eq!(st.due(&list, t0).len(), 1);
+        }
+        assert_eq!(st.get(&p.id).map(|s| s.fails), Some(5));
+    }
+
+    /// With back-off on, the gaps double from the second failure: due a
+    /// tenth of an interval early, and not a moment before that.
+    #[test]
+    fn backoff_gaps_double_and_are_due_a_tenth_early() {
+        let st = StateStore::new();
+        st.set_policy(Policy {
+            hysteresis: Hysteresis::default(),
+            backoff: RecheckBackoff {
+                enabled: true,
+                max_interval: Duration::from_secs(600),
+            },
+            interval: Duration::from_secs(60),
+        });
+        let p = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1));
+        let list = vec![p.clone()];
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // (failures, gap in seconds): 1 → none, 2 → 120, 3 → 240, 4 → 480, 5+ → 600.
+        for (fails, gap) in [
+            (1u64, 0u64),
+            (2, 120),
+            (3, 240),
+            (4, 480),
+            (5, 600),
+            (6, 600),
+        ] {
+            st.record(&p, &result(ProxyStatus::Inactive), t0);
+            if gap == 0 {
+                assert_eq!(
+                    st.due(&list, t0).len(),
+                    1,
+                    "{fails} failure(s): due at once"
+                );
+                continue;
+            }
+            let due_at = t0 + s(gap) - s(6);
+            assert_eq!(
+                st.due(&list, due_at - Duration::from_millis(1)).len(),
+                0,
+                "{fails}"
+            );
+            assert_eq!(st.due(&list, due_at).len(), 1, "{fails}");
+        }
+        // A slow result is up: back to every sweep.
+        st.record(&p, &result(ProxyStatus::Slow), t0);
+        assert_eq!(st.due(&list, t0).len(), 1);
+    }
+
     #[test]
     fn sync_forgets_proxies_that_left_the_inventory() {
         let st = StateStore::new();

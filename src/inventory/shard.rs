@@ -148,5 +148,7 @@ mod tests {
         assert_eq!(Shard::index_from_hostname("pharox-exporter-2"), Ok(2));
         assert!(Shard::index_from_hostname("pharox-exporter").is_err());
         assert!(Shard::default().owns("anything"));
+        // As logs and the status page name it.
+        assert_eq!(Shard::new(1, 3).unwrap().to_string(), "1/3");
     }
 }

@@ -17,6 +17,8 @@ use crate::secret::{cut, mask_known, Secret};
 
 mod attempt;
 pub(crate) mod dial;
+#[cfg(test)]
+mod handshake_tests;
 pub(crate) mod http_proxy;
 mod judge;
 mod options;

@@ -8,6 +8,8 @@
 //! - [`ThreadTarget`] runs on its own thread (fixed routes `/`,
 //!   `/status/<code>`, `/ip`), for tests that drive real proxies or child
 //!   processes without a runtime of their own;
+//! - [`ScriptedPeer`] plays a fixed byte script (the malformed replies of
+//!   proxies in the wild: cut short, wrong version bytes, oversized);
 //! - [`pki`]: the shared test CA and fresh ones, as rustls configs and PEM;
 //! - [`mmdb`]: geolocation databases written and read back with Debian's tools.
 //!
@@ -32,10 +34,12 @@ pub mod mmdb;
 pub mod pki;
 pub mod proxy;
 pub mod proxy_errors;
+pub mod scripted;
 pub mod target;
 pub mod thread_target;
 
 pub use proxy::{FakeProxy, Fault, ProxyBehavior, SeenTunnel};
+pub use scripted::{ScriptedPeer, Step};
 pub use target::{BodyMode, FakeTarget, Reply, SeenRequest};
 pub use thread_target::ThreadTarget;
 

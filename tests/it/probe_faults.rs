@@ -7,7 +7,7 @@ use pharox_exporter::{check, client_config, CheckOptions, TlsConfigError, USER_A
 use pharox_exporter::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
 use pharox_testkit::{
     hang, pki, proxy_errors, refused_port, BodyMode, FakeProxy, FakeServer, FakeTarget, Fault,
-    ProxyBehavior, Reply,
+    ProxyBehavior, Reply, ScriptedPeer, Step,
 };
 use url::Url;
 
@@ -401,7 +401,75 @@ async fn denied_destination_is_proxy_refused() {
         // A rejected CONNECT keeps its status; SOCKS replies have none.
         let code = (!protocol.is_socks()).then_some(403);
         assert_eq!(r.status_code, code, "{protocol:?}");
+        // One attempt, one connection: only a descriptor shortage is retried.
+        assert_eq!(fake.connections(), 1, "{protocol}");
     }
+}
+
+/// A check that finds no file descriptor waits and retries (50, 100,
+/// 150 ms) before it gives up as `local_resources`; descriptors back during
+/// a wait, the retry succeeds. The limit is process-wide, so this runs in a
+/// child process of this test binary (see fd_exhaustion.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptor_shortage_is_retried_with_growing_waits() {
+    const CHILD: &str = "PHAROX_FD_RETRY_CHILD";
+    const NAME: &str = "probe_faults::descriptor_shortage_is_retried_with_growing_waits";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .expect("run the child");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "child:\n{text}"
+        );
+        return;
+    }
+    let target = ok_target().await;
+    let fake = FakeProxy::socks5(ProxyBehavior::healthy()).await.unwrap();
+    let proxy = fake.proxy(None);
+    let o = opts(target.url("/"));
+    let open = std::fs::read_dir("/proc/self/fd").expect("fds").count() as u64;
+    let low = libc::rlimit {
+        rlim_cur: (open + 16) as libc::rlim_t,
+        rlim_max: (open + 4096) as libc::rlim_t,
+    };
+    // SAFETY: setrlimit on this (child) process only reads the struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+    let fill = || {
+        let mut held = Vec::new();
+        while let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") {
+            held.push(s);
+        }
+        held
+    };
+    // Short for good: three retries, then local_resources, after all three waits.
+    let held = fill();
+    let r = check(&proxy, &o).await;
+    assert_eq!(r.reason, Some(Reason::LocalResources), "{r:?}");
+    assert!(r.elapsed_ms >= 300, "waited 50 + 100 + 150 ms: {r:?}");
+    assert_eq!(fake.connections(), 0);
+    // Short for a moment: descriptors come back during the first wait.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let releaser = std::thread::spawn(move || {
+        let _ = rx.recv();
+        std::thread::sleep(Duration::from_millis(10));
+        drop(held);
+    });
+    let _ = tx.send(());
+    let r = check(&proxy, &o).await;
+    releaser.join().expect("releaser");
+    assert_up(&r);
+    assert_eq!(
+        r.attempts, 1,
+        "a retry for descriptors is not another attempt"
+    );
 }
 
 #[tokio::test]
@@ -521,6 +589,215 @@ async fn slow_proxy_is_slow() {
     // The same proxy within a generous threshold is ACTIVE.
     o.slow_threshold = Duration::from_millis(2500);
     assert_up(&check(&fake.proxy(None), &o).await);
+}
+
+// ------------------------------------------------------------ replies from the wild
+
+/// A proxy of `protocol` at a scripted peer, checked against an https
+/// target (so HTTP proxies CONNECT) that is never reached.
+async fn check_scripted(
+    script: Vec<Step>,
+    protocol: ProxyProtocol,
+    creds: Option<(&str, &str)>,
+) -> (CheckResult, ScriptedPeer) {
+    let peer = ScriptedPeer::start(script).await.unwrap();
+    let mut proxy = Proxy::new(protocol, "127.0.0.1", peer.addr().port());
+    if let Some((u, p)) = creds {
+        proxy.username = Some(u.into());
+        proxy.password = Some(p.into());
+    }
+    let r = check(&proxy, &opts(Url::parse("https://127.0.0.1:9/").unwrap())).await;
+    (r, peer)
+}
+
+#[tokio::test]
+async fn truncated_socks_replies_are_connection_reset() {
+    // SOCKS4: 4 of the 8 reply bytes, then FIN.
+    let (r, _) = check_scripted(
+        vec![Step::Read(9), Step::write([0x00, 0x5A, 0, 0])],
+        ProxyProtocol::Socks4,
+        None,
+    )
+    .await;
+    assert_fail(&r, Reason::ConnectionReset, Phase::Handshake);
+    assert!(r.error.unwrap().contains("SOCKS4 reply"));
+    // SOCKS5: the method chosen, then a CONNECT reply cut inside the address.
+    let (r, _) = check_scripted(
+        vec![
+            Step::Read(3),
+            Step::write([0x05, 0x00]),
+            Step::Read(10),
+            Step::write([0x05, 0x00, 0x00, 0x01, 127]),
+        ],
+        ProxyProtocol::Socks5,
+        None,
+    )
+    .await;
+    assert_fail(&r, Reason::ConnectionReset, Phase::Handshake);
+    assert!(r.error.unwrap().contains("SOCKS5 reply"));
+}
+
+#[tokio::test]
+async fn bad_version_in_socks5_auth_reply_is_proxy_protocol() {
+    let (r, peer) = check_scripted(
+        vec![
+            Step::Read(4),
+            Step::write([0x05, 0x02]),
+            Step::Read(3 + "alice".len() + PASSWORD.len()),
+            Step::write([0x02, 0x00]),
+        ],
+        ProxyProtocol::Socks5,
+        Some(("alice", PASSWORD)),
+    )
+    .await;
+    assert_fail(&r, Reason::ProxyProtocol, Phase::Handshake);
+    assert!(r
+        .error
+        .unwrap()
+        .contains("authentication reply has version 0x02"));
+    // The proxy did get the credentials, as RFC 1929 frames them.
+    let mut want = b"\x05\x02\x00\x02\x01\x05alice".to_vec();
+    want.push(PASSWORD.len() as u8);
+    want.extend_from_slice(PASSWORD.as_bytes());
+    assert_eq!(peer.received()[0], want);
+}
+
+#[tokio::test]
+async fn socks5h_host_name_over_255_bytes_is_dns_and_never_sent() {
+    let name = vec!["a".repeat(50); 6].join(".");
+    assert!(name.len() > 255);
+    let peer = ScriptedPeer::start(vec![Step::Read(3), Step::write([0x05, 0x00]), Step::Hang])
+        .await
+        .unwrap();
+    let proxy = Proxy::new(ProxyProtocol::Socks5h, "127.0.0.1", peer.addr().port());
+    let url = Url::parse(&format!("http://{name}/")).unwrap();
+    let r = check(&proxy, &opts(url)).await;
+    assert_fail(&r, Reason::Dns, Phase::Handshake);
+    assert!(r.error.unwrap().contains("longer than 255 bytes"));
+    assert!(
+        peer.received().concat().is_empty(),
+        "not even the greeting was sent"
+    );
+}
+
+#[tokio::test]
+async fn data_right_after_a_connect_200_is_proxy_protocol() {
+    // A proxy that speaks first in the tunnel (a banner, a stray body):
+    // those bytes would be read as the target's TLS answer.
+    let (r, _) = check_scripted(
+        vec![
+            Step::ReadHead,
+            Step::write("HTTP/1.1 200 Connection established\r\n\r\nSSH-2.0-OpenSSH_9.2\r\n"),
+            Step::Hang,
+        ],
+        ProxyProtocol::Http,
+        None,
+    )
+    .await;
+    assert_fail(&r, Reason::ProxyProtocol, Phase::Handshake);
+    assert!(r.error.unwrap().contains("data after its CONNECT response"));
+}
+
+#[tokio::test]
+async fn connect_answer_past_the_size_limit_is_proxy_protocol() {
+    // One header line that never ends (more than 32 header lines would be
+    // refused sooner, as not HTTP).
+    let mut endless = b"HTTP/1.1 200 OK\r\nX-Pad: ".to_vec();
+    endless.resize(20 * 1024, b'a');
+    let (r, _) = check_scripted(
+        vec![Step::ReadHead, Step::Write(endless), Step::Hang],
+        ProxyProtocol::Http,
+        None,
+    )
+    .await;
+    assert_fail(&r, Reason::ProxyProtocol, Phase::Handshake);
+    assert!(r.error.unwrap().contains("exceeds 16384 bytes"));
+}
+
+#[tokio::test]
+async fn control_characters_in_a_proxy_message_never_reach_our_error() {
+    // A tab and non-ASCII bytes are legal in a reason phrase (obs-text).
+    let (r, _) = check_scripted(
+        vec![
+            Step::ReadHead,
+            Step::write(&b"HTTP/1.1 403 Go\taway\x80\xff now\r\nContent-Length: 0\r\n\r\n"[..]),
+        ],
+        ProxyProtocol::Http,
+        None,
+    )
+    .await;
+    assert_fail(&r, Reason::ProxyRefused, Phase::Handshake);
+    let err = r.error.unwrap();
+    assert!(err.contains("403"), "{err}");
+    assert!(
+        err.chars().all(|c| c.is_ascii_graphic() || c == ' '),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn redirect_to_a_non_http_scheme_is_redirect() {
+    let target = FakeTarget::builder(Reply::status(404))
+        .route(
+            "/ftp",
+            vec![Reply::redirect(302, "ftp://127.0.0.1/pub/file")],
+        )
+        .start()
+        .await
+        .unwrap();
+    let proxy = FakeProxy::http(ProxyBehavior::healthy()).await.unwrap();
+    let r = check(&proxy.proxy(None), &opts(target.url("/ftp"))).await;
+    assert_fail(&r, Reason::Redirect, Phase::Body);
+    assert_eq!(r.status_code, Some(302));
+    let err = r.error.unwrap();
+    assert!(err.contains("ftp://127.0.0.1/pub/file"), "{err}");
+    assert_eq!(proxy.connections(), 1, "nothing fetched from the ftp: URL");
+}
+
+/// The time fields of a result in their units: `checked_at` inside the
+/// check's wall-clock window, `total_ms` bounded by the phases it sums and
+/// by the wall clock, `latency_ms` its whole milliseconds.
+#[tokio::test]
+async fn result_times_are_in_their_windows_and_units() {
+    let target = tls_target().await;
+    let proxy = FakeProxy::http(ProxyBehavior {
+        delay: Duration::from_millis(30),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let before = chrono::Utc::now();
+    let wall = std::time::Instant::now();
+    let r = check(&proxy.proxy(None), &opts(target.url("/"))).await;
+    let wall_ms = wall.elapsed().as_secs_f64() * 1000.0;
+    let after = chrono::Utc::now();
+    assert_up(&r);
+    assert!(
+        before <= r.checked_at && r.checked_at <= after,
+        "{before} <= {} <= {after}",
+        r.checked_at
+    );
+    let p = &r.phases;
+    let total = p.total_ms.unwrap();
+    let parts = [
+        p.connect_ms,
+        p.handshake_ms,
+        p.tls_ms,
+        p.first_byte_ms,
+        p.body_ms,
+    ];
+    let sum: f64 = parts.iter().map(|x| x.expect("every phase ran")).sum();
+    assert!(
+        p.handshake_ms.unwrap() >= 30.0,
+        "the proxy's delay is in the handshake: {p:?}"
+    );
+    assert!(
+        sum <= total && total <= wall_ms,
+        "{sum} <= {total} <= {wall_ms}"
+    );
+    let latency = r.latency_ms as f64;
+    assert!(latency - 1e-6 <= total && total < latency + 1.0, "{r:#?}");
+    assert!(r.latency_ms <= r.elapsed_ms && (r.elapsed_ms as f64) <= wall_ms);
 }
 
 // ------------------------------------------------------------ TLS
@@ -742,6 +1019,39 @@ async fn redirects_are_followed_through_the_proxy() {
     let r = check(&proxy.proxy(None), &o).await;
     assert_fail(&r, Reason::UnexpectedStatus, Phase::FirstByte);
     assert_eq!(r.status_code, Some(302));
+}
+
+/// Configured headers go to the target's origin only: kept on a redirect
+/// within it, dropped on one to another port (another origin).
+#[tokio::test]
+async fn headers_follow_redirects_within_the_origin_only() {
+    let other = FakeTarget::start(Reply::ok("elsewhere")).await.unwrap();
+    let target = FakeTarget::builder(Reply::status(404))
+        .route("/start", vec![Reply::redirect(302, "/same")])
+        .route(
+            "/same",
+            vec![Reply::redirect(302, other.url("/end").as_str())],
+        )
+        .start()
+        .await
+        .unwrap();
+    let proxy = FakeProxy::socks5(ProxyBehavior::healthy()).await.unwrap();
+    let mut o = opts(target.url("/start"));
+    o.headers = vec![("X-Api-Key".into(), "k-123".into())];
+    assert_up(&check(&proxy.proxy(None), &o).await);
+    let seen: Vec<Option<String>> = target
+        .requests()
+        .iter()
+        .map(|r| r.header("x-api-key").map(str::to_string))
+        .collect();
+    assert_eq!(seen, [Some("k-123".to_string()), Some("k-123".to_string())]);
+    let elsewhere = other.requests();
+    assert_eq!(elsewhere.len(), 1);
+    assert_eq!(
+        elsewhere[0].header("x-api-key"),
+        None,
+        "another port is another origin"
+    );
 }
 
 // ------------------------------------------------------------ attempts

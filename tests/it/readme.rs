@@ -48,6 +48,10 @@ const COMMANDS: &[(&str, Proof)] = &[
         Proof::Elsewhere("serves until stopped, on a fixed port; anonymity::the_judge_subcommand_serves_check_which_learns_our_ips starts this command on a free loopback port and checks through it"),
     ),
     (
+        "scripts/mutants.sh",
+        Proof::Elsewhere("mutation testing takes about half an hour (not CI); the tests it runs are lib unit tests and probe_faults::, its last table is docs/mutants.md"),
+    ),
+    (
         "pharox-exporter --config.file examples/pharox.yaml",
         Proof::Elsewhere("the exporter on the example's documentation-range addresses (not ours); started on loopback configs by e2e:: tests"),
     ),

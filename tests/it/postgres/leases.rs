@@ -275,13 +275,23 @@ async fn leased_proxy_health_changes_raise_events() {
     submit(5, ProxyStatus::Inactive);
     assert_eq!(sink.flush(deadline).await, 0);
 
+    // A barrier instead of a wait: a later change of another leased proxy
+    // (3, active -> inactive). Events go out one by one in the order they
+    // arise, so once this marker is in, a duplicate of 5 would be in too.
+    submit(3, ProxyStatus::Inactive);
+    assert_eq!(sink.flush(deadline).await, 0);
     let start = Instant::now();
-    while got.lock().unwrap().is_empty() && start.elapsed() < Duration::from_secs(10) {
+    let marker_in = |events: &[Value]| events.iter().any(|e| e["proxy_id"] == uuid_for(2, 3));
+    while !marker_in(&got.lock().unwrap()) && start.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let events = got.lock().unwrap().clone();
-    assert_eq!(events.len(), 1, "{events:?}");
+    let order: Vec<&Value> = events.iter().map(|e| &e["proxy_id"]).collect();
+    assert_eq!(
+        order,
+        [&json!(uuid_for(2, 5)), &json!(uuid_for(2, 3))],
+        "one event for 5, none for its retry, then the marker: {events:?}"
+    );
     let ev = &events[0];
     assert_eq!(ev["event"], "leased_proxy_health_changed");
     assert_eq!(ev["proxy_id"], uuid_for(2, 5));
@@ -294,7 +304,7 @@ async fn leased_proxy_health_changes_raise_events() {
     assert_eq!(ev["active_lease"], true);
     assert_eq!(ev["reason"], "timeout");
     let s = sink.stats();
-    assert_eq!((s.leased_events, s.webhook_errors), (1, 0), "{s:?}");
+    assert_eq!((s.leased_events, s.webhook_errors), (2, 0), "{s:?}");
     sink.close(deadline).await;
 
     // A webhook that is down costs a counter, never a write.
