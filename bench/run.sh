@@ -10,11 +10,16 @@
 # Every run is bounded by `timeout`, every wait loop by a count.
 #
 # Knobs (environment): RUNS (3), SIZES ("1000 10000 100000"), CONCS
-# ("256 512"), PHAROX_SIZES ("1000"), PHAROX_EXTRA_CONCS ("4": pharox runs
+# ("512"), TARGETS ("http https": the HTTPS target is served by the fleet
+# with a CA made at its start; its cells are labelled `<mix>_https`, and the
+# lean loop runs twice there, resuming TLS sessions (`lean`) and not
+# (`lean_nores`)), STRACE (1: one `strace -c -f` run of lean and ours per
+# target at STRACE_N (20000) proxies, for futex/recvfrom counts),
+# PHAROX_SIZES ("1000"), PHAROX_EXTRA_CONCS ("4": pharox runs
 # also at these, where it is not CPU-starved), PHAROX_UNBOUNDED (1: one run
 # of stream_health_checks as shipped, every check at once; reported as
-# concurrency 0), TIMEOUT_S (2), SLOW_MS (500),
-# SLOW_DELAY_MS (800), HEALTHY_SIZES ("100000": all-healthy inventories,
+# concurrency 0), TIMEOUT_S (1), SLOW_MS (500),
+# SLOW_DELAY_MS (700), HEALTHY_SIZES ("100000": all-healthy inventories,
 # CPU-bound), EXPORTER_STAGE (1), EXPORTER_STAGES ("agg-100k
 # perproxy-100k-cap10k perproxy-100k-all agg-1m-3sweeps shard0of4-1m"; also agg-1m,
 # after one sweep), EXPORTER_1M (1),
@@ -31,13 +36,16 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 export RUNS=${RUNS:-3}
 export SIZES=${SIZES-"1000 10000 100000"}
-export CONCS=${CONCS-"256 512"}
+export CONCS=${CONCS-"512"}
+export TARGETS=${TARGETS-"http https"}
+export STRACE=${STRACE:-1}
+export STRACE_N=${STRACE_N:-20000}
 export PHAROX_SIZES=${PHAROX_SIZES-1000}
 export PHAROX_EXTRA_CONCS=${PHAROX_EXTRA_CONCS-4}
 export PHAROX_UNBOUNDED=${PHAROX_UNBOUNDED:-1}
-export TIMEOUT_S=${TIMEOUT_S:-2}
+export TIMEOUT_S=${TIMEOUT_S:-1}
 export SLOW_MS=${SLOW_MS:-500}
-export SLOW_DELAY_MS=${SLOW_DELAY_MS:-800}
+export SLOW_DELAY_MS=${SLOW_DELAY_MS:-700}
 export HEALTHY_SIZES=${HEALTHY_SIZES-100000}
 export EXPORTER_STAGE=${EXPORTER_STAGE:-1}
 export EXPORTER_1M=${EXPORTER_1M:-1}
@@ -47,6 +55,7 @@ export OUT=${OUT:-$HERE/out}
 export BIN=$ROOT/target/release
 export BASE_BIN=${BASE_BIN:-}
 export TARGET_URL=http://127.0.0.1:8080/
+export TARGET_URL_TLS=https://127.0.0.1:8443/
 
 log() { echo "[bench $(date -u +%H:%M:%S)] $*" >&2; }
 
@@ -64,13 +73,15 @@ inner() {
     }
     trap cleanup_inner EXIT
     "$BIN/fleet" --addr 0.0.0.0 --in-netns --slow-delay-ms "$SLOW_DELAY_MS" \
-        --max-runtime-s 14400 >"$OUT/fleet.log" 2>&1 &
+        --ca-out "$OUT/ca.pem" --max-runtime-s 14400 >"$OUT/fleet.log" 2>&1 &
     fleet_pid=$!
     for _ in $(seq 50); do
         curl -s -m 1 "$TARGET_URL" >/dev/null 2>&1 && break
         sleep 0.1
     done
     curl -s -m 1 "$TARGET_URL" | grep -q ok || { log "fleet did not come up"; exit 1; }
+    curl -s -m 1 --cacert "$OUT/ca.pem" "$TARGET_URL_TLS" | grep -q ok \
+        || { log "the fleet's HTTPS target does not answer"; exit 1; }
     local tck; tck=$(getconf CLK_TCK)
     fleet_cpu() { awk -v t="$tck" '{printf "%.2f", ($14+$15)/t}' "/proc/$fleet_pid/stat"; }
 
@@ -89,10 +100,12 @@ inner() {
     fi
     echo "$ours" >"$OUT/ours_enabled"
 
-    # The sweep contenders of run r, in an order that alternates with r so
+    # The sweep contenders of run r (and mix: an HTTPS mix adds the lean
+    # loop without TLS resumption), in an order that alternates with r so
     # that none always goes first.
     contenders() {
         local -a all=(lean)
+        [[ ${2:-} == *_https ]] && all+=(lean_nores)
         [ "$ours" = 1 ] && all+=(ours)
         [ -n "$BASE_BIN" ] && all+=(base)
         if [ $(($1 % 2)) -eq 0 ]; then
@@ -102,20 +115,40 @@ inner() {
         fi
     }
 
+    # The command of contender $1 on inventory $2 at concurrency $3 against
+    # mix $4 (a mix ending in _https targets the HTTPS target), in `cmd`.
+    contender_cmd() {
+        local who=$1 inv=$2 c=$3 mix=$4 url=$TARGET_URL
+        local -a lean_tls=() ours_tls=()
+        if [[ $mix == *_https ]]; then
+            url=$TARGET_URL_TLS
+            lean_tls=(--ca-file "$OUT/ca.pem")
+            ours_tls=(--tls.ca-file "$OUT/ca.pem")
+        fi
+        case $who in
+            lean|lean_nores)
+                cmd=("$BIN/lean" --inventory "$inv" --target-url "$url" --timeout "$TIMEOUT_S"
+                     --slow-threshold-ms "$SLOW_MS" --concurrency "$c" "${lean_tls[@]}")
+                [ "$who" = lean_nores ] && cmd+=(--no-resume) ;;
+            ours|base)
+                local exe="$BIN/pharox-exporter"
+                [ "$who" = base ] && exe=$BASE_BIN
+                cmd=("$exe" sweep --once --inventory "$inv" --target-url "$url"
+                     --timeout "$TIMEOUT_S" --slow-threshold-ms "$SLOW_MS" --attempts 1 --concurrency "$c"
+                     "${ours_tls[@]}") ;;
+        esac
+    }
+
     run_one() { # contender mix N C r
         local who=$1 mix=$2 n=$3 c=$4 r=$5
         local d="$OUT/runs/$who-$mix-n$n-c$c-r$r"
         mkdir -p "$d"
-        local inv="$OUT/inv-$mix-$n.csv" limit=900
+        # The HTTPS mixes use the inventories (and truth) of their HTTP twins.
+        local inv_mix=${mix%_https}
+        local inv="$OUT/inv-$inv_mix-$n.csv" limit=900
         local -a cmd
         case $who in
-            lean) cmd=("$BIN/lean" --inventory "$inv" --target-url "$TARGET_URL" --timeout "$TIMEOUT_S"
-                       --slow-threshold-ms "$SLOW_MS" --concurrency "$c") ;;
-            ours|base)
-                local exe="$BIN/pharox-exporter"
-                [ "$who" = base ] && exe=$BASE_BIN
-                cmd=("$exe" sweep --once --inventory "$inv" --target-url "$TARGET_URL"
-                       --timeout "$TIMEOUT_S" --slow-threshold-ms "$SLOW_MS" --attempts 1 --concurrency "$c") ;;
+            lean|lean_nores|ours|base) contender_cmd "$who" "$inv" "$c" "$mix" ;;
             pharox) cmd=("$HERE/.venv/bin/python" "$HERE/pharox_sweep.py" --inventory "$inv"
                        --target-url "$TARGET_URL" --timeout "$TIMEOUT_S" --slow-threshold-ms "$SLOW_MS"
                        --concurrency "$c"); limit=1200
@@ -129,7 +162,7 @@ inner() {
         local f1; f1=$(fleet_cpu)
         echo "$rc" >"$d/rc"
         awk -v a="$f0" -v b="$f1" 'BEGIN{printf "%.2f\n", b-a}' >"$d/fleet_cpu_s"
-        "$BIN/accuracy" --truth "$OUT/truth-$mix-$n.csv" --results "$d/out.jsonl" >"$d/accuracy.json" || true
+        "$BIN/accuracy" --truth "$OUT/truth-$inv_mix-$n.csv" --results "$d/out.jsonl" >"$d/accuracy.json" || true
         log "$who $mix n=$n c=$c r=$r rc=$rc $(grep -o '"status_accuracy_pct":[0-9.]*' "$d/accuracy.json") $(grep -E 'Elapsed' "$d/time.txt" | awk '{print $NF}')"
         # Keep the last run's results of each cell; the others are scored already.
         [ "$r" -lt "$RUNS" ] && rm -f "$d/out.jsonl"
@@ -137,13 +170,21 @@ inner() {
         sleep 2
     }
 
-    local n c r who
+    # `mixed` for the HTTP target, `mixed_https` for the HTTPS one.
+    local -a sfx=()
+    local t
+    for t in $TARGETS; do
+        case $t in http) sfx+=("") ;; https) sfx+=(_https) ;; *) log "unknown target $t" ;; esac
+    done
+    local n c r who x
     for n in $SIZES; do
         for c in $CONCS; do
             for r in $(seq "$RUNS"); do
                 # Alternate the order so neither contender always goes first.
-                for who in $(contenders "$r"); do
-                    run_one "$who" mixed "$n" "$c" "$r"
+                for x in "${sfx[@]}"; do
+                    for who in $(contenders "$r" "mixed$x"); do
+                        run_one "$who" "mixed$x" "$n" "$c" "$r"
+                    done
                 done
                 if [[ " $PHAROX_SIZES " == *" $n "* ]] && [ -x "$HERE/.venv/bin/python" ]; then
                     run_one pharox mixed "$n" "$c" "$r"
@@ -163,12 +204,31 @@ inner() {
     for n in $HEALTHY_SIZES; do
         for c in $CONCS; do
             for r in $(seq "$RUNS"); do
-                for who in $(contenders "$r"); do
-                    run_one "$who" healthy "$n" "$c" "$r"
+                for x in "${sfx[@]}"; do
+                    for who in $(contenders "$r" "healthy$x"); do
+                        run_one "$who" "healthy$x" "$n" "$c" "$r"
+                    done
                 done
             done
         done
     done
+
+    # Where the CPU goes, insensitive to contention: syscall counts (futex:
+    # cross-thread wake-ups; recvfrom: reads) of one run of each contender.
+    if [ "$STRACE" = 1 ] && command -v strace >/dev/null; then
+        mkdir -p "$OUT/strace"
+        for x in "${sfx[@]}"; do
+            for who in lean ours; do
+                [ "$who" = ours ] && [ "$ours" != 1 ] && continue
+                local -a cmd
+                contender_cmd "$who" "$OUT/inv-mixed-$STRACE_N.csv" 512 "mixed$x"
+                timeout -k 5 900 strace -c -f -o "$OUT/strace/$who-mixed$x.txt" "${cmd[@]}" \
+                    >/dev/null 2>&1 || true
+                log "strace $who mixed$x: $(awk '$NF=="futex"{print "futex " $4}' "$OUT/strace/$who-mixed$x.txt")"
+                sleep 2
+            done
+        done
+    fi
 
     [ "$ours" = 1 ] && [ "$EXPORTER_STAGE" = 1 ] || return 0
     # The long-running exporter: scrape time/size at 100k (aggregated and
@@ -262,6 +322,7 @@ fi
 [ "$KEEP_OUT" = 1 ] || rm -rf "$OUT"
 mkdir -p "$OUT"
 git -C "$ROOT" rev-parse --short HEAD >"$OUT/ours_revision" 2>/dev/null || echo unknown >"$OUT/ours_revision"
+echo "TIMEOUT_S=$TIMEOUT_S SLOW_MS=$SLOW_MS SLOW_DELAY_MS=$SLOW_DELAY_MS" >"$OUT/knobs"
 if [ -n "$BASE_BIN" ]; then
     [ -x "$BASE_BIN" ] || { log "BASE_BIN=$BASE_BIN is not an executable"; exit 1; }
     echo "${BASE_REV:-$BASE_BIN}" >"$OUT/base_revision"
@@ -270,6 +331,7 @@ gen_sizes="$SIZES"
 [[ " $SIZES " == *" 1000 "* ]] || gen_sizes="1000 $gen_sizes"
 [ "$EXPORTER_STAGE" = 1 ] && [[ " $gen_sizes " != *" 100000 "* ]] && gen_sizes="$gen_sizes 100000"
 [ "$EXPORTER_STAGE" = 1 ] && [ "$EXPORTER_1M" = 1 ] && gen_sizes="$gen_sizes 1000000"
+[ "$STRACE" = 1 ] && [[ " $gen_sizes " != *" $STRACE_N "* ]] && gen_sizes="$gen_sizes $STRACE_N"
 for n in $gen_sizes; do
     [ "$KEEP_OUT" = 1 ] && [ -f "$OUT/truth-mixed-$n.csv" ] && continue
     "$BIN/geninv" -n "$n" --inventory "$OUT/inv-mixed-$n.csv" --truth "$OUT/truth-mixed-$n.csv"

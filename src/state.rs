@@ -10,7 +10,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::model::{
@@ -318,7 +318,10 @@ fn exit_of(s: &ProxyState) -> Option<&ExitSeen> {
 pub(crate) struct StateStore {
     shards: Vec<Mutex<HashMap<String, ProxyState>>>,
     tally: Mutex<Tally>,
-    policy: Mutex<Policy>,
+    /// Read on every result, written on a config reload: a read lock is an
+    /// atomic operation, where a mutex taken by every worker would make
+    /// them wait on each other.
+    policy: RwLock<Policy>,
     generation: Mutex<u64>,
 }
 
@@ -327,7 +330,7 @@ impl Default for StateStore {
         StateStore {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             tally: Mutex::new(Tally::default()),
-            policy: Mutex::new(Policy::default()),
+            policy: RwLock::new(Policy::default()),
             generation: Mutex::new(0),
         }
     }
@@ -353,7 +356,8 @@ impl StateStore {
 
     /// Set hysteresis and back-off (from the current config).
     pub(crate) fn set_policy(&self, policy: Policy) {
-        *lock(&self.policy) = policy;
+        // A poisoned lock only means a panic mid-copy of plain data.
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
     }
 
     /// Make the store hold exactly these proxies: new ones are added
@@ -444,7 +448,7 @@ impl StateStore {
             hysteresis: hyst,
             backoff,
             interval,
-        } = *lock(&self.policy);
+        } = *self.policy.read().unwrap_or_else(|e| e.into_inner());
         let mut shard = lock(self.shard(&proxy.id));
         // Look up before inserting: `entry` would allocate the id on every result.
         if !shard.contains_key(&proxy.id) {

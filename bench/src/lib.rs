@@ -19,6 +19,9 @@ pub const PORT_HTTP: u16 = 3128;
 pub const PORT_REFUSED: u16 = 1099;
 /// Port of the target HTTP server on 127.0.0.1.
 pub const PORT_TARGET: u16 = 8080;
+/// Port of the target HTTPS server on 127.0.0.1 (a CA made at fleet start).
+/// A tunnel (SOCKS or CONNECT) to this port is answered over TLS.
+pub const PORT_TARGET_TLS: u16 = 8443;
 
 /// User name that `Auth*` proxies accept.
 pub const AUTH_USER: &str = "bench";

@@ -399,9 +399,10 @@ fn options_by_pool(file: &FileConfig) -> Result<OptionsByPool, (String, String)>
     Ok(out)
 }
 
-/// TLS client configs already built, by (CA file, insecure): every layer
-/// that names the same CA shares one config.
-type TlsCache = HashMap<(Option<PathBuf>, bool), Arc<rustls::ClientConfig>>;
+/// TLS client configs already built, by (for proxies, CA file, insecure):
+/// every layer that names the same CA shares one config, and targets and
+/// proxies each have their own (separate session stores, see `probe::tls`).
+type TlsCache = HashMap<(bool, Option<PathBuf>, bool), Arc<rustls::ClientConfig>>;
 
 /// Body bytes read at most, whatever a config asks for.
 const MAX_BODY_BYTES_CAP: usize = 16 * 1024 * 1024;
@@ -413,22 +414,39 @@ fn resolve_options(spec: &OptionsSpec, tls_cache: &mut TlsCache) -> Result<Check
         Some(t) => t.0.clone(),
         None => url::Url::parse(PHAROX_DEFAULT_TARGET).map_err(|e| e.to_string())?,
     };
-    let mut tls = |ca: &Option<PathBuf>,
+    let mut tls = |for_proxies: bool,
+                   ca: &Option<PathBuf>,
                    insecure: bool|
      -> Result<Arc<rustls::ClientConfig>, String> {
-        let key = (ca.clone(), insecure);
+        let key = (for_proxies, ca.clone(), insecure);
         if let Some(c) = tls_cache.get(&key) {
             return Ok(c.clone());
         }
-        let c = probe::tls::client_config(ca.as_deref(), insecure).map_err(|e| e.to_string())?;
+        // The proxies' twin shares the target config's trust when that is built already.
+        let base = match tls_cache.get(&(false, ca.clone(), insecure)) {
+            Some(c) => c.clone(),
+            None => {
+                let c = probe::tls::client_config(ca.as_deref(), insecure)
+                    .map_err(|e| e.to_string())?;
+                tls_cache.insert((false, ca.clone(), insecure), c.clone());
+                c
+            }
+        };
+        let c = if for_proxies {
+            probe::tls::for_proxies(&base)
+        } else {
+            base
+        };
         tls_cache.insert(key, c.clone());
         Ok(c)
     };
     let target_tls = tls(
+        false,
         &spec.tls_ca_file,
         spec.tls_insecure_skip_verify.unwrap_or(false),
     )?;
     let proxy_tls = tls(
+        true,
         &spec.proxy_tls_ca_file,
         spec.proxy_tls_insecure_skip_verify.unwrap_or(false),
     )?;

@@ -93,8 +93,8 @@ impl CheckOptions {
         if target_url.host_str().is_none_or(str::is_empty) {
             return Err(OptionsError::NoHost);
         }
-        let tls = tls::default_client_config()?;
-        Ok(CheckOptions::with_tls(target_url, tls.clone(), tls))
+        let (target_tls, proxy_tls) = tls::default_client_configs()?;
+        Ok(CheckOptions::with_tls(target_url, target_tls, proxy_tls))
     }
 
     /// pharox's defaults, the only copy of them: expect `[200]`, 5 s

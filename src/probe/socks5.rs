@@ -129,46 +129,67 @@ where
 }
 
 /// The reply to CONNECT: success, then the bound address, read and ignored.
+///
+/// Read in as few reads as the reply arrives in (usually one): each field
+/// is judged as soon as its bytes are there, and a read never asks for more
+/// than the reply can still hold, except that the first asks for the 10
+/// bytes of the common IPv4 reply before the address type is known. Only a
+/// host-name reply shorter than that, followed by data the proxy had no
+/// reason to send before our request, would be over-read: that is refused.
 async fn read_connect_reply<S>(stream: &mut S) -> Result<(), StepError>
 where
     S: AsyncRead + Unpin,
 {
-    // A refusing proxy may close right after VER and REP: judge those first.
-    let mut head = [0u8; 2];
-    read_reply(stream, &mut head, "SOCKS5 reply").await?;
-    if head[1] != 0x00 {
-        return Err(StepError::new(
-            Reason::ProxyRefused,
-            format!("SOCKS5 reply 0x{:02X} {}", head[1], reply_meaning(head[1])),
-        ));
-    }
-    let mut rest = [0u8; 2];
-    read_exact_counted(stream, &mut rest)
-        .await
-        .map_err(|(_, e)| io_error(&e, "SOCKS5 reply"))?;
-    let addr_len = match rest[1] {
-        0x01 => 4,
-        0x04 => 16,
-        0x03 => {
-            let mut len = [0u8; 1];
-            read_exact_counted(stream, &mut len)
-                .await
-                .map_err(|(_, e)| io_error(&e, "SOCKS5 reply"))?;
-            usize::from(len[0])
+    use tokio::io::AsyncReadExt;
+    // VER REP RSV ATYP, a bound address of at most 1 + 255 bytes, the port.
+    let mut buf = [0u8; 4 + 256 + 2];
+    let mut filled = 0;
+    let mut want = 10;
+    loop {
+        // A refusing proxy may close right after VER and REP: judge those first.
+        if filled >= 1 && buf[0] != VERSION {
+            return Err(wrong_version(buf[0]));
         }
-        t => {
+        if filled >= 2 && buf[1] != 0x00 {
             return Err(StepError::new(
-                Reason::ProxyProtocol,
-                format!("SOCKS5 reply has unknown address type 0x{t:02X}"),
-            ))
+                Reason::ProxyRefused,
+                format!("SOCKS5 reply 0x{:02X} {}", buf[1], reply_meaning(buf[1])),
+            ));
         }
-    };
-    // Bound address (at most 255 bytes) and port: read and ignore.
-    let mut bound = [0u8; 257];
-    read_exact_counted(stream, &mut bound[..addr_len + 2])
-        .await
-        .map_err(|(_, e)| io_error(&e, "SOCKS5 reply"))?;
-    Ok(())
+        let total = match (filled >= 4).then_some(buf[3]) {
+            None => None,
+            Some(0x01) => Some(4 + 4 + 2),
+            Some(0x04) => Some(4 + 16 + 2),
+            Some(0x03) if filled >= 5 => Some(4 + 1 + usize::from(buf[4]) + 2),
+            Some(0x03) => None,
+            Some(t) => {
+                return Err(StepError::new(
+                    Reason::ProxyProtocol,
+                    format!("SOCKS5 reply has unknown address type 0x{t:02X}"),
+                ))
+            }
+        };
+        if let Some(total) = total {
+            if filled > total {
+                return Err(StepError::new(
+                    Reason::ProxyProtocol,
+                    "SOCKS5 proxy sent data after its reply, before our request",
+                ));
+            }
+            if filled == total {
+                return Ok(());
+            }
+            want = total;
+        }
+        match stream.read(&mut buf[filled..want]).await {
+            Ok(0) => {
+                let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                return Err(io_error(&eof, "SOCKS5 reply"));
+            }
+            Ok(n) => filled += n,
+            Err(e) => return Err(io_error(&e, "SOCKS5 reply")),
+        }
+    }
 }
 
 /// Read a reply whose first byte must be the SOCKS version.

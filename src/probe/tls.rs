@@ -4,6 +4,12 @@
 //! cache; building one per check would reload the system roots and throw the
 //! resumption cache away, so the config layer builds one per distinct
 //! (CA file, insecure) pair and every check clones the `Arc`.
+//!
+//! Targets and HTTPS proxies get separate configs (same trust, separate
+//! session stores): rustls's default store keeps the sessions of 32 servers,
+//! so one store shared with thousands of HTTPS proxies would evict the
+//! target's session after every 32 proxy handshakes and every check would
+//! pay a full handshake with the target. See [`for_proxies`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -91,17 +97,39 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// `client_config(None, false)`, built once per process: loading the system
-/// roots reads files, so callers that just want defaults share one.
-pub(crate) fn default_client_config() -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
-    static DEFAULT: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+/// Sessions kept for HTTPS proxies: rustls keeps up to 8 per server, so
+/// this covers the last 256 proxies, enough for the retries of the checks in
+/// flight; resuming every proxy of a large inventory from one sweep to the
+/// next would cost kilobytes per proxy (each session holds the server's
+/// certificate chain).
+const PROXY_SESSIONS: usize = 2048;
+
+/// The config for HTTPS proxies that goes with `target` (a config from
+/// [`client_config`]): the same trust and verifier (shared, not copied),
+/// with a session store of its own, so proxies never evict the target's
+/// sessions.
+pub(crate) fn for_proxies(target: &rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
+    let mut c = target.clone();
+    c.resumption = rustls::client::Resumption::in_memory_sessions(PROXY_SESSIONS);
+    Arc::new(c)
+}
+
+/// `client_config(None, false)` for targets and its [`for_proxies`] twin,
+/// built once per process: loading the system roots reads files, so callers
+/// that just want defaults share them.
+pub(crate) fn default_client_configs() -> Result<DefaultConfigs, TlsConfigError> {
+    static DEFAULT: OnceLock<DefaultConfigs> = OnceLock::new();
     if let Some(c) = DEFAULT.get() {
         return Ok(c.clone());
     }
-    let built = client_config(None, false)?;
-    // A concurrent caller may have won the race; either config is equivalent.
-    Ok(DEFAULT.get_or_init(|| built).clone())
+    let target = client_config(None, false)?;
+    let proxy = for_proxies(&target);
+    // A concurrent caller may have won the race; either pair is equivalent.
+    Ok(DEFAULT.get_or_init(|| (target, proxy)).clone())
 }
+
+/// (target config, proxy config).
+pub(crate) type DefaultConfigs = (Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>);
 
 fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsConfigError> {
     crate::tls_roots::root_store(ca_file).map_err(TlsConfigError::from)
@@ -228,4 +256,97 @@ where
             },
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::HandshakeKind;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A TLS server on a free loopback port (the test PKI's leaf, session
+    /// resumption as rustls serves it by default) that says `ok` and closes.
+    async fn server() -> std::net::SocketAddr {
+        let acceptor = pharox_testkit::pki::acceptor();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut t) = acceptor.accept(s).await {
+                        let _ = t.write_all(b"ok").await;
+                        let _ = t.shutdown().await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// One connection with `name` as SNI; how its handshake went.
+    async fn connect(
+        config: &Arc<rustls::ClientConfig>,
+        addr: std::net::SocketAddr,
+        name: &str,
+    ) -> HandshakeKind {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut t = handshake(config, name, tcp, "target", |s| s.to_string())
+            .await
+            .unwrap();
+        // TLS 1.3 tickets arrive after the handshake: read to the end, as a check does.
+        let mut body = Vec::new();
+        let _ = t.read_to_end(&mut body).await;
+        assert_eq!(body, b"ok");
+        t.get_ref().1.handshake_kind().expect("handshake done")
+    }
+
+    #[tokio::test]
+    async fn the_target_session_survives_handshakes_with_many_https_proxies() {
+        let addr = server().await;
+        // `insecure`, so any name can be the SNI of the one test server.
+        let target = client_config(None, true).unwrap();
+        let proxies = for_proxies(&target);
+        assert_eq!(
+            connect(&target, addr, "target.test").await,
+            HandshakeKind::Full
+        );
+        assert_eq!(
+            connect(&target, addr, "target.test").await,
+            HandshakeKind::Resumed
+        );
+        for i in 0..40 {
+            connect(&proxies, addr, &format!("proxy{i}.test")).await;
+        }
+        assert_eq!(
+            connect(&target, addr, "target.test").await,
+            HandshakeKind::Resumed,
+            "40 proxies did not evict the target's session"
+        );
+        assert_eq!(
+            connect(&proxies, addr, "proxy39.test").await,
+            HandshakeKind::Resumed,
+            "a proxy retried at once resumes"
+        );
+
+        // What the separate store prevents: one store for both loses the
+        // target's session after 32 other servers.
+        let shared = client_config(None, true).unwrap();
+        connect(&shared, addr, "target.test").await;
+        for i in 0..40 {
+            connect(&shared, addr, &format!("proxy{i}.test")).await;
+        }
+        assert_eq!(
+            connect(&shared, addr, "target.test").await,
+            HandshakeKind::Full
+        );
+    }
+
+    #[tokio::test]
+    async fn the_default_configs_are_built_once_with_separate_stores() {
+        let (t1, p1) = default_client_configs().unwrap();
+        let (t2, p2) = default_client_configs().unwrap();
+        assert!(Arc::ptr_eq(&t1, &t2) && Arc::ptr_eq(&p1, &p2));
+        assert!(!Arc::ptr_eq(&t1, &p1));
+    }
 }

@@ -765,3 +765,55 @@ fn help_shows_defaults_and_groups_exporter_flags_and_version_names_the_build() {
     );
     assert_eq!(revision, crate::support::expected_revision(), "{v}");
 }
+
+/// Lines are written in blocks, but a finished check's line still reaches
+/// stdout while other checks run: here the healthy proxy's line is read
+/// while the hanging proxy's check (60 s timeout) keeps the sweep going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_once_streams_a_line_before_the_sweep_ends() {
+    use std::io::BufRead;
+    let target = FakeTarget::start(Reply::ok("pong")).await.unwrap();
+    let good = FakeProxy::socks5(ProxyBehavior::healthy()).await.unwrap();
+    let hang = FakeProxy::http(ProxyBehavior::fault(Fault::Hang))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("proxies.csv");
+    std::fs::write(
+        &inv,
+        format!(
+            "id,protocol,host,port,username,password,pool,provider\n\
+             hang,http,127.0.0.1,{},,,dc,acme\ngood,socks5,127.0.0.1,{},,,dc,acme\n",
+            hang.addr().port(),
+            good.addr().port()
+        ),
+    )
+    .unwrap();
+    let mut cmd = bin();
+    cmd.args(["sweep", "--once", "--inventory"])
+        .arg(&inv)
+        .args(["--target-url", target.url("/").as_str()])
+        .args(["--timeout", "60", "--concurrency", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawn pharox-exporter");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (first, child) = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        let n = std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let still_running = child.try_wait().unwrap().is_none();
+        ((n > 0).then_some(line), (child, still_running))
+    })
+    .await
+    .unwrap();
+    let (mut child, still_running) = child;
+    let _ = child.kill();
+    let _ = child.wait();
+    let first = first.expect("a line before EOF");
+    assert!(still_running, "the first line came only at exit: {first}");
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v["id"], "good", "{first}");
+    assert_eq!(v["status"], "active", "{first}");
+}

@@ -12,6 +12,13 @@
 //! instead of dialling the target. That keeps the fleet cheap, so the checker
 //! under test is the bottleneck. It also serves the target itself on
 //! 127.0.0.1:8080 for anyone who dials it directly.
+//!
+//! The HTTPS target: at start the fleet makes a throwaway CA and a leaf for
+//! `127.0.0.1`/`localhost` (written to `--ca-out` for the checkers to trust),
+//! serves TLS on 127.0.0.1:8443, and answers any tunnel whose destination
+//! port is 8443 over TLS, after the proxy handshake, as the target would.
+//! Session tickets are stateless (a ticketer), as big HTTPS sites issue
+//! them, so clients that keep a resumption cache can resume.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +30,9 @@ use base64::Engine;
 use clap::Parser;
 use pharox_bench::{
     Behaviour, AUTH_PASS, AUTH_USER, PORT_HTTP, PORT_SOCKS4, PORT_SOCKS5, PORT_TARGET,
-    TARGET_RESPONSE,
+    PORT_TARGET_TLS, TARGET_RESPONSE,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 #[derive(Parser, Debug)]
@@ -54,6 +61,9 @@ struct Args {
     /// Worker threads (0: tokio's default, one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Write the PEM of the CA that signed the HTTPS target's certificate here.
+    #[arg(long)]
+    ca_out: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -62,6 +72,7 @@ enum Kind {
     Socks4,
     Http,
     Target,
+    TargetTls,
 }
 
 struct Ctx {
@@ -69,6 +80,29 @@ struct Ctx {
     hang_max: Duration,
     basic: String,
     accepted: AtomicU64,
+    tls: tokio_rustls::TlsAcceptor,
+}
+
+/// A fresh CA and a server config presenting its leaf, with stateless
+/// session tickets so that resumption works across any number of clients.
+fn tls_server(ca_out: Option<&std::path::Path>) -> Result<tokio_rustls::TlsAcceptor> {
+    let pki = pharox_testkit::pki::TestPki::generate();
+    if let Some(path) = ca_out {
+        std::fs::write(path, &pki.ca_pem).with_context(|| format!("write {}", path.display()))?;
+    }
+    let certs = rustls_pemfile::certs(&mut pki.cert_pem.as_bytes())
+        .chain(rustls_pemfile::certs(&mut pki.ca_pem.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut pki.key_pem.as_bytes())?
+        .context("the PKI's key PEM holds no key")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
 fn main() -> Result<()> {
@@ -93,6 +127,7 @@ async fn run(args: Args) -> Result<()> {
         hang_max: Duration::from_secs(args.hang_max_s),
         basic: base64::engine::general_purpose::STANDARD.encode(format!("{AUTH_USER}:{AUTH_PASS}")),
         accepted: AtomicU64::new(0),
+        tls: tls_server(args.ca_out.as_deref())?,
     });
     let mut listeners = Vec::new();
     for (port, kind) in [
@@ -100,6 +135,7 @@ async fn run(args: Args) -> Result<()> {
         (PORT_SOCKS4, Kind::Socks4),
         (PORT_HTTP, Kind::Http),
         (PORT_TARGET, Kind::Target),
+        (PORT_TARGET_TLS, Kind::TargetTls),
     ] {
         let sa = SocketAddr::new(IpAddr::V4(args.addr), port);
         let sock = TcpSocket::new_v4()?;
@@ -109,7 +145,7 @@ async fn run(args: Args) -> Result<()> {
         listeners.push(tokio::spawn(accept_loop(l, kind, ctx.clone())));
     }
     eprintln!(
-        "fleet ready on {} ports {PORT_SOCKS5}/socks5 {PORT_SOCKS4}/socks4 {PORT_HTTP}/http {PORT_TARGET}/target",
+        "fleet ready on {} ports {PORT_SOCKS5}/socks5 {PORT_SOCKS4}/socks4 {PORT_HTTP}/http {PORT_TARGET}/target {PORT_TARGET_TLS}/target-tls",
         args.addr
     );
     let deadline = tokio::time::sleep(Duration::from_secs(args.max_runtime_s));
@@ -148,6 +184,12 @@ async fn serve(mut s: TcpStream, kind: Kind, ctx: &Ctx) -> std::io::Result<()> {
         read_head(&mut s).await?;
         return s.write_all(TARGET_RESPONSE).await;
     }
+    if kind == Kind::TargetTls {
+        let mut t = ctx.tls.accept(s).await?;
+        read_head(&mut t).await?;
+        t.write_all(TARGET_RESPONSE).await?;
+        return t.shutdown().await;
+    }
     let local = match s.local_addr()?.ip() {
         IpAddr::V4(ip) => ip,
         IpAddr::V6(_) => return Ok(()),
@@ -179,20 +221,34 @@ async fn serve(mut s: TcpStream, kind: Kind, ctx: &Ctx) -> std::io::Result<()> {
         }
         _ => {}
     }
-    let tunnel_ok = match kind {
+    let tunnel_to = match kind {
         Kind::Socks5 => socks5(&mut s, b).await?,
         Kind::Socks4 => socks4(&mut s, b).await?,
-        Kind::Http => return http_proxy(&mut s, b, ctx).await,
-        Kind::Target => unreachable!("handled above"),
+        Kind::Http => return http_proxy(s, b, ctx).await,
+        Kind::Target | Kind::TargetTls => unreachable!("handled above"),
     };
-    if tunnel_ok {
-        answer_get(&mut s, b, ctx).await?;
+    if let Some(port) = tunnel_to {
+        tunnel(s, b, ctx, port).await?;
     }
     Ok(())
 }
 
+/// Play the target at the end of a (short-circuited) tunnel to `port`: over
+/// TLS when the client asked for the HTTPS target's port.
+async fn tunnel(s: TcpStream, b: Behaviour, ctx: &Ctx, port: u16) -> std::io::Result<()> {
+    if port == PORT_TARGET_TLS {
+        let mut t = ctx.tls.accept(s).await?;
+        return answer_get(&mut t, b, ctx).await;
+    }
+    let mut s = s;
+    answer_get(&mut s, b, ctx).await
+}
+
 /// Read the GET sent through the (short-circuited) tunnel and answer it.
-async fn answer_get(s: &mut TcpStream, b: Behaviour, ctx: &Ctx) -> std::io::Result<()> {
+async fn answer_get<S>(s: &mut S, b: Behaviour, ctx: &Ctx) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     read_head(s).await?;
     if b == Behaviour::Slow {
         tokio::time::sleep(ctx.slow_delay).await;
@@ -203,22 +259,23 @@ async fn answer_get(s: &mut TcpStream, b: Behaviour, ctx: &Ctx) -> std::io::Resu
 
 const GARBAGE: &[u8] = b"\x17\x03\x03 this is not a proxy protocol\r\n\r\n";
 
-async fn socks5(s: &mut TcpStream, b: Behaviour) -> std::io::Result<bool> {
+/// The SOCKS5 handshake; `Some(destination port)` when the tunnel is open.
+async fn socks5(s: &mut TcpStream, b: Behaviour) -> std::io::Result<Option<u16>> {
     let mut hdr = [0u8; 2];
     s.read_exact(&mut hdr).await?;
     let mut methods = vec![0u8; usize::from(hdr[1])];
     s.read_exact(&mut methods).await?;
     if b == Behaviour::Garbage {
         s.write_all(GARBAGE).await?;
-        return Ok(false);
+        return Ok(None);
     }
     if hdr[0] != 5 {
-        return Ok(false);
+        return Ok(None);
     }
     if b == Behaviour::Auth {
         if !methods.contains(&2) {
             s.write_all(&[5, 0xFF]).await?;
-            return Ok(false);
+            return Ok(None);
         }
         s.write_all(&[5, 2]).await?;
         let mut v = [0u8; 2];
@@ -231,14 +288,14 @@ async fn socks5(s: &mut TcpStream, b: Behaviour) -> std::io::Result<bool> {
         s.read_exact(&mut pass).await?;
         if user != AUTH_USER.as_bytes() || pass != AUTH_PASS.as_bytes() {
             s.write_all(&[1, 1]).await?;
-            return Ok(false);
+            return Ok(None);
         }
         s.write_all(&[1, 0]).await?;
     } else if methods.contains(&0) {
         s.write_all(&[5, 0]).await?;
     } else {
         s.write_all(&[5, 0xFF]).await?;
-        return Ok(false);
+        return Ok(None);
     }
     let mut req = [0u8; 4];
     s.read_exact(&mut req).await?;
@@ -250,20 +307,21 @@ async fn socks5(s: &mut TcpStream, b: Behaviour) -> std::io::Result<bool> {
             s.read_exact(&mut l).await?;
             usize::from(l[0])
         }
-        _ => return Ok(false),
+        _ => return Ok(None),
     };
     let mut rest = vec![0u8; alen + 2];
     s.read_exact(&mut rest).await?;
     if b == Behaviour::DestRefused {
         s.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
-        return Ok(false);
+        return Ok(None);
     }
     let p = PORT_TARGET.to_be_bytes();
     s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, p[0], p[1]]).await?;
-    Ok(true)
+    Ok(Some(u16::from_be_bytes([rest[alen], rest[alen + 1]])))
 }
 
-async fn socks4(s: &mut TcpStream, b: Behaviour) -> std::io::Result<bool> {
+/// The SOCKS4 handshake; `Some(destination port)` when the tunnel is open.
+async fn socks4(s: &mut TcpStream, b: Behaviour) -> std::io::Result<Option<u16>> {
     let mut req = [0u8; 8];
     s.read_exact(&mut req).await?;
     // User id, then (SOCKS4a, address 0.0.0.x) a host name: both NUL-terminated.
@@ -285,17 +343,18 @@ async fn socks4(s: &mut TcpStream, b: Behaviour) -> std::io::Result<bool> {
     let code = match b {
         Behaviour::Garbage => {
             s.write_all(GARBAGE).await?;
-            return Ok(false);
+            return Ok(None);
         }
         Behaviour::DestRefused => 0x5B,
         _ => 0x5A,
     };
     s.write_all(&[0, code, req[2], req[3], req[4], req[5], req[6], req[7]])
         .await?;
-    Ok(code == 0x5A)
+    Ok((code == 0x5A).then(|| u16::from_be_bytes([req[2], req[3]])))
 }
 
-async fn http_proxy(s: &mut TcpStream, b: Behaviour, ctx: &Ctx) -> std::io::Result<()> {
+async fn http_proxy(mut owned: TcpStream, b: Behaviour, ctx: &Ctx) -> std::io::Result<()> {
+    let s = &mut owned;
     let head = read_head(s).await?;
     if b == Behaviour::Garbage {
         return s.write_all(GARBAGE).await;
@@ -325,10 +384,17 @@ async fn http_proxy(s: &mut TcpStream, b: Behaviour, ctx: &Ctx) -> std::io::Resu
             .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .await;
     }
-    if text.starts_with("CONNECT ") {
+    if let Some(target) = text.strip_prefix("CONNECT ") {
+        // `CONNECT host:port HTTP/1.1`: the port picks plain or TLS.
+        let port = target
+            .split_whitespace()
+            .next()
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(PORT_TARGET);
         s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
             .await?;
-        return answer_get(s, b, ctx).await;
+        return tunnel(owned, b, ctx, port).await;
     }
     // Absolute-form request: a forwarding proxy answers it itself.
     if b == Behaviour::Slow {
@@ -339,7 +405,7 @@ async fn http_proxy(s: &mut TcpStream, b: Behaviour, ctx: &Ctx) -> std::io::Resu
 }
 
 /// Read up to the end of an HTTP request head (bounded at 16 KiB).
-async fn read_head(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {

@@ -47,19 +47,19 @@ struct Args {
     #[arg(long, default_value_t = 40)]
     http: u32,
     /// Percent healthy (ACTIVE). The remainder after the other classes is added here.
-    #[arg(long, default_value_t = 75)]
+    #[arg(long, default_value_t = 77)]
     healthy: u32,
     /// Percent slow (SLOW): the answer waits longer than the slow threshold.
     #[arg(long, default_value_t = 5)]
     slow: u32,
     /// Percent refused: a port nobody listens on (connect_refused).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 3)]
     refused: u32,
     /// Percent reset: accept then RST (connection_reset).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     reset: u32,
     /// Percent hanging: accept, never answer (timeout).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     hang: u32,
     /// Percent auth proxies given the right credentials (ACTIVE).
     #[arg(long, default_value_t = 3)]
@@ -68,13 +68,13 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     auth_missing: u32,
     /// Percent auth proxies given a wrong password (proxy_auth_failed).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     auth_bad: u32,
     /// Percent garbage replies (proxy_protocol).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     garbage: u32,
     /// Percent destination refused (proxy_refused).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     dest_refused: u32,
 }
 

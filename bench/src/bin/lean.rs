@@ -5,6 +5,10 @@
 //! connect, SOCKS5 / SOCKS4 / HTTP handshake, one GET, read the status line,
 //! classify against the slow threshold. No phases, no metrics, no retries:
 //! whatever the real exporter spends beyond this is its overhead.
+//!
+//! An `https://` target adds what any correct client must do: a CONNECT
+//! (HTTP proxies) or SOCKS tunnel, then a verified TLS handshake with one
+//! shared rustls config, resuming sessions unless `--no-resume`.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +20,7 @@ use anyhow::{Context, Result};
 use base64::Engine;
 use clap::Parser;
 use futures_util::stream::{self, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Parser, Debug)]
@@ -40,6 +44,12 @@ struct Args {
     /// Tokio worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// CA certificate (PEM) the HTTPS target's certificate must chain to.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Full TLS handshake every time: no session resumption.
+    #[arg(long)]
+    no_resume: bool,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -59,6 +69,8 @@ struct Target {
     port: u16,
     path: String,
     url: String,
+    /// `Some` for an https:// target: the one config every check shares.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// A failure with its reason, as the exporter spells reasons.
@@ -89,28 +101,60 @@ fn main() -> Result<()> {
     rt.build()?.block_on(run(args))
 }
 
-fn parse_target(url: &str) -> Result<Target> {
-    let rest = url
-        .strip_prefix("http://")
-        .context("lean supports http:// targets only")?;
+fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+    resume: bool,
+) -> Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert?)?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if !resume {
+        cfg.resumption = rustls::client::Resumption::disabled();
+    }
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
+fn parse_target(url: &str, args: &Args) -> Result<Target> {
+    let (rest, default_port, tls) = if let Some(r) = url.strip_prefix("http://") {
+        (r, 80, None)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (
+            r,
+            443,
+            Some(tls_connector(args.ca_file.as_deref(), !args.no_resume)?),
+        )
+    } else {
+        anyhow::bail!("lean supports http:// and https:// targets only");
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (h.to_string(), p.parse().context("target port")?),
-        None => (authority.to_string(), 80),
+        None => (authority.to_string(), default_port),
     };
     Ok(Target {
         host,
         port,
         path: path.to_string(),
         url: url.to_string(),
+        tls,
     })
 }
 
 async fn run(args: Args) -> Result<()> {
-    let target = Arc::new(parse_target(&args.target_url)?);
+    let target = Arc::new(parse_target(&args.target_url, &args)?);
     let mut rdr = csv::Reader::from_path(&args.inventory).context("open inventory")?;
     let rows: Vec<Row> = rdr.deserialize().collect::<Result<_, _>>()?;
     let n = rows.len();
@@ -179,46 +223,102 @@ async fn attempt(row: &Row, t: &Target) -> Result<u16, Fail> {
     s.set_nodelay(true)?;
     let user = row.username.as_deref().filter(|u| !u.is_empty());
     let pass = row.password.as_deref().unwrap_or("");
-    let request = match row.protocol.as_str() {
-        "socks5" | "socks5h" => {
-            socks5(&mut s, t, user, pass).await?;
-            format!(
-                "GET {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
-                t.path, t.host, t.port
-            )
-        }
-        "socks4" | "socks4a" => {
-            socks4(&mut s, t, user).await?;
-            format!(
-                "GET {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
-                t.path, t.host, t.port
-            )
-        }
-        "http" => {
-            let auth = match user {
-                Some(u) => format!(
-                    "Proxy-Authorization: Basic {}\r\n",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{pass}"))
-                ),
-                None => String::new(),
-            };
-            format!(
-                "GET {} HTTP/1.1\r\nHost: {}:{}\r\n{auth}Connection: close\r\n\r\n",
-                t.url, t.host, t.port
-            )
-        }
-        _ => return Err(Fail("proxy_protocol")),
+    let auth = || match user {
+        Some(u) => format!(
+            "Proxy-Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{pass}"))
+        ),
+        None => String::new(),
     };
-    s.write_all(request.as_bytes()).await?;
-    let code = read_status(&mut s).await?;
-    if row.protocol == "http" && code == 407 {
-        return Err(Fail(if user.is_some() {
+    let auth_fail = || {
+        Fail(if user.is_some() {
             "proxy_auth_failed"
         } else {
             "proxy_auth_required"
-        }));
+        })
+    };
+    let origin_get = format!(
+        "GET {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
+        t.path, t.host, t.port
+    );
+    let request = match row.protocol.as_str() {
+        "socks5" | "socks5h" => {
+            socks5(&mut s, t, user, pass).await?;
+            origin_get
+        }
+        "socks4" | "socks4a" => {
+            socks4(&mut s, t, user).await?;
+            origin_get
+        }
+        "http" if t.tls.is_some() => {
+            let connect = format!(
+                "CONNECT {h}:{p} HTTP/1.1\r\nHost: {h}:{p}\r\n{}\r\n",
+                auth(),
+                h = t.host,
+                p = t.port
+            );
+            s.write_all(connect.as_bytes()).await?;
+            match read_connect_reply(&mut s).await? {
+                200..=299 => {}
+                407 => return Err(auth_fail()),
+                _ => return Err(Fail("proxy_refused")),
+            }
+            origin_get
+        }
+        "http" => format!(
+            "GET {} HTTP/1.1\r\nHost: {}:{}\r\n{}Connection: close\r\n\r\n",
+            t.url,
+            t.host,
+            t.port,
+            auth()
+        ),
+        _ => return Err(Fail("proxy_protocol")),
+    };
+    let code = match &t.tls {
+        Some(tls) => {
+            let name =
+                rustls::pki_types::ServerName::try_from(t.host.clone()).map_err(|_| Fail("tls"))?;
+            let mut s = tls.connect(name, s).await.map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidData => Fail("tls"),
+                _ => Fail(io_reason(&e)),
+            })?;
+            exchange(&mut s, &request).await?
+        }
+        None => exchange(&mut s, &request).await?,
+    };
+    if row.protocol == "http" && t.tls.is_none() && code == 407 {
+        return Err(auth_fail());
     }
     Ok(code)
+}
+
+/// Send the GET, read the status code of the answer.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    request: &str,
+) -> Result<u16, Fail> {
+    s.write_all(request.as_bytes()).await?;
+    read_status(s).await
+}
+
+/// The status of the answer to CONNECT, its head read to the end (the
+/// tunnel starts right after it).
+async fn read_connect_reply(s: &mut TcpStream) -> Result<u16, Fail> {
+    let mut buf = Vec::with_capacity(128);
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(Fail("connection_reset"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            return status_of(&buf);
+        }
+        if buf.len() > 8192 {
+            return Err(Fail("proxy_protocol"));
+        }
+    }
 }
 
 async fn socks5(s: &mut TcpStream, t: &Target, user: Option<&str>, pass: &str) -> Result<(), Fail> {
@@ -317,7 +417,7 @@ async fn socks4(s: &mut TcpStream, t: &Target, user: Option<&str>) -> Result<(),
 }
 
 /// Read until the end of the status line and parse its code.
-async fn read_status(s: &mut TcpStream) -> Result<u16, Fail> {
+async fn read_status<S: AsyncRead + Unpin>(s: &mut S) -> Result<u16, Fail> {
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     loop {
@@ -326,22 +426,29 @@ async fn read_status(s: &mut TcpStream) -> Result<u16, Fail> {
             return Err(Fail("connection_reset"));
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
-            let line = &buf[..end];
-            let mut parts = line.split(|b| *b == b' ');
-            let version = parts.next().unwrap_or_default();
-            if !version.starts_with(b"HTTP/1.") {
-                return Err(Fail("proxy_protocol"));
-            }
-            let code = parts
-                .next()
-                .and_then(|c| std::str::from_utf8(c).ok())
-                .and_then(|c| c.parse().ok())
-                .ok_or(Fail("http"))?;
-            return Ok(code);
+        if buf.windows(2).any(|w| w == b"\r\n") {
+            return status_of(&buf);
         }
         if buf.len() > 8192 {
             return Err(Fail("http"));
         }
     }
+}
+
+/// The code of the status line at the start of `buf` (which holds a CRLF).
+fn status_of(buf: &[u8]) -> Result<u16, Fail> {
+    let end = buf
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(buf.len());
+    let mut parts = buf[..end].split(|b| *b == b' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with(b"HTTP/1.") {
+        return Err(Fail("proxy_protocol"));
+    }
+    parts
+        .next()
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse().ok())
+        .ok_or(Fail("http"))
 }

@@ -88,6 +88,19 @@ impl<'a> ResultLine<'a> {
         // Serialising plain data with string keys cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// Append the line as JSON and a newline to `out`, without an
+    /// intermediate `String`.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        // Serialising plain data with string keys cannot fail; should it,
+        // the partial line is taken back rather than left unterminated.
+        if serde_json::to_writer(&mut *out, self).is_err() {
+            out.truncate(start);
+            return;
+        }
+        out.push(b'\n');
+    }
 }
 
 /// The exit columns of the table: IP, country (`US!=DE` when it differs

@@ -4,9 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -20,6 +18,12 @@ use crate::output::{ResultLine, Summary};
 
 /// How long a one-shot run waits for the database at the end: it exists to persist.
 const DB_FLUSH: Duration = Duration::from_secs(60);
+
+/// Result lines are written to stdout in blocks of about this size...
+const BLOCK_BYTES: usize = 64 * 1024;
+/// ...or at least this often, so lines still stream: a line reaches stdout
+/// at most this long (plus the write itself) after its check completed.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 pub(crate) async fn run(common: &CommonArgs) -> Result<ExitCode> {
     let cfg = common.load(&RunArgs::default())?;
@@ -35,28 +39,38 @@ pub(crate) async fn run(common: &CommonArgs) -> Result<ExitCode> {
     let list: Arc<[Arc<Proxy>]> = read.proxies.into_iter().map(Arc::new).collect();
     let total = list.len();
     let bar = progress_bar(total as u64);
-    // Results go to one writer thread through a bounded channel: workers never
-    // contend on stdout, and a slow consumer of stdout slows the sweep down
-    // instead of growing memory.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(4096);
-    let writer = spawn_writer(rx);
-    let summary = Arc::new(Mutex::new(Summary::default()));
+    let out = Arc::new(Output::default());
+    let flusher = tokio::spawn({
+        let out = out.clone();
+        async move {
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                out.flush();
+            }
+        }
+    });
     let started = std::time::Instant::now();
     let on_result = {
-        let (summary, bar, store) = (summary.clone(), bar.clone(), store.clone());
-        let tx: SyncSender<String> = tx;
+        let (out, bar, store) = (out.clone(), bar.clone(), store.clone());
         move |p: &Arc<Proxy>, r| {
-            let line = {
-                let mut s = summary.lock().unwrap_or_else(|e| e.into_inner());
-                s.add(&r);
-                // Same start as the sweep's own clock, give or take the spawn.
-                bar.as_ref().map(|_| s.progress(total, started.elapsed()))
-            };
             if let Some(h) = &store {
                 h.submit(p, &r);
             }
-            // A closed channel means the writer failed (stdout gone); the error is reported below.
-            let _ = tx.send(ResultLine::new(p, &r).to_json());
+            let (full, line) = {
+                let mut pending = out.pending();
+                pending.summary.add(&r);
+                ResultLine::new(p, &r).write_json(&mut pending.buf);
+                // Same start as the sweep's own clock, give or take the spawn.
+                let line = bar
+                    .as_ref()
+                    .map(|_| pending.summary.progress(total, started.elapsed()));
+                (pending.buf.len() >= BLOCK_BYTES, line)
+            };
+            if full {
+                out.flush();
+            }
             if let (Some(b), Some(line)) = (&bar, line) {
                 b.set_message(line);
                 b.inc(1);
@@ -66,16 +80,20 @@ pub(crate) async fn run(common: &CommonArgs) -> Result<ExitCode> {
     let geo = pharox_exporter::open_geo(&cfg)?;
     let params = SweepParams::new(cfg.sweep.concurrency, cfg.sweep.rate_limit, None).geo(geo);
     let outcome = run_sweep(list, cfg.options.clone(), params, on_result).await;
+    flusher.abort();
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    match writer.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Ok(Err(e)) => bail!("writing results to stdout: {e}"),
-        Err(_) => bail!("the output thread panicked"),
-    }
-    let s = summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    out.flush();
+    let s = {
+        let mut pending = out.pending();
+        match pending.error.take() {
+            None => {}
+            Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Some(e) => bail!("writing results to stdout: {e}"),
+        }
+        pending.summary.clone()
+    };
     eprint!("{}", s.render(outcome.elapsed, skipped));
     if let Some(h) = store {
         close_store(h).await?;
@@ -98,15 +116,50 @@ fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
     })
 }
 
-fn spawn_writer(rx: Receiver<String>) -> JoinHandle<std::io::Result<()>> {
-    std::thread::spawn(move || {
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-        while let Ok(line) = rx.recv() {
-            out.write_all(line.as_bytes())?;
-            out.write_all(b"\n")?;
+/// Result lines and counts, shared by the sweep's workers without a
+/// cross-thread hand-off per result: a worker appends its line to one
+/// buffer under a lock held for the length of a serialisation (uncontended
+/// in practice, so no futex), and whoever fills a block, or the 100 ms
+/// ticker, writes the block to stdout with one `write`. A consumer slower
+/// than the sweep blocks those writes and so slows the sweep down, instead
+/// of growing memory.
+#[derive(Default)]
+struct Output {
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Whole JSON lines not yet written.
+    buf: Vec<u8>,
+    /// Counts for the summary.
+    summary: Summary,
+    /// The first write error; after it, lines are dropped (stdout is gone).
+    error: Option<std::io::Error>,
+}
+
+impl Output {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // A panic mid-append leaves at worst a partial line; keep going.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write what is buffered. stdout's lock is taken before the buffer is,
+    /// so blocks reach stdout in the order they were filled.
+    fn flush(&self) {
+        let mut stdout = std::io::stdout().lock();
+        let block = {
+            let mut p = self.pending();
+            if p.buf.is_empty() || p.error.is_some() {
+                p.buf.clear();
+                return;
+            }
+            std::mem::replace(&mut p.buf, Vec::with_capacity(BLOCK_BYTES + 4096))
+        };
+        if let Err(e) = stdout.write_all(&block).and_then(|()| stdout.flush()) {
+            self.pending().error.get_or_insert(e);
         }
-        out.flush()
-    })
+    }
 }
 
 /// Wait for the database (bounded), and fail the run if results were lost.
