@@ -33,10 +33,11 @@ use crate::server::{
 };
 use crate::shutdown::Shutdown;
 use crate::sinks::db_writer::ResultWriter;
-use crate::sinks::metrics::{Metrics, StorageCollector};
+use crate::sinks::metrics::{GeoCollector, Metrics, StorageCollector};
 use crate::sinks::Sinks;
 use crate::state::StateStore;
 use crate::sweep::SweepGauges;
+use prometheus_client::collector::Collector;
 
 /// Why the exporter could not start.
 #[derive(Debug, thiserror::Error)]
@@ -130,10 +131,13 @@ impl App {
 
         let state = Arc::new(StateStore::new());
         let gauges = Arc::new(SweepGauges::default());
-        let collectors = match &cfg.db {
-            Some(_) => vec![Box::new(StorageCollector(db_stats.clone())) as Box<_>],
-            None => Vec::new(),
-        };
+        let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
+        if cfg.db.is_some() {
+            collectors.push(Box::new(StorageCollector(db_stats.clone())));
+        }
+        if let Some(db) = &geo {
+            collectors.push(Box::new(GeoCollector(db.clone())));
+        }
         let metrics = Arc::new(Metrics::new(
             &cfg.metrics.latency_buckets,
             state.clone(),

@@ -36,7 +36,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "pharox_db",
         ],
     ),
-    ("sinks", &["model", "secret", "state", "sweep", "pharox_db"]),
+    (
+        "sinks",
+        &["model", "secret", "state", "sweep", "pharox_db", "geo"],
+    ),
     // L4: HTTP
     (
         "server",

@@ -34,6 +34,7 @@ use crate::sweep::SweepGauges;
 
 mod exits;
 pub(crate) mod exposition;
+mod geo;
 mod histogram;
 mod process;
 mod state_collector;
@@ -43,6 +44,7 @@ use histogram::{Bounds, MicrosHistogram};
 
 use exits::{ExitCollector, SharedExitIps};
 pub(crate) use exits::{ExitSettings, MinAnonymity};
+pub(crate) use geo::GeoCollector;
 use state_collector::StateCollector;
 pub(crate) use storage::StorageCollector;
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
@@ -200,7 +201,17 @@ impl StateCollector {
             "Proxies in the current sweep",
             None,
             ConstGauge::new(in_sweep),
-        )
+        )?;
+        // Without our own IPs a judge cannot tell transparent from elite:
+        // every failed learn leaves the anonymity of that sweep unknown.
+        let failures = self.gauges.own_ips_learn_failures.load(Ordering::Relaxed);
+        let e = enc.encode_descriptor(
+            "exporter_own_ips_learn_failures",
+            "Direct requests to a judge (to learn our own egress IPs) that failed",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(failures).encode(e)
     }
 
     /// What the run loop last set: sweep timing, inventory size, reloads.

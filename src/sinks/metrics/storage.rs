@@ -59,6 +59,13 @@ impl Collector for StorageCollector {
         )?;
         ConstCounter::new(s.expired_leases_released).encode(e)?;
         let e = enc.encode_descriptor(
+            "exporter_storage_geo_updates",
+            "pharox proxy rows whose geography was rewritten (postgres.write_geo)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(s.geo_updated).encode(e)?;
+        let e = enc.encode_descriptor(
             "exporter_storage_unknown_proxy_results",
             "Results for proxies no longer in the database (not written)",
             None,

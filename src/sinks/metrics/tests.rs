@@ -679,3 +679,76 @@ fn per_proxy_exit_info_under_the_per_proxy_cap() {
         );
     }
 }
+
+#[test]
+fn geoip_and_own_ip_counters_count_what_happened() {
+    use crate::geo::GeoDb;
+    use crate::model::GeoPolicy;
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("City.mmdb");
+    let install = |record: &str| {
+        let tmp = dir.path().join("City.mmdb.tmp");
+        pharox_testkit::mmdb::write_mmdb(&tmp, "GeoLite2-City", &[("127.0.0.2/32", record)]);
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    install(r#"{"country":{"iso_code":"DE"}}"#);
+    let db = Arc::new(GeoDb::open(std::slice::from_ref(&path)).unwrap());
+    let gauges = Arc::new(SweepGauges::default());
+    let m = Metrics::new(
+        &BUCKETS,
+        Arc::new(StateStore::new()),
+        gauges.clone(),
+        vec![Box::new(super::GeoCollector(db.clone()))],
+    );
+    // Two exits looked up: one placed, one no database knows.
+    let p = proxy("id-a", "alpha", "prov1", ProxyProtocol::Http);
+    for last in [2u8, 9] {
+        let mut r = result(ProxyStatus::Active, 100, None);
+        r.exit = Some(Exit {
+            ip: Some(std::net::IpAddr::from([127, 0, 0, last])),
+            ..Exit::default()
+        });
+        db.enrich(&mut r, &p, GeoPolicy::Fail, Duration::from_secs(5));
+    }
+    // A broken download renamed into place: counted, the old one answers.
+    std::fs::write(dir.path().join("broken.tmp"), b"not an mmdb").unwrap();
+    std::fs::rename(dir.path().join("broken.tmp"), &path).unwrap();
+    db.refresh();
+    install(r#"{"country":{"iso_code":"FR"}}"#);
+    db.refresh();
+    gauges
+        .own_ips_learn_failures
+        .fetch_add(2, Ordering::Relaxed);
+
+    for (format, text, samples) in scrape(&m) {
+        let ctx = format!("{format}:\n{text}");
+        let one = |name: &str| series(&samples, name);
+        assert_eq!(
+            one("pharox_exporter_geoip_lookups_total"),
+            owned(&[("", 2.0)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            one("pharox_exporter_geoip_unknown_country_total"),
+            owned(&[("", 1.0)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            one("pharox_exporter_geoip_record_errors_total"),
+            owned(&[("", 0.0)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            one("pharox_exporter_geoip_reloads_total"),
+            owned(&[("outcome=error", 1.0), ("outcome=success", 1.0)]),
+            "{ctx}"
+        );
+        assert_eq!(
+            one("pharox_exporter_own_ips_learn_failures_total"),
+            owned(&[("", 2.0)]),
+            "{ctx}"
+        );
+    }
+}
