@@ -23,13 +23,14 @@ use crate::support::process::{wait_port, ChildGuard, ServerDir};
 use crate::support::proxies::{self, ProxyServer};
 
 /// Our judge, in this process, on a free loopback port; stopped on drop.
-struct OurJudge {
+/// Also the target of the exporter's end-to-end exit test.
+pub(crate) struct OurJudge {
     addr: SocketAddr,
     stop: Shutdown,
 }
 
 impl OurJudge {
-    async fn start() -> OurJudge {
+    pub(crate) async fn start() -> OurJudge {
         let listener = bind_judge("127.0.0.1:0").await.expect("bind the judge");
         let addr = listener.local_addr().expect("judge address");
         let stop = Shutdown::new();
@@ -37,7 +38,7 @@ impl OurJudge {
         OurJudge { addr, stop }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/judge", self.addr)
     }
 }

@@ -19,12 +19,15 @@
 //! headless chromium (screenshot kept in `target/test-artifacts/`); the web
 //! config (TLS, basic auth, client certificates, rotation) with curl and a
 //! real Prometheus; abuse of the web port (idle connections, slowloris,
-//! reload and `/probe` floods).
+//! reload and `/probe` floods); exits through our own judge (anonymity
+//! levels, exit countries, geo mismatches, `min_anonymity`) in `/metrics`
+//! and `/api/status`, and a reloaded exit policy.
 //!
 //! External tools are required, never skipped: `promtool` (Debian package
 //! `prometheus`) and `chromium` (Debian package `chromium`).
 
 mod abuse;
+mod exits;
 mod inventory;
 mod metrics;
 mod probe_endpoint;
