@@ -25,11 +25,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::limits::{Admission, Connections, Ticket};
-use super::{CONNECTION_DRAIN, HEADER_READ_TIMEOUT, MAX_HEADERS, MAX_HEAD_BYTES};
+use super::CONNECTION_DRAIN;
 use crate::shutdown::{Shutdown, TrackGuard, Tracker};
 
 /// Open connections the judge serves at most, unless told otherwise.
@@ -96,24 +95,7 @@ async fn serve_connection(
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_headers(MAX_HEADERS)
-        .serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = evicted.notified() => return,
-        _ = stop.wait() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "judge connection ended with an error");
-    }
+    super::serve_http1(stream, svc, &evicted, &stop, "judge").await;
 }
 
 /// The judge's answer to one request from `peer`.

@@ -235,6 +235,26 @@ where
             Ok::<_, Infallible>(resp)
         }
     });
+    serve_http1(io, svc, &evicted, &stop, "http").await;
+}
+
+/// Drive one HTTP/1 connection under the server's bounds (head timeout,
+/// head size, header count) until it ends, a newer connection evicts it,
+/// or shutdown (which lets the request in progress finish). Shared by the
+/// exporter's server and the judge.
+pub(crate) async fn serve_http1<I, S, B>(
+    io: I,
+    svc: S,
+    evicted: &tokio::sync::Notify,
+    stop: &Shutdown,
+    what: &'static str,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<hyper::body::Incoming>, Response = Response<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -254,7 +274,7 @@ where
     };
     // Client disconnects mid-response are not our problem to log loudly.
     if let Err(e) = result {
-        tracing::debug!(error = %e, "http connection ended with an error");
+        tracing::debug!(error = %e, connection = what, "connection ended with an error");
     }
 }
 

@@ -7,8 +7,6 @@
 //! a child process (`PHAROX_FD_CHILD=1`), which lowers its own limit and
 //! fills it; the tests running in parallel in this process are untouched.
 
-use std::process::Command;
-
 use pharox_exporter::{Proxy, ProxyProtocol, Reason};
 use pharox_testkit::{FakeProxy, FakeTarget, ProxyBehavior, Reply};
 
@@ -17,21 +15,7 @@ const NAME: &str = "fd_exhaustion::a_check_without_descriptors_is_unchecked_not_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_without_descriptors_is_unchecked_not_failed() {
-    if std::env::var_os(CHILD).is_none() {
-        let out = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-            .env(CHILD, "1")
-            .output()
-            .expect("run the child");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && text.contains("1 passed"),
-            "child:\n{text}"
-        );
+    if !crate::support::process::in_child_process(CHILD, NAME) {
         return;
     }
     // The child.

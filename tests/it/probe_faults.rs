@@ -414,21 +414,7 @@ async fn denied_destination_is_proxy_refused() {
 async fn descriptor_shortage_is_retried_with_growing_waits() {
     const CHILD: &str = "PHAROX_FD_RETRY_CHILD";
     const NAME: &str = "probe_faults::descriptor_shortage_is_retried_with_growing_waits";
-    if std::env::var_os(CHILD).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-            .env(CHILD, "1")
-            .output()
-            .expect("run the child");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && text.contains("1 passed"),
-            "child:\n{text}"
-        );
+    if !crate::support::process::in_child_process(CHILD, NAME) {
         return;
     }
     let target = ok_target().await;
