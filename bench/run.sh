@@ -129,7 +129,7 @@ inner() {
             lean|lean_nores)
                 cmd=("$BIN/lean" --inventory "$inv" --target-url "$url" --timeout "$TIMEOUT_S"
                      --slow-threshold-ms "$SLOW_MS" --concurrency "$c" "${lean_tls[@]}")
-                [ "$who" = lean_nores ] && cmd+=(--no-resume) ;;
+                if [ "$who" = lean_nores ]; then cmd+=(--no-resume); fi ;;
             ours|base)
                 local exe="$BIN/pharox-exporter"
                 [ "$who" = base ] && exe=$BASE_BIN
@@ -349,6 +349,6 @@ trap cleanup EXIT
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 log "netns $NS ready; running the matrix (RUNS=$RUNS SIZES=$SIZES CONCS=$CONCS)"
-ip netns exec "$NS" "$HERE/run.sh" --inner
+ip netns exec "$NS" bash ${BENCH_TRACE:+-x} "$HERE/run.sh" --inner
 python3 "$HERE/report.py" "$OUT" >"$HERE/RESULTS.md"
 log "wrote $HERE/RESULTS.md"
