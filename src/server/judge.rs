@@ -19,7 +19,6 @@
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -46,16 +45,8 @@ pub async fn serve_judge(listener: TcpListener, max_connections: usize, stop: Sh
     let connections = Tracker::new();
     let slots = Connections::new(max_connections);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.wait() => break,
+        let Some((stream, peer)) = super::accept(&listener, &stop).await else {
+            break;
         };
         let ticket = match slots.admit() {
             Admission::Admitted(t) | Admission::Evicted(t) => t,

@@ -121,17 +121,8 @@ pub(crate) async fn serve(listener: TcpListener, app: Arc<AppState>, front: Fron
         stop: stop.clone(),
     });
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.wait() => break,
+        let Some((stream, _)) = accept(&listener, &stop).await else {
+            break;
         };
         let ticket = match slots.admit() {
             Admission::Admitted(t) => t,
@@ -236,6 +227,27 @@ where
         }
     });
     serve_http1(io, svc, &evicted, &stop, "http").await;
+}
+
+/// The next connection, or `None` once `stop` triggers. A failed accept
+/// (EMFILE and friends) backs off briefly instead of spinning. Shared by
+/// the exporter's server and the judge.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    stop: &Shutdown,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => return Some(x),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.wait() => return None,
+        }
+    }
 }
 
 /// Drive one HTTP/1 connection under the server's bounds (head timeout,
