@@ -173,6 +173,31 @@ pub fn refused_port() -> RefusedPort {
     }
 }
 
+/// For a test that changes process-wide state (the descriptor limit): in
+/// the test process, run test `name` alone in a child of this test binary
+/// with `env` set, assert it passed, and return false; in that child,
+/// return true, so the test body runs there and only there.
+pub fn in_child_process(env: &str, name: &str) -> bool {
+    if std::env::var_os(env).is_some() {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .output()
+        .expect("run the child");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "child:\n{text}"
+    );
+    false
+}
+
 /// Read an HTTP request head (up to `\r\n\r\n`, at most `max` bytes).
 /// Returns the head and any bytes read past it; `None` on EOF, error or
 /// overflow.

@@ -15,7 +15,7 @@ const NAME: &str = "fd_exhaustion::a_check_without_descriptors_is_unchecked_not_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_without_descriptors_is_unchecked_not_failed() {
-    if !crate::support::process::in_child_process(CHILD, NAME) {
+    if !pharox_testkit::in_child_process(CHILD, NAME) {
         return;
     }
     // The child.

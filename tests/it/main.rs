@@ -27,7 +27,6 @@ mod fd_exhaustion;
 mod geo;
 mod layering;
 mod postgres;
-mod probe_faults;
 mod readme;
 mod real_proxies;
 mod secrets;

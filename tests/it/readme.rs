@@ -49,7 +49,7 @@ const COMMANDS: &[(&str, Proof)] = &[
     ),
     (
         "scripts/mutants.sh",
-        Proof::Elsewhere("mutation testing takes about half an hour (not CI); the tests it runs are lib unit tests and probe_faults::, its last table is docs/mutants.md"),
+        Proof::Elsewhere("mutation testing takes about half an hour (not CI); the tests it runs are lib unit tests and tests/probe_faults.rs, its last table is docs/mutants.md"),
     ),
     (
         "pharox-exporter --config.file examples/pharox.yaml",

@@ -263,28 +263,3 @@ pub(crate) fn run(cmd: &mut Command) -> (bool, String) {
         Err(e) => (false, format!("spawn {cmd:?}: {e}")),
     }
 }
-
-/// For a test that changes process-wide state (the descriptor limit): in
-/// the test process, run test `name` alone in a child of this test binary
-/// with `env` set, assert it passed, and return false; in that child,
-/// return true, so the test body runs there and only there.
-pub(crate) fn in_child_process(env: &str, name: &str) -> bool {
-    if std::env::var_os(env).is_some() {
-        return true;
-    }
-    let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(env, "1")
-        .output()
-        .expect("run the child");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "child:\n{text}"
-    );
-    false
-}

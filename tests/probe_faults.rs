@@ -1,5 +1,12 @@
 //! The prober against in-process fakes: every protocol, healthy and broken
 //! in each way we classify, asserting status, reason and phase exactly.
+//!
+//! A test binary of its own, beside tests/it: with the library's unit tests
+//! these are the fast tests that mutation testing (scripts/mutants.sh) runs
+//! on every mutant, so each mutant rebuilds this small binary only.
+
+// One test lowers its own (child) process's descriptor limit (libc call).
+#![allow(unsafe_code)]
 
 use std::time::Duration;
 
@@ -413,8 +420,8 @@ async fn denied_destination_is_proxy_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descriptor_shortage_is_retried_with_growing_waits() {
     const CHILD: &str = "PHAROX_FD_RETRY_CHILD";
-    const NAME: &str = "probe_faults::descriptor_shortage_is_retried_with_growing_waits";
-    if !crate::support::process::in_child_process(CHILD, NAME) {
+    const NAME: &str = "descriptor_shortage_is_retried_with_growing_waits";
+    if !pharox_testkit::in_child_process(CHILD, NAME) {
         return;
     }
     let target = ok_target().await;
