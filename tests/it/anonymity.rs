@@ -9,17 +9,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
-use std::time::Duration;
 
 use pharox_exporter::{bind_judge, check_with, learn_own_ips, serve_judge, OwnIps, Shutdown};
 use pharox_exporter::{Anonymity, CheckOptions, CheckResult, Exit, Phase, ProxyProtocol};
 use pharox_exporter::{ProxyStatus, Reason};
-use pharox_testkit::free_port;
 use pharox_testkit::pki::client_tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support;
-use crate::support::process::{wait_port, ChildGuard, ServerDir};
+use crate::support::process::{start_on_free_port, ChildGuard, ServerDir};
 use crate::support::proxies::{self, ProxyServer};
 
 /// Our judge, in this process, on a free loopback port; stopped on drop.
@@ -285,13 +283,15 @@ async fn the_judge_formats_of_third_parties_are_read_through_a_proxy() {
 #[tokio::test]
 async fn the_judge_subcommand_serves_check_which_learns_our_ips() {
     let dir = ServerDir::new("judge-bin");
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pharox-exporter"));
-    cmd.args(["judge", "--web.listen-address", &addr.to_string()]);
-    let mut judge = ChildGuard::spawn("judge", cmd, &dir.join("judge.log"));
-    wait_port(addr, &mut judge, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("judge did not start: {e:?}\n{}", dir.logs(4000)));
+    let (addr, _judge) = start_on_free_port("judge", dir.path(), |port| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pharox-exporter"));
+        cmd.args([
+            "judge",
+            "--web.listen-address",
+            &format!("127.0.0.1:{port}"),
+        ]);
+        ChildGuard::spawn("judge", cmd, &dir.join(&format!("judge-{port}.log")))
+    });
 
     // Its answer, from a client bound to 127.0.0.9.
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");

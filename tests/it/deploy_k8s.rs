@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pharox_testkit::free_port;
+use pharox_testkit::{free_port, refused_port, RefusedPort};
 use serde::Deserialize;
 use serde_yaml_ng::Value as Yaml;
 
@@ -375,6 +375,11 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 struct Running {
     child: Child,
     log: PathBuf,
+    /// The exporter's listen port (a free one, bound by the exporter).
+    port: u16,
+    /// The inventory's proxy and the target: ports that refuse for as long
+    /// as the pod runs (bound here, never listening).
+    dead: Option<[RefusedPort; 2]>,
 }
 
 impl Drop for Running {
@@ -389,7 +394,12 @@ impl Drop for Running {
 /// g+r, u+r on top of their mode, see SetVolumeOwnership), rewrite the
 /// absolute paths into `fs`, and start the real binary as the container's
 /// uid/gid with its args ($(VAR) expanded from its env, as the kubelet does).
-fn start_pod(plan: &PodPlan, fs: &Path, port: u16, hostname: &str) -> Running {
+/// The listen port is a free one; an exporter that loses it to another
+/// process before binding (it exits saying it cannot listen) is started
+/// again on another, twice at most.
+fn start_pod(plan: &PodPlan, fs: &Path, hostname: &str) -> Running {
+    let dead_proxy = refused_port();
+    let dead_target = refused_port();
     if let Some(g) = plan.fs_group {
         // std's uid()/gid() drop the supplementary groups the kubelet would
         // add (the fsGroup); with fsGroup == runAsGroup nothing is lost.
@@ -408,7 +418,7 @@ fn start_pod(plan: &PodPlan, fs: &Path, port: u16, hostname: &str) -> Running {
             let f = dir.join(name);
             let content = if name.ends_with(".csv") {
                 // No network: one proxy on a refused loopback port.
-                let dead = free_port();
+                let dead = dead_proxy.port();
                 format!(
                     "id,protocol,host,port,username,password,pool,provider\n\
                      t-1,http,127.0.0.1,{dead},u,secret-pw,test,test\n"
@@ -449,23 +459,51 @@ fn start_pod(plan: &PodPlan, fs: &Path, port: u16, hostname: &str) -> Running {
             relocate(&a)
         })
         .collect();
-    let log = fs.join("exporter.log");
-    let log_file = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(&exe)
-        .args(&args)
-        // Flags override the file: loopback only, and a dead target.
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg(format!("--target-url=http://127.0.0.1:{}/", free_port()))
-        .env_clear()
-        .env("HOSTNAME", hostname)
-        .current_dir("/")
-        .uid(plan.uid)
-        .gid(plan.gid)
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .expect("start the exporter");
-    Running { child, log }
+    let mut dead = Some([dead_proxy, dead_target]);
+    for attempt in 0..3 {
+        let port = free_port();
+        let log = fs.join(format!("exporter-{attempt}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let target = dead.as_ref().expect("refused ports")[1].port();
+        let child = Command::new(&exe)
+            .args(&args)
+            // Flags override the file: loopback only, and a dead target.
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--target-url=http://127.0.0.1:{target}/"))
+            .env_clear()
+            .env("HOSTNAME", hostname)
+            .current_dir("/")
+            .uid(plan.uid)
+            .gid(plan.gid)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start the exporter");
+        let mut run = Running {
+            child,
+            log,
+            port,
+            dead: dead.take(),
+        };
+        // Serving (any answer) or gone, within 20 s.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if http_status(port, "/-/healthy").is_some() {
+                return run;
+            }
+            if run.child.try_wait().expect("try_wait").is_some() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let text = std::fs::read_to_string(&run.log).unwrap_or_default();
+        if !text.contains("cannot listen") {
+            // Not a port race: the caller's assertions report it.
+            return run;
+        }
+        dead = run.dead.take();
+    }
+    panic!("the exporter lost its listen port 3 times");
 }
 
 /// Poll /-/ready for up to `secs`: the last status seen.
@@ -487,9 +525,8 @@ fn check_overlay_becomes_ready(overlay: &str, hostname: &str) {
     let plan = pod_plan(&objs);
     assert_ne!(plan.uid, 0, "{overlay}: runs as root");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let mut run = start_pod(&plan, tmp.path(), port, hostname);
-    let status = wait_ready(port, 20);
+    let mut run = start_pod(&plan, tmp.path(), hostname);
+    let status = wait_ready(run.port, 20);
     let early_exit = run.child.try_wait().expect("try_wait");
     let log = std::fs::read_to_string(&run.log).unwrap_or_default();
     assert_eq!(
@@ -528,8 +565,8 @@ fn old_secret_mode_without_fs_group_is_unreadable_and_never_ready() {
         }
     }
     let tmp = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let run = start_pod(&plan, tmp.path(), port, "proxy-consumer-x");
+    let run = start_pod(&plan, tmp.path(), "proxy-consumer-x");
+    let port = run.port;
     // Serving, but not ready.
     let deadline = Instant::now() + Duration::from_secs(20);
     while http_status(port, "/-/healthy") != Some(200) {

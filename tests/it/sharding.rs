@@ -3,10 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pharox_testkit::{free_port, FakeProxy, FakeTarget, ProxyBehavior, Reply};
+use pharox_testkit::{FakeProxy, FakeTarget, ProxyBehavior, Reply};
+
+use crate::support::exporter::Exporter;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pharox-exporter"))
@@ -78,18 +80,8 @@ async fn three_sweep_once_replicas_check_every_proxy_exactly_once() {
     );
 }
 
-struct Killer(Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn scrape(port: u16) -> Option<String> {
-    let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?;
+async fn scrape(url: &str) -> Option<String> {
+    let r = reqwest::get(url).await.ok()?;
     r.text().await.ok()
 }
 
@@ -106,40 +98,34 @@ fn sample(scrape: &str, name: &str) -> f64 {
 async fn three_exporter_replicas_export_disjoint_proxies_covering_the_inventory() {
     let dir = tempfile::tempdir().unwrap();
     let (target, _proxies, inv) = fleet(dir.path()).await;
+    // Each replica binds a free port of its own (retried on a lost race).
     let mut replicas = Vec::new();
-    let mut ports = Vec::new();
     for index in 0..3 {
-        let port = free_port();
-        let child = bin()
-            .arg("--inventory")
-            .arg(&inv)
-            .args([
-                "--target-url",
-                target.url("/").as_str(),
-                "--sweep.interval",
-                "1s",
-                "--metrics.per-proxy",
-            ])
-            .args(["--shard.count", "3", "--shard.index", &index.to_string()])
-            .args([
-                "--web.listen-address",
-                &format!("127.0.0.1:{port}"),
-                "--log.level",
-                "warn",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        replicas.push(Killer(child));
-        ports.push(port);
+        let args: Vec<String> = [
+            "--inventory",
+            &inv.display().to_string(),
+            "--target-url",
+            target.url("/").as_str(),
+            "--sweep.interval",
+            "1s",
+            "--metrics.per-proxy",
+            "--shard.count",
+            "3",
+            "--shard.index",
+            &index.to_string(),
+            "--log.level",
+            "warn",
+        ]
+        .map(String::from)
+        .to_vec();
+        replicas.push(Exporter::start(dir.path(), &args).await);
     }
     // Wait (bounded) until each replica completed two sweeps.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut scrapes = vec![String::new(); 3];
     loop {
-        for (i, p) in ports.iter().enumerate() {
-            scrapes[i] = scrape(*p).await.unwrap_or_default();
+        for (i, ex) in replicas.iter().enumerate() {
+            scrapes[i] = scrape(&ex.url("/metrics")).await.unwrap_or_default();
         }
         if scrapes
             .iter()
@@ -199,14 +185,13 @@ async fn three_exporter_replicas_export_disjoint_proxies_covering_the_inventory(
 async fn a_reload_that_changes_the_shard_takes_the_new_share_of_an_unchanged_file() {
     let dir = tempfile::tempdir().unwrap();
     let (target, _proxies, inv) = fleet(dir.path()).await;
-    let port = free_port();
     let cfg = dir.path().join("pharox.yaml");
     let write = |index: u32| {
         std::fs::write(
             &cfg,
             format!(
                 "defaults:\n  target_url: {}\ninventory:\n  path: {}\nsweep:\n  interval: 1s\n\
-                 web:\n  listen_address: 127.0.0.1:{port}\n  enable_lifecycle: true\nmetrics:\n  per_proxy: true\n\
+                 web:\n  enable_lifecycle: true\nmetrics:\n  per_proxy: true\n\
                  sharding:\n  index: {index}\n  count: 2\n",
                 target.url("/"),
                 inv.display()
@@ -215,16 +200,19 @@ async fn a_reload_that_changes_the_shard_takes_the_new_share_of_an_unchanged_fil
         .unwrap()
     };
     write(0);
-    let _exporter = Killer(
-        bin()
-            .arg("--config.file")
-            .arg(&cfg)
-            .args(["--log.level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // The listen address is a flag (a free port, retried on a lost race):
+    // flags override the file, and a reload cannot move the listener.
+    let args: Vec<String> = [
+        "--config.file",
+        &cfg.display().to_string(),
+        "--log.level",
+        "warn",
+    ]
+    .map(String::from)
+    .to_vec();
+    let exporter = Exporter::start(dir.path(), &args).await;
+    let metrics_url = exporter.url("/metrics");
+    let metrics_url = metrics_url.as_str();
     let ids = |s: &str| -> BTreeSet<String> {
         s.lines()
             .filter(|l| l.starts_with("pharox_proxy_up{"))
@@ -240,7 +228,7 @@ async fn a_reload_that_changes_the_shard_takes_the_new_share_of_an_unchanged_fil
     let wait_for = |min_sweeps: f64| async move {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let s = scrape(port).await.unwrap_or_default();
+            let s = scrape(metrics_url).await.unwrap_or_default();
             if sample(&s, "pharox_exporter_sweeps_total") >= min_sweeps {
                 return s;
             }
@@ -254,7 +242,7 @@ async fn a_reload_that_changes_the_shard_takes_the_new_share_of_an_unchanged_fil
 
     write(1);
     let r = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/-/reload"))
+        .post(exporter.url("/-/reload"))
         .send()
         .await
         .unwrap();

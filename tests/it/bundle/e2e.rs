@@ -89,6 +89,44 @@ impl Drop for Proc {
     }
 }
 
+/// Start a server on a free loopback port (`cmd` builds its command for a
+/// port) and wait until the port accepts. A server that exits first, most
+/// often because another process took the port between our probe and its
+/// bind, is started again on another port, twice at most.
+async fn spawn_listening(
+    name: &str,
+    dir: &Path,
+    mut cmd: impl FnMut(u16) -> Command,
+) -> (u16, Proc) {
+    let mut tails = String::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let mut p = Proc::spawn(name, &mut cmd(port), dir);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if p.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                // A stranger on the port accepts too: ours must still live.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if p.child.try_wait().ok().flatten().is_none() {
+                    return (port, p);
+                }
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not listening on 127.0.0.1:{port}\n{}",
+                p.tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tails.push_str(&p.tail());
+    }
+    panic!("{name} exited before listening, 3 times:\n{tails}");
+}
+
 /// Poll `f` every 250 ms until it returns `Some`, for at most `limit`.
 async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
 where
@@ -281,7 +319,22 @@ impl Stack {
             })
     }
 
-    fn start_socks(&mut self, i: usize) {
+    /// Start proxy `i` on a free port of its own (its port goes into the
+    /// inventories written after).
+    async fn start_socks(&mut self, i: usize) {
+        let name = format!("microsocks-{i}");
+        let (port, p) = spawn_listening(&name, self.dir.path(), |port| {
+            let mut cmd = Command::new(MICROSOCKS.0);
+            cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+            cmd
+        })
+        .await;
+        self.socks.push((port, Some(p)));
+        assert_eq!(self.socks.len(), i + 1);
+    }
+
+    /// Start proxy `i` again on the port it had (the inventories name it).
+    fn restart_socks(&mut self, i: usize) {
         let (port, slot) = &mut self.socks[i];
         let port = *port;
         let mut cmd = Command::new(MICROSOCKS.0);
@@ -434,8 +487,6 @@ async fn alerts_fire_and_resolve_and_dashboards_have_data() {
     let inbox: Inbox = Arc::default();
     tokio::spawn(serve_webhook(hook, inbox.clone()));
 
-    let exp_ports = [free_port(), free_port()];
-    let (prom_port, am_port) = (free_port(), free_port());
     let mut st = Stack {
         dir: tempfile::tempdir().expect("tempdir"),
         http: reqwest::Client::builder()
@@ -443,10 +494,10 @@ async fn alerts_fire_and_resolve_and_dashboards_have_data() {
             .build()
             .expect("client"),
         procs: Vec::new(),
-        socks: (0..8).map(|_| (free_port(), None)).collect(),
-        prom: format!("http://127.0.0.1:{prom_port}"),
-        am: format!("http://127.0.0.1:{am_port}"),
-        exporters: exp_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+        socks: Vec::new(),
+        prom: String::new(),
+        am: String::new(),
+        exporters: Vec::new(),
         inbox,
     };
 
@@ -455,10 +506,7 @@ async fn alerts_fire_and_resolve_and_dashboards_have_data() {
     // initech, socks4): beta is 1/5 = 20% INACTIVE, under the 25% threshold.
     // Replica 0 gets the even rows, replica 1 the odd ones and the silent one.
     for i in 0..8 {
-        st.start_socks(i);
-    }
-    for i in 0..8 {
-        st.wait_listening(st.socks[i].0, "microsocks").await;
+        st.start_socks(i).await;
     }
     let header = "id,protocol,host,port,username,password,pool,provider\n";
     let mut shards = [header.to_string(), header.to_string()];
@@ -478,19 +526,20 @@ async fn alerts_fire_and_resolve_and_dashboards_have_data() {
     for (r, shard) in shards.iter().enumerate() {
         let inventory = st.dir.path().join(format!("proxies-{r}.csv"));
         std::fs::write(&inventory, shard).expect("inventory");
-        let mut cmd = Command::new(exporter_bin);
-        cmd.arg("--inventory")
-            .arg(&inventory)
-            .args(["--target-url", &format!("http://127.0.0.1:{target_port}/")])
-            .args(["--timeout", "1", "--sweep.interval", "2s"])
-            // Per-proxy series on: the "Proxies down now" panel reads them.
-            .arg("--metrics.per-proxy")
-            .args(["--web.listen-address", &st.exporters[r]]);
-        st.procs.push(Proc::spawn(
-            &format!("pharox-exporter-{r}"),
-            &mut cmd,
-            st.dir.path(),
-        ));
+        let (port, p) = spawn_listening(&format!("pharox-exporter-{r}"), st.dir.path(), |port| {
+            let mut cmd = Command::new(&exporter_bin);
+            cmd.arg("--inventory")
+                .arg(&inventory)
+                .args(["--target-url", &format!("http://127.0.0.1:{target_port}/")])
+                .args(["--timeout", "1", "--sweep.interval", "2s"])
+                // Per-proxy series on: the "Proxies down now" panel reads them.
+                .arg("--metrics.per-proxy")
+                .args(["--web.listen-address", &format!("127.0.0.1:{port}")]);
+            cmd
+        })
+        .await;
+        st.procs.push(p);
+        st.exporters.push(format!("127.0.0.1:{port}"));
     }
     for e in st.exporters.clone() {
         st.wait_ready(&format!("http://{e}"), "pharox-exporter")
@@ -498,16 +547,20 @@ async fn alerts_fire_and_resolve_and_dashboards_have_data() {
     }
 
     let am_cfg = alertmanager_config(st.dir.path(), &format!("http://127.0.0.1:{hook_port}"));
-    let mut cmd = Command::new(&alertmanager);
-    cmd.arg(format!("--config.file={}", am_cfg.display()))
-        .arg(format!(
-            "--storage.path={}",
-            st.dir.path().join("am-data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-        .arg("--cluster.listen-address=");
-    st.procs
-        .push(Proc::spawn("alertmanager", &mut cmd, st.dir.path()));
+    let (am_port, p) = spawn_listening("alertmanager", st.dir.path(), |port| {
+        let mut cmd = Command::new(&alertmanager);
+        cmd.arg(format!("--config.file={}", am_cfg.display()))
+            .arg(format!(
+                "--storage.path={}",
+                st.dir.path().join("am-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=");
+        cmd
+    })
+    .await;
+    st.procs.push(p);
+    st.am = format!("http://127.0.0.1:{am_port}");
     st.wait_ready(&st.am.clone(), "alertmanager").await;
 
     let rules = shortened_rules(st.dir.path());
@@ -517,16 +570,20 @@ async fn alerts_fire_and_resolve_and_dashboards_have_data() {
         &format!("127.0.0.1:{am_port}"),
         &rules,
     );
-    let mut cmd = Command::new(&prometheus);
-    cmd.arg(format!("--config.file={}", prom_cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            st.dir.path().join("prom-data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .arg("--rules.alert.resend-delay=1s");
-    st.procs
-        .push(Proc::spawn("prometheus", &mut cmd, st.dir.path()));
+    let (prom_port, p) = spawn_listening("prometheus", st.dir.path(), |port| {
+        let mut cmd = Command::new(&prometheus);
+        cmd.arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                st.dir.path().join("prom-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--rules.alert.resend-delay=1s");
+        cmd
+    })
+    .await;
+    st.procs.push(p);
+    st.prom = format!("http://127.0.0.1:{prom_port}");
     st.wait_ready(&st.prom.clone(), "prometheus").await;
 
     // Baseline: 8 proxies up, the silent one INACTIVE, seen through Prometheus
@@ -748,8 +805,11 @@ async fn alerts_fire_and_resolve_and_dashboards_have_data() {
     }
 
     // Bring the proxies back: the alert resolves and the webhook hears it.
+    // On their old ports, which the inventories name: free since they
+    // stopped a few seconds ago (a stranger taking one in between would
+    // show as microsocks exiting, in the wait's message).
     for i in 1..4 {
-        st.start_socks(i);
+        st.restart_socks(i);
         st.wait_listening(st.socks[i].0, "microsocks").await;
     }
     let s = &st;

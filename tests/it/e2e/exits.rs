@@ -21,13 +21,12 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use pharox_exporter::{Proxy, ProxyProtocol};
-use pharox_testkit::free_port;
 use pharox_testkit::mmdb::{mmdblookup, write_mmdb};
 
 use crate::anonymity::OurJudge;
 use crate::support::exporter::*;
 use crate::support::exposition::Scrape;
-use crate::support::process::{wait_port, ChildGuard, ServerDir};
+use crate::support::process::{start_on_free_port, ChildGuard, ServerDir};
 use crate::support::proxies::{self, ProxyServer};
 
 /// Every series of `name` in `m` (optionally only those not 0), as
@@ -353,13 +352,15 @@ async fn one_sweep_through_our_judge_exports_exact_exit_series_and_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reloaded_policy_stops_the_failures_but_not_the_mismatch_count() {
     let dir = ServerDir::new("exporter-exits-reload");
-    let port = free_port();
-    let judge_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut cmd = std::process::Command::new(exporter_bin());
-    cmd.args(["judge", "--web.listen-address", &judge_addr.to_string()]);
-    let mut judge = ChildGuard::spawn("judge", cmd, &dir.join("judge.log"));
-    wait_port(judge_addr, &mut judge, std::time::Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("judge did not start: {e:?}\n{}", dir.logs(4000)));
+    let (judge_addr, _judge) = start_on_free_port("judge", dir.path(), |port| {
+        let mut cmd = std::process::Command::new(exporter_bin());
+        cmd.args([
+            "judge",
+            "--web.listen-address",
+            &format!("127.0.0.1:{port}"),
+        ]);
+        ChildGuard::spawn("judge", cmd, &dir.join(&format!("judge-{port}.log")))
+    });
 
     let transparent =
         proxies::squid_with(None, "forwarded_for on\ntcp_outgoing_address 127.0.0.45\n");

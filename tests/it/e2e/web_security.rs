@@ -9,10 +9,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pharox_testkit::pki::TestPki;
-use pharox_testkit::{free_port, FakeProxy, FakeTarget, ProxyBehavior, Reply};
+use pharox_testkit::{FakeProxy, FakeTarget, ProxyBehavior, Reply};
 
 use crate::support::exporter::*;
-use crate::support::process::{require_binary, tail, ChildGuard, ServerDir};
+use crate::support::process::{require_binary, start_on_free_port, tail, ChildGuard, ServerDir};
 
 const USER: &str = "scraper";
 const PASSWORD: &str = "Sc-S3cret-9911";
@@ -352,16 +352,18 @@ async fn prometheus_scrapes_over_tls_with_basic_auth() {
             ca = st.ca1.display()
         ),
     );
-    let port = free_port();
     let log = st.dir.join("prometheus.log");
-    let mut cmd = Command::new(prometheus);
-    cmd.arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            st.dir.join("prom-data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
-    let _prom = ChildGuard::spawn("prometheus", cmd, &log);
+    let (prom_addr, _prom) = start_on_free_port("prometheus", st.dir.path(), |port| {
+        let mut cmd = Command::new(&prometheus);
+        cmd.arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                st.dir.join("prom-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        ChildGuard::spawn("prometheus", cmd, &log)
+    });
+    let port = prom_addr.port();
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))

@@ -7,7 +7,7 @@ use crate::support::pg::*;
 use pharox_exporter::App;
 use pharox_exporter::Overrides;
 use pharox_exporter::Shutdown;
-use pharox_testkit::{free_port, refused_port, FakeProxy, FakeTarget, Fault, ProxyBehavior, Reply};
+use pharox_testkit::{refused_port, FakeProxy, FakeTarget, Fault, ProxyBehavior, Reply};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +49,6 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
     // pharox's own checker gets an identical copy, for comparison.
     pg.copy_db("db", "theirs");
 
-    let web_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pharox.yaml");
     std::fs::write(
@@ -58,7 +57,7 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
             "defaults:\n  target_url: {}\n  timeout: 2s\n\
              inventory:\n  path: '{}?pools=eu'\n\
              sweep:\n  interval: 1s\n  shutdown_grace: 2s\n\
-             web:\n  listen_address: 127.0.0.1:{web_port}\n\
+             web:\n  listen_address: 127.0.0.1:0\n\
              postgres:\n  batch_size: 10\n  retry_max_backoff_seconds: 0.5\n",
             target.url("/ip"),
             pg.url("db")
@@ -70,6 +69,8 @@ async fn exporter_sweeps_pharox_proxies_and_pharox_reads_the_results() {
     let app = App::build(Some(config), Overrides::default())
         .await
         .expect("exporter starts");
+    // Port 0: the exporter binds a port of its own, no race with others.
+    let web_port = app.local_addr().expect("bound address").port();
     let run = tokio::spawn(app.run(shutdown.clone()));
 
     // Wait for two sweeps' worth of history for every eu proxy.
@@ -227,7 +228,6 @@ async fn sweeps_pause_while_lease_acquisitions_burst() {
     );
     assert_eq!(got["acquired"], 20);
 
-    let web_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pharox.yaml");
     std::fs::write(
@@ -236,7 +236,7 @@ async fn sweeps_pause_while_lease_acquisitions_burst() {
             "defaults:\n  target_url: {}\n\
              inventory:\n  path: '{}'\n\
              sweep:\n  interval: 500ms\n\
-             web:\n  listen_address: 127.0.0.1:{web_port}\n\
+             web:\n  listen_address: 127.0.0.1:0\n\
              postgres:\n  lease_burst: {{window_seconds: 60, max_acquisitions_per_second: 0.1}}\n",
             target.url("/ip"),
             pg.url("db")
@@ -247,6 +247,8 @@ async fn sweeps_pause_while_lease_acquisitions_burst() {
     let app = App::build(Some(config), Overrides::default())
         .await
         .expect("exporter starts");
+    // Port 0: the exporter binds a port of its own, no race with others.
+    let web_port = app.local_addr().expect("bound address").port();
     let run = tokio::spawn(app.run(shutdown.clone()));
     // 20 acquisitions in the last 60 s = 0.33/s > 0.1/s: every sweep pauses.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -91,22 +91,7 @@ impl ServerDir {
 
     /// The last `max` bytes of every `*.log` / `*.out` file, for diagnostics.
     pub(crate) fn logs(&self, max: usize) -> String {
-        let mut out = String::new();
-        let mut entries: Vec<_> = match fs::read_dir(self.path()) {
-            Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
-            Err(e) => return format!("(cannot list {}: {e})", self.path().display()),
-        };
-        entries.sort();
-        for p in entries {
-            let is_log = matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("log") | Some("out")
-            );
-            if is_log {
-                out.push_str(&format!("----- {} -----\n{}\n", p.display(), tail(&p, max)));
-            }
-        }
-        out
+        dir_logs(self.path(), max)
     }
 }
 
@@ -250,6 +235,61 @@ pub(crate) fn wait_port(
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// The last `max` bytes of every `*.log` / `*.out` file in `dir`, for diagnostics.
+pub(crate) fn dir_logs(dir: &Path, max: usize) -> String {
+    let mut out = String::new();
+    let mut entries: Vec<_> = match fs::read_dir(dir) {
+        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        Err(e) => return format!("(cannot list {}: {e})", dir.display()),
+    };
+    entries.sort();
+    for p in entries {
+        let is_log = matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("log") | Some("out")
+        );
+        if is_log {
+            out.push_str(&format!("----- {} -----\n{}\n", p.display(), tail(&p, max)));
+        }
+    }
+    out
+}
+
+/// Bytes of each log shown when a server fails to start.
+const START_LOG_TAIL: usize = 6000;
+
+/// Launch on a fresh free port until the port accepts. A server that dies
+/// before accepting (most often: someone took the port between our probe and
+/// its bind) is retried on another port, twice at most.
+pub(crate) fn start_on_free_port(
+    name: &str,
+    dir: &Path,
+    mut launch: impl FnMut(u16) -> ChildGuard,
+) -> (SocketAddr, ChildGuard) {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let port = pharox_testkit::free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut child = launch(port);
+        match wait_port(addr, &mut child, STARTUP_TIMEOUT) {
+            Ok(()) => return (addr, child),
+            Err(StartError::Exited(msg)) => {
+                last = msg;
+                drop(child);
+            }
+            Err(StartError::Timeout) => {
+                let logs = dir_logs(dir, START_LOG_TAIL);
+                drop(child);
+                panic!("{name} did not accept on {addr} within {STARTUP_TIMEOUT:?}\n{logs}");
+            }
+        }
+    }
+    panic!(
+        "{name} failed to start 3 times: {last}\n{}",
+        dir_logs(dir, START_LOG_TAIL)
+    );
 }
 
 /// Run a short command to completion, returning (success, combined output).

@@ -23,12 +23,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use pharox_exporter::{Proxy, ProxyProtocol};
-use pharox_testkit::free_port;
 use pharox_testkit::pki::{PemFiles, TestPki};
 
-use super::process::{
-    is_root, require_binary, run, wait_port, ChildGuard, ServerDir, StartError, STARTUP_TIMEOUT,
-};
+use super::process::{is_root, require_binary, run, start_on_free_port, ChildGuard, ServerDir};
 
 /// How many bytes of each log a failure message shows.
 const LOG_TAIL: usize = 6000;
@@ -152,38 +149,6 @@ fn remove_shm_segments(prefix: &str) {
     }
 }
 
-/// Launch on a fresh free port until the port accepts. A server that dies
-/// before accepting (most often: someone took the port between our probe and
-/// its bind) is retried on another port, twice at most.
-fn start_on_free_port(
-    name: &str,
-    dir: &ServerDir,
-    mut launch: impl FnMut(u16) -> ChildGuard,
-) -> (SocketAddr, ChildGuard) {
-    let mut last = String::new();
-    for _ in 0..3 {
-        let port = free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut child = launch(port);
-        match wait_port(addr, &mut child, STARTUP_TIMEOUT) {
-            Ok(()) => return (addr, child),
-            Err(StartError::Exited(msg)) => {
-                last = msg;
-                drop(child);
-            }
-            Err(StartError::Timeout) => {
-                let logs = dir.logs(LOG_TAIL);
-                drop(child);
-                panic!("{name} did not accept on {addr} within {STARTUP_TIMEOUT:?}\n{logs}");
-            }
-        }
-    }
-    panic!(
-        "{name} failed to start 3 times: {last}\n{}",
-        dir.logs(LOG_TAIL)
-    );
-}
-
 fn next_instance() -> usize {
     INSTANCE.fetch_add(1, Ordering::SeqCst)
 }
@@ -237,7 +202,7 @@ pub(crate) fn squid_with(auth: Option<(&str, &str)>, extra: &str) -> ProxyServer
         }
         None => String::new(),
     };
-    let (addr, child) = start_on_free_port("squid", &dir, |port| {
+    let (addr, child) = start_on_free_port("squid", dir.path(), |port| {
         let d = dir.path().display();
         // Squid refuses to run as root: as root it switches to `proxy`, which
         // must own the dir to write its logs and read the htpasswd file.
@@ -312,7 +277,7 @@ pub(crate) fn tinyproxy() -> ProxyServer {
 pub(crate) fn tinyproxy_with(extra: &str) -> ProxyServer {
     let bin = require_binary(&["/usr/bin/tinyproxy", "tinyproxy"], "tinyproxy");
     let dir = ServerDir::new("tinyproxy");
-    let (addr, child) = start_on_free_port("tinyproxy", &dir, |port| {
+    let (addr, child) = start_on_free_port("tinyproxy", dir.path(), |port| {
         let d = dir.path().display();
         let conf = format!(
             "Port {port}\n\
@@ -352,7 +317,7 @@ fn start_dante(username_method: bool) -> ProxyServer {
     };
     let dir = ServerDir::new(name);
     let method = if username_method { "username" } else { "none" };
-    let (addr, child) = start_on_free_port(name, &dir, |port| {
+    let (addr, child) = start_on_free_port(name, dir.path(), |port| {
         let d = dir.path().display();
         // As root dante needs an unprivileged user to run as; `root` stays
         // privileged so it can read /etc/shadow for the username method.
@@ -481,7 +446,7 @@ pub(crate) fn microsocks_bound(auth: Option<(&str, &str)>, bind: Option<&str>) -
         "microsocks"
     };
     let dir = ServerDir::new(name);
-    let (addr, child) = start_on_free_port(name, &dir, |port| {
+    let (addr, child) = start_on_free_port(name, dir.path(), |port| {
         let mut cmd = Command::new(&bin);
         cmd.arg("-i")
             .arg("127.0.0.1")
@@ -516,7 +481,7 @@ pub(crate) fn microsocks_exiting_from(exit: std::net::Ipv4Addr) -> ProxyServer {
     let bin = require_binary(&["/usr/bin/microsocks", "microsocks"], "microsocks");
     let name = "microsocks-bound";
     let dir = ServerDir::new(name);
-    let (addr, child) = start_on_free_port(name, &dir, |port| {
+    let (addr, child) = start_on_free_port(name, dir.path(), |port| {
         let mut cmd = Command::new(&bin);
         cmd.arg("-i")
             .arg("127.0.0.1")
@@ -546,7 +511,7 @@ pub(crate) fn stunnel_https_proxy() -> ProxyServer {
     let backend = tinyproxy();
     let dir = ServerDir::new("stunnel");
     let pki = TestPki::generate().write_pem(dir.path());
-    let (addr, child) = start_on_free_port("stunnel", &dir, |port| {
+    let (addr, child) = start_on_free_port("stunnel", dir.path(), |port| {
         let d = dir.path().display();
         let conf = format!(
             "foreground = yes\n\
@@ -610,7 +575,7 @@ pub(crate) fn ssh_socks() -> ProxyServer {
     }
     fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).expect("authorized_keys");
     let _ = fs::create_dir_all("/run/sshd");
-    let (sshd_addr, sshd_child) = start_on_free_port("sshd", &dir, |port| {
+    let (sshd_addr, sshd_child) = start_on_free_port("sshd", dir.path(), |port| {
         let d = dir.path().display();
         let conf = format!(
             "Port {port}\n\
@@ -632,7 +597,7 @@ pub(crate) fn ssh_socks() -> ProxyServer {
         ChildGuard::spawn("sshd", cmd, &dir.join("sshd.out"))
     });
     let login = format!("{}@127.0.0.1", current_user_name());
-    let (addr, client) = start_on_free_port("ssh -D", &dir, |port| {
+    let (addr, client) = start_on_free_port("ssh -D", dir.path(), |port| {
         let mut cmd = Command::new(&ssh);
         cmd.args(["-F", "/dev/null", "-N", "-D"])
             .arg(format!("127.0.0.1:{port}"))
