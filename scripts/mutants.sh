@@ -14,9 +14,12 @@
 #
 # Installs cargo-mutants if missing. Not run in CI (too slow); its table goes
 # to docs/mutants.md each time the core changes, with every survivor argued.
-# The tree is copied for each run (cargo-mutants' default), so you may keep
-# editing while it runs; build artifacts go to CARGO_TARGET_DIR (or target/)
-# and the reports to <target dir>/mutants-out/<file>/mutants.out/.
+# The tree is copied for each file (cargo-mutants' default), so edits made
+# while it runs end up in the next file's copy: run it from a clean checkout.
+# Build artifacts go to CARGO_TARGET_DIR (or target/), which must not be
+# shared with other builds of this tree (cargo keys artifacts by the path
+# relative to the workspace, so two checkouts would overwrite each other's);
+# the reports go to <target dir>/mutants-out/<file>/mutants.out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,8 +68,10 @@ for f in "${files[@]}"; do
     echo "== cargo mutants --file $f"
     # Exit status 2 means some mutants were missed: that is the measurement.
     status=0
+    # --cargo-arg applies to the build too: without it every mutant would
+    # rebuild every test binary of the package (tests/it above all).
     cargo mutants --file "$f" --jobs "${MUTANTS_JOBS:-1}" --output "$out" \
-        -- --lib --test probe_faults || status=$?
+        --cargo-arg=--lib --cargo-arg=--test=probe_faults || status=$?
     if [[ $status -ne 0 && $status -ne 2 && $status -ne 3 ]]; then
         echo "cargo mutants failed on $f (exit $status)" >&2
         exit "$status"
