@@ -14,12 +14,12 @@
 #
 # Installs cargo-mutants if missing. Not run in CI (too slow); its table goes
 # to docs/mutants.md each time the core changes, with every survivor argued.
-# The tree is copied for each file (cargo-mutants' default), so edits made
-# while it runs end up in the next file's copy: run it from a clean checkout.
+# The tree is copied once, at the start (cargo-mutants' default); run it
+# from a clean checkout all the same, so that what it measures is a commit.
 # Build artifacts go to CARGO_TARGET_DIR (or target/), which must not be
 # shared with other builds of this tree (cargo keys artifacts by the path
 # relative to the workspace, so two checkouts would overwrite each other's);
-# the reports go to <target dir>/mutants-out/<file>/mutants.out/.
+# the report goes to <target dir>/mutants-out/run/mutants.out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,48 +42,64 @@ fi
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 export CARGO_TARGET_DIR=$target_dir
 out_root=$target_dir/mutants-out
+# No debug info: every mutant relinks the test binaries, and the link is
+# most of an incremental build; the tests behave the same without it.
+export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0}
 mkdir -p "$out_root"
 
 # The fast tests: every unit test of the library and tests/probe_faults.rs
 # (a test binary of its own, so a mutant rebuilds the library, its unit
 # tests and that one small binary, never tests/it).
 
-score() {
-    python3 - "$1" "$2" <<'EOF'
-import json, sys
-file, path = sys.argv[1], sys.argv[2]
-o = json.load(open(path))
-caught, missed, timeout, unviable = (o.get(k, 0) for k in ("caught", "missed", "timeout", "unviable"))
-viable = caught + missed + timeout
-pct = 100.0 * (caught + timeout) / viable if viable else 100.0
-print(f"| {file} | {caught + timeout} | {viable} | {pct:.0f}% | {missed} | {unviable} |")
-EOF
-}
-
-table=()
+# One cargo-mutants run over all the files (one baseline build and test
+# run, one copy of the tree), then a score per file from its outcomes.
+args=()
 for f in "${files[@]}"; do
-    out=$out_root/$(echo "$f" | tr / _)
-    rm -rf "$out"
-    mkdir -p "$out"
-    echo "== cargo mutants --file $f"
-    # Exit status 2 means some mutants were missed: that is the measurement.
-    status=0
-    # --cargo-arg applies to the build too: without it every mutant would
-    # rebuild every test binary of the package (tests/it above all).
-    cargo mutants --file "$f" --jobs "${MUTANTS_JOBS:-1}" --output "$out" \
-        --cargo-arg=--lib --cargo-arg=--test=probe_faults || status=$?
-    if [[ $status -ne 0 && $status -ne 2 && $status -ne 3 ]]; then
-        echo "cargo mutants failed on $f (exit $status)" >&2
-        exit "$status"
-    fi
-    table+=("$(score "$f" "$out/mutants.out/outcomes.json")")
-    if [[ -s $out/mutants.out/missed.txt ]]; then
-        echo "-- missed in $f:"
-        cat "$out/mutants.out/missed.txt"
-    fi
+    args+=(--file "$f")
 done
+out=$out_root/run
+rm -rf "$out"
+mkdir -p "$out"
+echo "== cargo mutants ${args[*]}"
+# Exit status 2 means some mutants were missed, 3 that some timed out:
+# both are the measurement, not a failure of the run.
+status=0
+# --cargo-arg applies to the build too: without it every mutant would
+# rebuild every test binary of the package (tests/it above all).
+cargo mutants "${args[@]}" --jobs "${MUTANTS_JOBS:-1}" --output "$out" \
+    --cargo-arg=--lib --cargo-arg=--test=probe_faults || status=$?
+if [[ $status -ne 0 && $status -ne 2 && $status -ne 3 ]]; then
+    echo "cargo mutants failed (exit $status)" >&2
+    exit "$status"
+fi
 
-echo
-echo "| file | caught | viable | score | missed | unviable |"
-echo "|---|---:|---:|---:|---:|---:|"
-printf '%s\n' "${table[@]}"
+python3 - "$out/mutants.out/outcomes.json" "${files[@]}" <<'PY'
+import json, sys
+path, files = sys.argv[1], sys.argv[2:]
+outcomes = json.load(open(path))["outcomes"]
+tally = {f: {"caught": 0, "missed": 0, "timeout": 0, "unviable": 0} for f in files}
+kinds = {"CaughtMutant": "caught", "MissedMutant": "missed",
+         "Timeout": "timeout", "Unviable": "unviable"}
+for o in outcomes:
+    scenario = o.get("scenario")
+    if not isinstance(scenario, dict) or "Mutant" not in scenario:
+        continue  # the baseline
+    kind = kinds.get(o.get("summary", ""))
+    file = scenario["Mutant"].get("file")
+    if kind is not None and file in tally:
+        tally[file][kind] += 1
+print()
+print("| file | caught | viable | score | missed | unviable |")
+print("|---|---:|---:|---:|---:|---:|")
+for f in files:
+    t = tally[f]
+    viable = t["caught"] + t["missed"] + t["timeout"]
+    pct = 100.0 * (t["caught"] + t["timeout"]) / viable if viable else 100.0
+    print(f"| {f} | {t['caught'] + t['timeout']} | {viable} | {pct:.0f}% | {t['missed']} | {t['unviable']} |")
+PY
+
+if [[ -s $out/mutants.out/missed.txt ]]; then
+    echo
+    echo "-- missed:"
+    cat "$out/mutants.out/missed.txt"
+fi

@@ -527,7 +527,7 @@ async fn alerts_fire_and_resolve_and_dashboards_have_data() {
         let inventory = st.dir.path().join(format!("proxies-{r}.csv"));
         std::fs::write(&inventory, shard).expect("inventory");
         let (port, p) = spawn_listening(&format!("pharox-exporter-{r}"), st.dir.path(), |port| {
-            let mut cmd = Command::new(&exporter_bin);
+            let mut cmd = Command::new(exporter_bin);
             cmd.arg("--inventory")
                 .arg(&inventory)
                 .args(["--target-url", &format!("http://127.0.0.1:{target_port}/")])
