@@ -12,7 +12,8 @@
 #   scripts/mutants.sh src/state.rs        # some files only
 #   MUTANTS_JOBS=2 scripts/mutants.sh      # parallel builds (default 1)
 #
-# Installs cargo-mutants if missing. Not run in CI (too slow); its table goes
+# Installs cargo-mutants and the test dependencies if missing (as root,
+# like scripts/test.sh). Not run in CI (too slow); its table goes
 # to docs/mutants.md each time the core changes, with every survivor argued.
 # The tree is copied once, at the start (cargo-mutants' default); run it
 # from a clean checkout all the same, so that what it measures is a commit.
@@ -34,6 +35,11 @@ files=(
 if [[ $# -gt 0 ]]; then
     files=("$@")
 fi
+
+# The library's unit tests build GeoIP databases with MaxMind's Perl writer
+# (and the baseline fails without it): the suite's own installer, a no-op
+# when everything is there.
+bash scripts/install-test-deps.sh
 
 if ! command -v cargo-mutants >/dev/null 2>&1; then
     cargo install --locked cargo-mutants

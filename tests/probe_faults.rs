@@ -728,6 +728,37 @@ async fn control_characters_in_a_proxy_message_never_reach_our_error() {
     );
 }
 
+/// In a tunnel every byte is the target's, so an error answer from the
+/// target is decided on its status line: its body is never waited for
+/// (only an HTTP proxy's own answer in absolute form is worth a look for a
+/// stock error page). Here the body never comes: a check that read it would
+/// sit until its deadline and only then report the same status.
+#[tokio::test]
+async fn a_targets_error_body_in_a_tunnel_is_not_waited_for() {
+    let peer = ScriptedPeer::start(vec![
+        Step::Read(3),
+        Step::write([0x05, 0x00]),
+        Step::Read(10),
+        Step::write([0x05, 0x00, 0x00, 0x01, 127, 0, 0, 1, 0, 9]),
+        Step::ReadHead,
+        Step::write("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5000\r\n\r\n<html>"),
+        Step::Hang,
+    ])
+    .await
+    .unwrap();
+    let proxy = Proxy::new(ProxyProtocol::Socks5, "127.0.0.1", peer.addr().port());
+    let mut o = opts(Url::parse("http://127.0.0.1:9/").unwrap());
+    o.timeout = Duration::from_secs(10);
+    let r = check(&proxy, &o).await;
+    assert_fail(&r, Reason::UnexpectedStatus, Phase::FirstByte);
+    assert_eq!(r.status_code, Some(503));
+    let total = r.phases.total_ms.expect("total");
+    assert!(
+        total < o.timeout.as_secs_f64() * 1000.0,
+        "the check waited for the body until its deadline: {r:#?}"
+    );
+}
+
 #[tokio::test]
 async fn redirect_to_a_non_http_scheme_is_redirect() {
     let target = FakeTarget::builder(Reply::status(404))

@@ -46,12 +46,19 @@ impl Outcome {
 }
 
 fn run(hs: Hs, proxy: &Proxy, host: &str, port: u16, reply: &[u8]) -> Outcome {
+    run_split(hs, proxy, host, port, &[reply])
+}
+
+/// [`run`] with the reply arriving in `parts`: a read returns at most the
+/// rest of one part, as a reply cut into TCP segments does.
+fn run_split(hs: Hs, proxy: &Proxy, host: &str, port: u16, parts: &[&[u8]]) -> Outcome {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut stream = tokio::io::join(reply, Vec::new());
+        let parts = Parts(parts.iter().map(|p| p.to_vec()).collect());
+        let mut stream = tokio::io::join(parts, Vec::new());
         let mut buf = BytesMut::new();
         let result = match hs {
             Hs::Socks4(remote) => socks4::connect(&mut stream, proxy, host, port, remote).await,
@@ -66,9 +73,30 @@ fn run(hs: Hs, proxy: &Proxy, host: &str, port: u16, reply: &[u8]) -> Outcome {
         Outcome {
             result: result.map_err(|e| e.at(Phase::Handshake)),
             sent,
-            unread: unread.to_vec(),
+            unread: unread.0.into_iter().flatten().collect(),
         }
     })
+}
+
+/// A reader that hands out its parts one read at a time.
+struct Parts(std::collections::VecDeque<Vec<u8>>);
+
+impl tokio::io::AsyncRead for Parts {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        while self.0.front().is_some_and(Vec::is_empty) {
+            self.0.pop_front();
+        }
+        if let Some(part) = self.0.front_mut() {
+            let n = part.len().min(out.remaining());
+            out.put_slice(&part[..n]);
+            part.drain(..n);
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 fn proxy(protocol: ProxyProtocol) -> Proxy {
@@ -293,7 +321,12 @@ fn socks5_reads_exactly_the_bound_address_of_each_type() {
     let mut name = vec![0x05, 0x00, 0x00, 0x03, 9];
     name.extend_from_slice(b"gw.net.ex");
     name.extend_from_slice(&[0, 1]);
-    for bound in [S5_OK.to_vec(), v6, name] {
+    // The longest bound address there is: a 255-byte name (the buffer
+    // holds it exactly).
+    let mut longest = vec![0x05, 0x00, 0x00, 0x03, 255];
+    longest.extend_from_slice(&[b'n'; 255]);
+    longest.extend_from_slice(&[0, 1]);
+    for bound in [S5_OK.to_vec(), v6, name, longest] {
         let mut reply = s5(0x00, &bound);
         reply.extend_from_slice(b"\x16\x03\x01tunnel");
         let o = run(Hs::Socks5(false), &p, "10.0.0.1", 443, &reply);
@@ -317,6 +350,25 @@ fn socks5_reads_exactly_the_bound_address_of_each_type() {
     reply.extend_from_slice(b"\x16\x03\x01tunnel");
     let o = run(Hs::Socks5(false), &p, "10.0.0.1", 443, &reply);
     o.assert_fails(Reason::ProxyProtocol, "sent data after its reply");
+}
+
+/// A name reply whose first four bytes come alone: until the name's length
+/// is there, the next read asks for no more than the shortest name reply
+/// (an empty name) holds, so the tunnel's first bytes, arriving with the
+/// rest, stay unread.
+#[test]
+fn socks5_name_reply_cut_before_its_length_is_never_over_read() {
+    let p = proxy(ProxyProtocol::Socks5);
+    for name in [&b""[..], b"g", b"gw.net.ex"] {
+        let mut rest = vec![name.len() as u8];
+        rest.extend_from_slice(name);
+        rest.extend_from_slice(&[0, 1]);
+        rest.extend_from_slice(b"\x16\x03\x01tunnel");
+        let head = s5(0x00, &[0x05, 0x00, 0x00, 0x03]);
+        let o = run_split(Hs::Socks5(false), &p, "10.0.0.1", 443, &[&head, &rest]);
+        assert!(o.result.is_ok(), "{name:?}: {:?}", o.result.err());
+        assert_eq!(o.unread, b"\x16\x03\x01tunnel", "{name:?}");
+    }
 }
 
 #[test]

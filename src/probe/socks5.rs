@@ -128,6 +128,10 @@ where
         .map_err(|e| io_error(&e, "SOCKS5 request"))
 }
 
+/// A CONNECT reply whose bound address is an empty host name: VER REP RSV
+/// ATYP, the length 0, the port.
+const SHORTEST_NAME_REPLY: usize = 7;
+
 /// The reply to CONNECT: success, then the bound address, read and ignored.
 ///
 /// Read in as few reads as the reply arrives in (usually one): each field
@@ -161,7 +165,12 @@ where
             Some(0x01) => Some(4 + 4 + 2),
             Some(0x04) => Some(4 + 16 + 2),
             Some(0x03) if filled >= 5 => Some(4 + 1 + usize::from(buf[4]) + 2),
-            Some(0x03) => None,
+            Some(0x03) => {
+                // The name's length has not come yet: ask for no more than
+                // the shortest name reply (an empty name) holds.
+                want = SHORTEST_NAME_REPLY;
+                None
+            }
             Some(t) => {
                 return Err(StepError::new(
                     Reason::ProxyProtocol,
