@@ -52,6 +52,10 @@ fn render_error(e: &anyhow::Error) -> String {
     out
 }
 
+/// How long the runtime's blocking threads get to end once the command is
+/// done, before the process exits without them.
+const RUNTIME_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() -> ExitCode {
     let cli = Cli::parse_checked();
     if cli.version {
@@ -85,6 +89,12 @@ fn main() -> ExitCode {
             None => run_exporter(common, &cli.run).await,
         }
     });
+    // Everything is written by now. What may still run is a host-name
+    // lookup stuck in getaddrinfo (a resolver that never answers): its check
+    // gave up at its deadline, but the blocking thread cannot be cancelled,
+    // and dropping the runtime would wait for every such thread, minutes
+    // after the last result.
+    rt.shutdown_timeout(RUNTIME_GRACE);
     match result {
         Ok(code) => code,
         Err(e) => {
