@@ -817,3 +817,44 @@ async fn sweep_once_streams_a_line_before_the_sweep_ends() {
     assert_eq!(v["id"], "good", "{first}");
     assert_eq!(v["status"], "active", "{first}");
 }
+
+/// A host-name lookup that never comes back cannot be cancelled (it sits in
+/// getaddrinfo on a blocking thread): its check ends at its deadline, and
+/// the command must not wait for the thread after the last result. The
+/// resolver here would give up only after 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_once_exits_soon_after_its_last_result_when_dns_never_answers() {
+    let ns = crate::support::dns::SilentResolverNs::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inventory = dir.path().join("proxies.txt");
+    std::fs::write(
+        &inventory,
+        "socks5://never-answered-1.example:1080\n\
+         socks5://never-answered-2.example:1080\n\
+         http://never-answered-3.example:3128\n",
+    )
+    .expect("inventory");
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        ns.name(),
+        env!("CARGO_BIN_EXE_pharox-exporter"),
+    ])
+    .args(["sweep", "--once", "--inventory"])
+    .arg(&inventory)
+    .args(["--target-url", "http://127.0.0.1:9/", "--timeout", "1"]);
+    let began = std::time::Instant::now();
+    let out = run(cmd).await;
+    let took = began.elapsed();
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "stderr: {}", text(&out.stderr));
+    for l in &lines {
+        assert_eq!(l["reason"], "timeout", "{l}");
+        assert_eq!(l["phase"], "connect", "{l}");
+    }
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "exited {took:?} after start, waiting for the stuck lookups (1 s checks, 2 s grace)"
+    );
+}

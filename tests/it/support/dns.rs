@@ -9,8 +9,12 @@
 //! picked from the process id, so parallel test processes do not collide.
 //! Port 53 needs root; without it there is no server and squid keeps the
 //! old, silent `127.0.0.1`.
+//!
+//! And its opposite, [`SilentResolverNs`]: a network namespace whose
+//! resolver never answers, for what a lookup that never returns does to us.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// The address of the NXDOMAIN server, started on first use; `None` when
@@ -77,4 +81,77 @@ fn question_end(q: &[u8]) -> Option<usize> {
         i += len;
     }
     (i + 4 <= q.len()).then_some(i + 4)
+}
+
+/// A network namespace holding only `lo` whose resolver (127.0.0.1:53, by
+/// the namespace's own resolv.conf) takes every query and never answers;
+/// removed, with its silent resolver, on drop.
+pub(crate) struct SilentResolverNs {
+    name: String,
+    resolver: std::process::Child,
+}
+
+impl SilentResolverNs {
+    pub(crate) fn start() -> SilentResolverNs {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "pharox-dns-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let ip = |args: &[&str]| {
+            let st = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip");
+            assert!(st.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        // `ip netns exec` mounts /etc/netns/<name>/resolv.conf over
+        // /etc/resolv.conf for what it runs.
+        let etc = format!("/etc/netns/{name}");
+        std::fs::create_dir_all(&etc).expect("netns etc");
+        std::fs::write(
+            format!("{etc}/resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:30 attempts:1\n",
+        )
+        .expect("resolv.conf");
+        // Bound and never read: queries queue, no answer, no ICMP refusal.
+        // It exits by itself after two minutes.
+        let mut resolver = std::process::Command::new("ip")
+            .args(["netns", "exec", &name, "python3", "-c"])
+            .arg(
+                "import socket, time\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 s.bind(('127.0.0.1', 53))\n\
+                 print('ready', flush=True)\n\
+                 time.sleep(120)\n",
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("silent resolver");
+        let mut line = String::new();
+        let stdout = resolver.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("resolver ready");
+        assert_eq!(line.trim(), "ready");
+        SilentResolverNs { name, resolver }
+    }
+
+    /// The namespace, for `ip netns exec`.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for SilentResolverNs {
+    fn drop(&mut self) {
+        let _ = self.resolver.kill();
+        let _ = self.resolver.wait();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
 }
