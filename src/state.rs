@@ -10,6 +10,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -323,6 +324,10 @@ pub(crate) struct StateStore {
     /// them wait on each other.
     policy: RwLock<Policy>,
     generation: Mutex<u64>,
+    /// Bumped whenever the set of proxies or any proxy's record changes
+    /// (added, removed, replaced by `sync`): what the per-proxy series
+    /// cache their sorted order and rendered labels against.
+    membership: AtomicU64,
 }
 
 impl Default for StateStore {
@@ -332,6 +337,7 @@ impl Default for StateStore {
             tally: Mutex::new(Tally::default()),
             policy: RwLock::new(Policy::default()),
             generation: Mutex::new(0),
+            membership: AtomicU64::new(0),
         }
     }
 }
@@ -352,6 +358,17 @@ impl StateStore {
         let mut h = DefaultHasher::new();
         id.hash(&mut h);
         &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Changes whenever a proxy is added, removed or replaced by a new
+    /// record (new labels or address): equal values mean the same proxies,
+    /// each with the same `Arc<Proxy>`.
+    pub(crate) fn membership_version(&self) -> u64 {
+        self.membership.load(Ordering::Acquire)
+    }
+
+    fn membership_changed(&self) {
+        self.membership.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Set hysteresis and back-off (from the current config).
@@ -386,15 +403,18 @@ impl StateStore {
                             t.add_exit(s.label_set, exit_of(s));
                         }
                         s.proxy = p.clone();
+                        self.membership_changed();
                     }
                     s.generation = gen;
                 }
                 None => {
                     let state = self.new_state(p, gen);
                     shard.insert(p.id.clone(), state);
+                    self.membership_changed();
                 }
             }
         }
+        let mut removed = false;
         for shard in &self.shards {
             lock(shard).retain(|_, s| {
                 let keep = s.generation == gen;
@@ -402,9 +422,13 @@ impl StateStore {
                     let mut t = lock(&self.tally);
                     t.remove(s.label_set, s.reported);
                     t.remove_exit(s.label_set, exit_of(s));
+                    removed = true;
                 }
                 keep
             });
+        }
+        if removed {
+            self.membership_changed();
         }
     }
 
@@ -454,6 +478,7 @@ impl StateStore {
         if !shard.contains_key(&proxy.id) {
             let state = self.new_state(proxy, 0);
             shard.insert(proxy.id.clone(), state);
+            self.membership_changed();
         }
         let Some(s) = shard.get_mut(&proxy.id) else {
             unreachable!("inserted above under the same lock")
@@ -984,5 +1009,33 @@ mod tests {
         );
         let counts = st.counts();
         assert_eq!(counts.len(), 1);
+    }
+
+    #[test]
+    fn membership_version_moves_with_the_set_of_records_only() {
+        let st = StateStore::new();
+        let a = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1));
+        let b = Arc::new(Proxy::new(ProxyProtocol::Socks5, "127.0.0.1", 2));
+        let v0 = st.membership_version();
+        st.sync(&[a.clone(), b.clone()]);
+        let v1 = st.membership_version();
+        assert_ne!(v1, v0, "added");
+        // Results and an identical re-read change nothing in the set.
+        st.record(&a, &result(ProxyStatus::Active), Instant::now());
+        st.sync(&[Arc::new((*a).clone()), b.clone()]);
+        assert_eq!(st.membership_version(), v1, "same records");
+        // New labels: a new record.
+        let mut a2 = (*a).clone();
+        a2.pool = "other".into();
+        let a2 = Arc::new(a2);
+        st.sync(&[a2.clone(), b.clone()]);
+        let v2 = st.membership_version();
+        assert_ne!(v2, v1, "relabelled");
+        st.sync(std::slice::from_ref(&a2));
+        let v3 = st.membership_version();
+        assert_ne!(v3, v2, "removed");
+        // A result for a proxy the store did not hold adds it.
+        st.record(&b, &result(ProxyStatus::Active), Instant::now());
+        assert_ne!(st.membership_version(), v3, "added by a result");
     }
 }
