@@ -37,6 +37,17 @@ pub(crate) fn encode(registry: &Registry, openmetrics: bool, capacity: usize) ->
     out
 }
 
+/// Append `registry` to `out` without OpenMetrics' `# EOF` (the caller
+/// writes more families, then the EOF).
+pub(crate) fn encode_into(out: &mut String, registry: &Registry, openmetrics: bool) {
+    // Writing into a String cannot fail.
+    let _ = if openmetrics {
+        prometheus_client::encoding::text::encode_registry(out, registry)
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(out, registry)
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,9 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 pub(crate) struct Bounds {
     seconds: Arc<[f64]>,
     micros: Arc<[u64]>,
+    /// `le` of each bucket, `+Inf` last, as text 0.0.4 and OpenMetrics
+    /// print it: formatted once, not at every line of every scrape.
+    le: Arc<[Box<[String]>; 2]>,
 }
 
 impl Bounds {
@@ -32,9 +35,17 @@ impl Bounds {
             .map(|s| (s * 1e6).round().max(0.0) as u64)
             .collect();
         let seconds: Vec<f64> = micros.iter().map(|us| *us as f64 / 1e6).collect();
+        let le = [false, true].map(|om| {
+            seconds
+                .iter()
+                .chain([&f64::INFINITY])
+                .map(|s| super::text::le_value(*s, om))
+                .collect()
+        });
         Bounds {
             seconds: seconds.into(),
             micros: micros.into(),
+            le: Arc::new(le),
         }
     }
 }
@@ -86,6 +97,18 @@ impl MicrosHistogram {
         g.counts[i] += 1;
         g.count += 1;
         g.sum_micros = g.sum_micros.saturating_add(micros);
+    }
+
+    /// Run `f` on (sum in µs, count, per-bucket counts with +Inf last),
+    /// read together under the lock.
+    pub(crate) fn with_counts<R>(&self, f: impl FnOnce(u64, u64, &[u64]) -> R) -> R {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(g.sum_micros, g.count, &g.counts)
+    }
+
+    /// The `le` label values of the buckets, +Inf last.
+    pub(crate) fn le_values(&self, openmetrics: bool) -> &[String] {
+        &self.bounds.le[usize::from(openmetrics)]
     }
 
     /// Count one observation of `d`.

@@ -14,10 +14,12 @@
 //! result writer's counters), `process` (`process_*` and the tokio
 //! runtime's facts), `histogram` (durations counted in whole microseconds,
 //! so sums and bounds print without float noise), [`exposition`] (content
-//! negotiation and encoding).
+//! negotiation and encoding), `families` (the five event families with a
+//! series per label set) and `per_proxy` (the opt-in per-proxy series),
+//! both written by hand with `text`: they are most of a scrape's bytes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,7 +28,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
+use prometheus_client::registry::Unit;
 
 use crate::model::{CheckResult, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason};
 use crate::state::StateStore;
@@ -34,13 +37,19 @@ use crate::sweep::SweepGauges;
 
 mod exits;
 pub(crate) mod exposition;
+mod families;
 mod geo;
 mod histogram;
+mod per_proxy;
 mod process;
 mod state_collector;
 mod storage;
+mod text;
 
+use families::{render_pairs, LabeledFamily, Labels};
 use histogram::{Bounds, MicrosHistogram};
+use per_proxy::PerProxySeries;
+use text::Kind;
 
 use exits::{ExitCollector, SharedExitIps};
 pub(crate) use exits::{ExitSettings, MinAnonymity};
@@ -98,6 +107,94 @@ pub(crate) struct PhaseLabels {
     /// Phase.
     pub phase: String,
 }
+
+impl Labels for ProxyLabels {
+    fn render(&self, out: &mut String) {
+        render_pairs(
+            out,
+            &[
+                ("pool", &self.pool),
+                ("provider", &self.provider),
+                ("protocol", &self.protocol),
+            ],
+        );
+    }
+}
+
+impl Labels for StatusLabels {
+    fn render(&self, out: &mut String) {
+        render_pairs(
+            out,
+            &[
+                ("pool", &self.pool),
+                ("provider", &self.provider),
+                ("protocol", &self.protocol),
+                ("status", &self.status),
+            ],
+        );
+    }
+}
+
+impl Labels for ReasonLabels {
+    fn render(&self, out: &mut String) {
+        render_pairs(
+            out,
+            &[
+                ("pool", &self.pool),
+                ("provider", &self.provider),
+                ("protocol", &self.protocol),
+                ("reason", &self.reason),
+            ],
+        );
+    }
+}
+
+impl Labels for PhaseLabels {
+    fn render(&self, out: &mut String) {
+        render_pairs(
+            out,
+            &[
+                ("pool", &self.pool),
+                ("protocol", &self.protocol),
+                ("phase", &self.phase),
+            ],
+        );
+    }
+}
+
+/// The hand-encoded families (see [`families`]), in the order they are
+/// written: where the registry had them, between `process_*` and the
+/// other `pharox_*` families.
+const CHECK_DURATION: text::Family<'static> = text::Family {
+    name: "pharox_check_duration_seconds",
+    unit: Some("seconds"),
+    help: "Latency of successful (ACTIVE or SLOW) checks.",
+    kind: Kind::Histogram,
+};
+const CHECK_PHASE_DURATION: text::Family<'static> = text::Family {
+    name: "pharox_check_phase_duration_seconds",
+    unit: Some("seconds"),
+    help: "Time spent in each phase of the deciding attempt of a check.",
+    kind: Kind::Histogram,
+};
+const CHECKS: text::Family<'static> = text::Family {
+    name: "pharox_checks",
+    unit: None,
+    help: "Completed checks by outcome.",
+    kind: Kind::Counter,
+};
+const CHECK_ERRORS: text::Family<'static> = text::Family {
+    name: "pharox_check_errors",
+    unit: None,
+    help: "Failed checks by failure reason of the last attempt.",
+    kind: Kind::Counter,
+};
+const CHECK_TIMEOUTS: text::Family<'static> = text::Family {
+    name: "pharox_check_timeouts",
+    unit: None,
+    help: "Failed checks whose reason is timeout, by phase.",
+    kind: Kind::Counter,
+};
 
 /// `pool`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -234,12 +331,18 @@ impl PerProxy {
 
 /// Every metric the exporter serves.
 pub(crate) struct Metrics {
+    /// `process_*`, written first.
+    head: Registry,
+    /// Every other `pharox_*` family but the hand-encoded ones.
     registry: Registry,
-    check_duration: Family<ProxyLabels, MicrosHistogram, Bounds>,
-    phase_duration: Family<PhaseLabels, MicrosHistogram, Bounds>,
-    checks: Family<StatusLabels, Counter>,
-    errors: Family<ReasonLabels, Counter>,
-    timeouts: Family<PhaseLabels, Counter>,
+    check_duration: LabeledFamily<ProxyLabels, MicrosHistogram>,
+    phase_duration: LabeledFamily<PhaseLabels, MicrosHistogram>,
+    checks: LabeledFamily<StatusLabels, Counter>,
+    errors: LabeledFamily<ReasonLabels, Counter>,
+    timeouts: LabeledFamily<PhaseLabels, Counter>,
+    per_proxy_series: PerProxySeries,
+    /// Size of the last scrape, to size the next one's buffer.
+    last_size: AtomicUsize,
     sweep_duration: MicrosHistogram,
     sweeps: Counter,
     overruns: Counter,
@@ -274,38 +377,17 @@ impl Metrics {
         // `observe`. Read top to bottom it matches docs/metrics.md; split into
         // helpers, a family's name would sit apart from the field it fills.
         // `process_*` are standard names without our prefix; every other
-        // family lives in the `pharox` sub-registry.
-        let mut root = Registry::default();
-        root.register_collector(Box::new(process::ProcessCollector));
-        let registry = root.sub_registry_with_prefix("pharox");
-        let check_duration = Family::new_with_constructor(Bounds::new(latency_buckets));
-        registry.register_with_unit(
-            "check_duration",
-            "Latency of successful (ACTIVE or SLOW) checks",
-            Unit::Seconds,
-            check_duration.clone(),
-        );
-        let phase_duration = Family::new_with_constructor(Bounds::new(&PHASE_BUCKETS));
-        registry.register_with_unit(
-            "check_phase_duration",
-            "Time spent in each phase of the deciding attempt of a check",
-            Unit::Seconds,
-            phase_duration.clone(),
-        );
-        let checks = Family::<StatusLabels, Counter>::default();
-        registry.register("checks", "Completed checks by outcome", checks.clone());
-        let errors = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "check_errors",
-            "Failed checks by failure reason of the last attempt",
-            errors.clone(),
-        );
-        let timeouts = Family::<PhaseLabels, Counter>::default();
-        registry.register(
-            "check_timeouts",
-            "Failed checks whose reason is timeout, by phase",
-            timeouts.clone(),
-        );
+        // family lives in the `pharox` registry. The five families with a
+        // series per label set are encoded by hand (names and help in the
+        // constants above), between the two registries.
+        let mut head = Registry::default();
+        head.register_collector(Box::new(process::ProcessCollector));
+        let mut registry = Registry::with_prefix("pharox");
+        let check_duration = LabeledFamily::histograms(Bounds::new(latency_buckets));
+        let phase_duration = LabeledFamily::histograms(Bounds::new(&PHASE_BUCKETS));
+        let checks = LabeledFamily::counters();
+        let errors = LabeledFamily::counters();
+        let timeouts = LabeledFamily::counters();
         let sweep_duration = MicrosHistogram::new(Bounds::new(&SWEEP_BUCKETS));
         registry.register_with_unit(
             "exporter_sweep_duration",
@@ -369,11 +451,11 @@ impl Metrics {
         let per_proxy = Arc::new(PerProxy::default());
         let check_settings = Arc::new(CheckSettings::default());
         let state_for_exits = state.clone();
+        let per_proxy_series = PerProxySeries::new(state.clone(), per_proxy.clone());
         registry.register_collector(Box::new(StateCollector::new(
             state,
             gauges,
             exporter.clone(),
-            per_proxy.clone(),
             check_settings.clone(),
         )));
         let exit_settings = Arc::new(ExitSettings::default());
@@ -387,12 +469,15 @@ impl Metrics {
             registry.register_collector(c);
         }
         Metrics {
-            registry: root,
+            head,
+            registry,
             check_duration,
             phase_duration,
             checks,
             errors,
             timeouts,
+            per_proxy_series,
+            last_size: AtomicUsize::new(64 * 1024),
             sweep_duration,
             sweeps,
             overruns,
@@ -432,7 +517,7 @@ impl Metrics {
     pub(crate) fn observe(&self, proxy: &Proxy, r: &CheckResult) {
         let protocol = proxy.protocol.as_str().to_string();
         self.checks
-            .get_or_create(&StatusLabels {
+            .counter(&StatusLabels {
                 pool: proxy.pool.clone(),
                 provider: proxy.provider.clone(),
                 protocol: protocol.clone(),
@@ -441,7 +526,7 @@ impl Metrics {
             .inc();
         if r.status.is_up() {
             self.check_duration
-                .get_or_create(&ProxyLabels {
+                .histogram(&ProxyLabels {
                     pool: proxy.pool.clone(),
                     provider: proxy.provider.clone(),
                     protocol: protocol.clone(),
@@ -457,7 +542,7 @@ impl Metrics {
         ] {
             if let Some(ms) = r.phases.get(phase) {
                 self.phase_duration
-                    .get_or_create(&PhaseLabels {
+                    .histogram(&PhaseLabels {
                         pool: proxy.pool.clone(),
                         protocol: protocol.clone(),
                         phase: phase.as_str().to_string(),
@@ -479,7 +564,7 @@ impl Metrics {
         }
         if let Some(reason) = r.reason {
             self.errors
-                .get_or_create(&ReasonLabels {
+                .counter(&ReasonLabels {
                     pool: proxy.pool.clone(),
                     provider: proxy.provider.clone(),
                     protocol: protocol.clone(),
@@ -488,7 +573,7 @@ impl Metrics {
                 .inc();
             if reason == Reason::Timeout {
                 self.timeouts
-                    .get_or_create(&PhaseLabels {
+                    .counter(&PhaseLabels {
                         pool: proxy.pool.clone(),
                         protocol,
                         phase: r.phase.map(Phase::as_str).unwrap_or("connect").to_string(),
@@ -540,7 +625,7 @@ impl Metrics {
             );
             let protocol = protocol.as_str();
             for st in CHECK_OUTCOMES {
-                drop(self.checks.get_or_create(&StatusLabels {
+                drop(self.checks.counter(&StatusLabels {
                     pool: pool.clone(),
                     provider: provider.clone(),
                     protocol: protocol.to_string(),
@@ -550,7 +635,7 @@ impl Metrics {
             // local_resources is never counted here (such a check is not
             // recorded, see `checks_skipped`): no series for it.
             for reason in Reason::ALL.iter().filter(|r| **r != Reason::LocalResources) {
-                drop(self.errors.get_or_create(&ReasonLabels {
+                drop(self.errors.counter(&ReasonLabels {
                     pool: pool.clone(),
                     provider: provider.clone(),
                     protocol: protocol.to_string(),
@@ -558,7 +643,7 @@ impl Metrics {
                 }));
             }
             for phase in Phase::ALL {
-                drop(self.timeouts.get_or_create(&PhaseLabels {
+                drop(self.timeouts.counter(&PhaseLabels {
                     pool: pool.clone(),
                     protocol: protocol.to_string(),
                     phase: phase.as_str().to_string(),
@@ -578,6 +663,25 @@ impl Metrics {
 
     /// Render for a scrape: OpenMetrics, or Prometheus text 0.0.4.
     pub(crate) fn render(&self, openmetrics: bool) -> String {
-        exposition::encode(&self.registry, openmetrics, 64 * 1024)
+        // A little over the last scrape's size: a per-proxy scrape is tens
+        // of MB, and growing by doubling would copy it several times.
+        let last = self.last_size.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(last.saturating_add(last / 8));
+        exposition::encode_into(&mut out, &self.head, openmetrics);
+        self.check_duration
+            .encode(&CHECK_DURATION, &mut out, openmetrics);
+        self.phase_duration
+            .encode(&CHECK_PHASE_DURATION, &mut out, openmetrics);
+        self.checks.encode(&CHECKS, &mut out, openmetrics);
+        self.errors.encode(&CHECK_ERRORS, &mut out, openmetrics);
+        self.timeouts.encode(&CHECK_TIMEOUTS, &mut out, openmetrics);
+        exposition::encode_into(&mut out, &self.registry, openmetrics);
+        // Last: the per-proxy families are most of the bytes when on.
+        self.per_proxy_series.encode(&mut out, openmetrics);
+        if openmetrics {
+            out.push_str("# EOF\n");
+        }
+        self.last_size.store(out.len(), Ordering::Relaxed);
+        out
     }
 }

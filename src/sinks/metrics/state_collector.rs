@@ -1,9 +1,10 @@
-//! `pharox_proxies{status}` and the other current-state gauges, plus the
-//! opt-in per-proxy series: computed from the [`StateStore`] and the sweep's
-//! gauges at scrape time, so proxies that leave the inventory disappear by
-//! themselves and every status is emitted for every pool, at 0 when empty.
+//! `pharox_proxies{status}` and the other current-state gauges: computed
+//! from the [`StateStore`] and the sweep's gauges at scrape time, so
+//! proxies that leave the inventory disappear by themselves and every
+//! status is emitted for every pool, at 0 when empty. (The opt-in
+//! per-proxy series are written after the registry, by `per_proxy`.)
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -13,9 +14,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
-use super::{CheckSettings, ExporterGauges, PerProxy};
+use super::{CheckSettings, ExporterGauges};
 use crate::model::{ProxyProtocol, ProxyStatus};
-use crate::state::{status_index, ExitSeen, StateStore, StatusCounts};
+use crate::state::{status_index, StateStore, StatusCounts};
 use crate::sweep::SweepGauges;
 
 /// Current-state gauges, computed from our own state at every scrape.
@@ -24,9 +25,7 @@ pub(super) struct StateCollector {
     state: Arc<StateStore>,
     gauges: Arc<SweepGauges>,
     exporter: Arc<ExporterGauges>,
-    per_proxy: Arc<PerProxy>,
     check_settings: Arc<CheckSettings>,
-    dropped: AtomicU64,
 }
 
 impl StateCollector {
@@ -34,16 +33,13 @@ impl StateCollector {
         state: Arc<StateStore>,
         gauges: Arc<SweepGauges>,
         exporter: Arc<ExporterGauges>,
-        per_proxy: Arc<PerProxy>,
         check_settings: Arc<CheckSettings>,
     ) -> StateCollector {
         StateCollector {
             state,
             gauges,
             exporter,
-            per_proxy,
             check_settings,
-            dropped: AtomicU64::new(0),
         }
     }
 }
@@ -72,21 +68,7 @@ impl Collector for StateCollector {
         self.encode_slow_thresholds(&mut enc, &counts)?;
         self.encode_sweep_gauges(&mut enc)?;
         self.encode_exporter_gauges(&mut enc)?;
-        encode_build_info(&mut enc)?;
-        if self.per_proxy.get().0 {
-            self.encode_per_proxy(&mut enc)?;
-        } else {
-            // Switched off by a reload: no cap applies, so nothing is dropped
-            // (a stale count would keep a "series dropped" alert firing).
-            self.dropped.store(0, Ordering::Relaxed);
-        }
-        gauge(
-            &mut enc,
-            "exporter_proxy_series_dropped",
-            "Proxies left out of per-proxy series by the cap at this scrape",
-            None,
-            ConstGauge::new(self.dropped.load(Ordering::Relaxed) as i64),
-        )
+        encode_build_info(&mut enc)
     }
 }
 
@@ -259,98 +241,5 @@ impl StateCollector {
             Some(&Unit::Seconds),
             ConstGauge::new(x.reload_ts.get()),
         )
-    }
-
-    fn encode_per_proxy(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
-        let limit = self.per_proxy.get().1;
-        // (id, pool, provider, protocol, up, latency s, checked_at, exit)
-        type Row = (
-            String,
-            String,
-            String,
-            &'static str,
-            i64,
-            f64,
-            f64,
-            Option<ExitSeen>,
-        );
-        let mut rows: Vec<Row> = Vec::new();
-        self.state.for_each(|s| {
-            if let (Some(rep), Some(last)) = (s.reported, &s.last) {
-                let p = &s.proxy;
-                rows.push((
-                    p.id.clone(),
-                    p.pool.clone(),
-                    p.provider.clone(),
-                    p.protocol.as_str(),
-                    rep.is_up() as i64,
-                    last.latency_ms as f64 / 1000.0,
-                    last.checked_at,
-                    last.exit.as_deref().cloned(),
-                ));
-            }
-        });
-        // The cap keeps the lowest ids so the exported set is stable across scrapes.
-        let dropped = rows.len().saturating_sub(limit);
-        if dropped > 0 {
-            rows.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));
-            rows.truncate(limit);
-        }
-        self.dropped.store(dropped as u64, Ordering::Relaxed);
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        type Pick = fn(&Row) -> ConstGauge<f64>;
-        let families: [(&str, &str, Option<Unit>, Pick); 3] = [
-            (
-                "proxy_up",
-                "1 if the proxy is ACTIVE or SLOW (per-proxy, opt-in)",
-                None,
-                |r| ConstGauge::new(r.4 as f64),
-            ),
-            (
-                "proxy_latency",
-                "Latency of the proxy's last check (per-proxy, opt-in)",
-                Some(Unit::Seconds),
-                |r| ConstGauge::new(r.5),
-            ),
-            (
-                "proxy_last_check_timestamp",
-                "Unix time of the proxy's last check (per-proxy, opt-in)",
-                Some(Unit::Seconds),
-                |r| ConstGauge::new(r.6),
-            ),
-        ];
-        for (name, help, unit, pick) in families {
-            let mut fam = enc.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
-            for r in &rows {
-                let labels = [
-                    ("proxy_id", r.0.as_str()),
-                    ("pool", r.1.as_str()),
-                    ("provider", r.2.as_str()),
-                    ("protocol", r.3),
-                ];
-                pick(r).encode(fam.encode_family(&labels)?)?;
-            }
-        }
-        let mut fam = enc.encode_descriptor(
-            "proxy_exit_info",
-            "The exit IP, exit country and anonymity level the proxy's last check saw at a judge (per-proxy, opt-in); always 1",
-            None,
-            MetricType::Gauge,
-        )?;
-        for r in &rows {
-            let Some(exit) = &r.7 else { continue };
-            let ip = exit.ip.map(|ip| ip.to_string()).unwrap_or_default();
-            let labels = [
-                ("proxy_id", r.0.as_str()),
-                ("pool", r.1.as_str()),
-                ("provider", r.2.as_str()),
-                ("protocol", r.3),
-                ("exit_ip", ip.as_str()),
-                ("country", exit.country.as_ref().map_or("", |c| c.as_str())),
-                ("anonymity", exit.anonymity.map_or("", |a| a.as_str())),
-            ];
-            ConstGauge::new(1).encode(fam.encode_family(&labels)?)?;
-        }
-        Ok(())
     }
 }

@@ -1,0 +1,557 @@
+//! The opt-in per-proxy series (`pharox_proxy_*`) and
+//! `pharox_exporter_proxy_series_dropped`, written by hand at the end of a
+//! scrape (see [`super::text`] for why by hand).
+//!
+//! What a scrape of 100k proxies would otherwise redo every time: sort the
+//! ids, and escape four labels per proxy per family. Both depend only on
+//! which proxies the store holds, so they are kept in [`Order`] and rebuilt
+//! only when [`StateStore::membership_version`] moves. The values (status,
+//! latency, last check, exit) are read fresh at every scrape.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use super::text::{push_escaped, push_f64, push_i64, push_label, Family, Kind};
+use super::PerProxy;
+use crate::model::Proxy;
+use crate::state::{ExitSeen, ProxyState, StateStore};
+
+/// The per-proxy families, in the order they are written.
+const UP: Family<'static> = Family {
+    name: "pharox_proxy_up",
+    unit: None,
+    help: "1 if the proxy is ACTIVE or SLOW (per-proxy, opt-in)",
+    kind: Kind::Gauge,
+};
+const LATENCY: Family<'static> = Family {
+    name: "pharox_proxy_latency_seconds",
+    unit: Some("seconds"),
+    help: "Latency of the proxy's last check (per-proxy, opt-in)",
+    kind: Kind::Gauge,
+};
+const LAST_CHECK: Family<'static> = Family {
+    name: "pharox_proxy_last_check_timestamp_seconds",
+    unit: Some("seconds"),
+    help: "Unix time of the proxy's last check (per-proxy, opt-in)",
+    kind: Kind::Gauge,
+};
+const EXIT_INFO: Family<'static> = Family {
+    name: "pharox_proxy_exit_info",
+    unit: None,
+    help: "The exit IP, exit country and anonymity level the proxy's last check saw at a judge (per-proxy, opt-in); always 1",
+    kind: Kind::Gauge,
+};
+const DROPPED: Family<'static> = Family {
+    name: "pharox_exporter_proxy_series_dropped",
+    unit: None,
+    help: "Proxies left out of per-proxy series by the cap at this scrape",
+    kind: Kind::Gauge,
+};
+
+/// What a scrape exports of one checked proxy.
+#[derive(Debug, Clone)]
+struct Row {
+    up: bool,
+    latency_ms: u64,
+    checked_at: f64,
+    exit: Option<ExitSeen>,
+}
+
+/// The row of a proxy that has been checked (and so has a status).
+fn row_of(s: &ProxyState) -> Option<Row> {
+    match (s.reported, &s.last) {
+        (Some(rep), Some(last)) => Some(Row {
+            up: rep.is_up(),
+            latency_ms: last.latency_ms,
+            checked_at: last.checked_at,
+            exit: last.exit.as_deref().cloned(),
+        }),
+        _ => None,
+    }
+}
+
+/// The store's proxies sorted by id, with their labels rendered, valid for
+/// one membership version.
+#[derive(Debug, Default)]
+struct Order {
+    /// The membership version this was built at (`None`: never built).
+    version: Option<u64>,
+    /// In the order [`StateStore::for_each`] visits them: each proxy (held,
+    /// so its address cannot be reused by another while cached) and its
+    /// position in id order.
+    walk: Vec<(Arc<Proxy>, usize)>,
+    /// `proxy_id="…",pool="…",provider="…",protocol="…"` of every proxy in
+    /// id order, back to back; the i-th is `labels[ends[i-1]..ends[i]]`.
+    labels: String,
+    ends: Vec<usize>,
+}
+
+impl Order {
+    fn label(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.labels[start..self.ends[i]]
+    }
+
+    /// The rows of this scrape in id order, or `None` when the store no
+    /// longer holds exactly the proxies this order was built for.
+    fn rows(&self, state: &StateStore) -> Option<Vec<Option<Row>>> {
+        let mut rows = vec![None; self.walk.len()];
+        let mut seen = 0;
+        let mut same = true;
+        state.for_each(|s| {
+            match self.walk.get(seen) {
+                Some((p, pos)) if same && Arc::ptr_eq(p, &s.proxy) => rows[*pos] = row_of(s),
+                _ => same = false,
+            }
+            seen += 1;
+        });
+        (same && seen == self.walk.len()).then_some(rows)
+    }
+
+    /// Rebuild from the store as it is now; returns this scrape's rows.
+    fn rebuild(&mut self, state: &StateStore, version: u64) -> Vec<Option<Row>> {
+        let mut walk: Vec<(Arc<Proxy>, Option<Row>)> = Vec::new();
+        state.for_each(|s| walk.push((s.proxy.clone(), row_of(s))));
+        let mut sorted: Vec<usize> = (0..walk.len()).collect();
+        // Ids are the store's keys: unique, so the order is total.
+        sorted.sort_unstable_by(|a, b| walk[*a].0.id.as_str().cmp(walk[*b].0.id.as_str()));
+        let mut position = vec![0; walk.len()];
+        let mut rows = Vec::with_capacity(walk.len());
+        self.labels.clear();
+        self.ends.clear();
+        self.ends.reserve(walk.len());
+        for (pos, w) in sorted.iter().enumerate() {
+            position[*w] = pos;
+            let (p, row) = &mut walk[*w];
+            rows.push(row.take());
+            push_label(&mut self.labels, "proxy_id", p.id.as_str());
+            self.labels.push(',');
+            push_label(&mut self.labels, "pool", p.pool.as_str());
+            self.labels.push(',');
+            push_label(&mut self.labels, "provider", p.provider.as_str());
+            self.labels.push(',');
+            push_label(&mut self.labels, "protocol", p.protocol.as_str());
+            self.ends.push(self.labels.len());
+        }
+        self.walk = walk
+            .into_iter()
+            .zip(position)
+            .map(|((p, _), pos)| (p, pos))
+            .collect();
+        self.version = Some(version);
+        rows
+    }
+}
+
+/// Writes the per-proxy families of a scrape.
+#[derive(Debug)]
+pub(super) struct PerProxySeries {
+    state: Arc<StateStore>,
+    settings: Arc<PerProxy>,
+    order: Mutex<Order>,
+}
+
+impl PerProxySeries {
+    pub(super) fn new(state: Arc<StateStore>, settings: Arc<PerProxy>) -> PerProxySeries {
+        PerProxySeries {
+            state,
+            settings,
+            order: Mutex::default(),
+        }
+    }
+
+    /// Append the per-proxy families (when on) and the dropped gauge.
+    pub(super) fn encode(&self, out: &mut String, openmetrics: bool) {
+        let (on, limit) = self.settings.get();
+        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        let dropped = if on {
+            self.encode_series(&mut order, out, openmetrics, limit)
+        } else {
+            // Switched off (or never on): the cache would only hold memory.
+            // And no cap applies, so nothing is dropped (a stale count would
+            // keep a "series dropped" alert firing).
+            *order = Order::default();
+            0
+        };
+        drop(order);
+        DROPPED.header(out, openmetrics);
+        out.push_str(DROPPED.name);
+        out.push(' ');
+        push_i64(out, i64::try_from(dropped).unwrap_or(i64::MAX));
+        out.push('\n');
+    }
+
+    /// The four families; returns how many proxies the cap left out.
+    fn encode_series(
+        &self,
+        order: &mut Order,
+        out: &mut String,
+        openmetrics: bool,
+        limit: usize,
+    ) -> usize {
+        // Read before the walk: a change during it makes the next scrape
+        // rebuild, whatever this one saw.
+        let version = self.state.membership_version();
+        let cached = match order.version {
+            Some(v) if v == version => order.rows(&self.state),
+            _ => None,
+        };
+        let rows = match cached {
+            Some(rows) => rows,
+            None => order.rebuild(&self.state, version),
+        };
+        // The cap keeps the lowest ids, so the exported set is stable across scrapes.
+        let checked: Vec<usize> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().map(|_| i))
+            .collect();
+        let dropped = checked.len().saturating_sub(limit);
+        let kept = &checked[..checked.len() - dropped];
+        let series = |out: &mut String, name: &str, i: usize| {
+            out.push_str(name);
+            out.push('{');
+            out.push_str(order.label(i));
+        };
+        // 0 and 1 as the float gauges print them.
+        let [zero, one] = [0.0, 1.0].map(|v| {
+            let mut s = String::new();
+            push_f64(&mut s, v, openmetrics);
+            s
+        });
+        UP.header(out, openmetrics);
+        for (i, r) in kept.iter().filter_map(|i| Some((*i, rows[*i].as_ref()?))) {
+            series(out, UP.name, i);
+            out.push_str("} ");
+            out.push_str(if r.up { &one } else { &zero });
+            out.push('\n');
+        }
+        LATENCY.header(out, openmetrics);
+        for (i, r) in kept.iter().filter_map(|i| Some((*i, rows[*i].as_ref()?))) {
+            series(out, LATENCY.name, i);
+            out.push_str("} ");
+            push_f64(out, r.latency_ms as f64 / 1000.0, openmetrics);
+            out.push('\n');
+        }
+        LAST_CHECK.header(out, openmetrics);
+        for (i, r) in kept.iter().filter_map(|i| Some((*i, rows[*i].as_ref()?))) {
+            series(out, LAST_CHECK.name, i);
+            out.push_str("} ");
+            push_f64(out, r.checked_at, openmetrics);
+            out.push('\n');
+        }
+        EXIT_INFO.header(out, openmetrics);
+        for (i, exit) in kept
+            .iter()
+            .filter_map(|i| Some((*i, rows[*i].as_ref()?.exit.as_ref()?)))
+        {
+            series(out, EXIT_INFO.name, i);
+            out.push_str(",exit_ip=\"");
+            if let Some(ip) = exit.ip {
+                // An address prints no character that needs escaping.
+                let _ = write!(out, "{ip}");
+            }
+            out.push_str("\",country=\"");
+            push_escaped(out, exit.country.as_ref().map_or("", |c| c.as_str()));
+            out.push_str("\",anonymity=\"");
+            push_escaped(out, exit.anonymity.map_or("", |a| a.as_str()));
+            out.push_str("\"} 1\n");
+        }
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use chrono::DateTime;
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+    use prometheus_client::metrics::gauge::ConstGauge;
+    use prometheus_client::metrics::MetricType;
+    use prometheus_client::registry::{Registry, Unit};
+
+    use super::*;
+    use crate::model::{Anonymity, CheckResult, Exit, Geo, ProxyProtocol, ProxyStatus, Reason};
+
+    /// (id, pool, provider, protocol, up, latency s, checked_at, exit)
+    type RefRow = (
+        String,
+        String,
+        String,
+        &'static str,
+        i64,
+        f64,
+        f64,
+        Option<ExitSeen>,
+    );
+
+    /// The per-proxy families as prometheus-client encoded them before
+    /// they were written by hand: the reference the output must equal.
+    #[derive(Debug)]
+    struct Reference(Vec<RefRow>, usize);
+
+    impl Collector for Reference {
+        fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+            type Pick = fn(&RefRow) -> ConstGauge<f64>;
+            let families: [(&str, &str, Option<Unit>, Pick); 3] = [
+                ("proxy_up", UP.help, None, |r| ConstGauge::new(r.4 as f64)),
+                ("proxy_latency", LATENCY.help, Some(Unit::Seconds), |r| {
+                    ConstGauge::new(r.5)
+                }),
+                (
+                    "proxy_last_check_timestamp",
+                    LAST_CHECK.help,
+                    Some(Unit::Seconds),
+                    |r| ConstGauge::new(r.6),
+                ),
+            ];
+            for (name, help, unit, pick) in families {
+                let mut fam =
+                    enc.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+                for r in &self.0 {
+                    let labels = [
+                        ("proxy_id", r.0.as_str()),
+                        ("pool", r.1.as_str()),
+                        ("provider", r.2.as_str()),
+                        ("protocol", r.3),
+                    ];
+                    pick(r).encode(fam.encode_family(&labels)?)?;
+                }
+            }
+            let mut fam =
+                enc.encode_descriptor("proxy_exit_info", EXIT_INFO.help, None, MetricType::Gauge)?;
+            for r in &self.0 {
+                let Some(exit) = &r.7 else { continue };
+                let ip = exit.ip.map(|ip| ip.to_string()).unwrap_or_default();
+                let labels = [
+                    ("proxy_id", r.0.as_str()),
+                    ("pool", r.1.as_str()),
+                    ("provider", r.2.as_str()),
+                    ("protocol", r.3),
+                    ("exit_ip", ip.as_str()),
+                    ("country", exit.country.as_ref().map_or("", |c| c.as_str())),
+                    ("anonymity", exit.anonymity.map_or("", |a| a.as_str())),
+                ];
+                ConstGauge::new(1).encode(fam.encode_family(&labels)?)?;
+            }
+            let e = enc.encode_descriptor(
+                "exporter_proxy_series_dropped",
+                DROPPED.help,
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(self.1 as i64).encode(e)
+        }
+    }
+
+    /// What the old code exported of `state` under `limit`, both formats.
+    fn reference(state: &StateStore, on: bool, limit: usize) -> [String; 2] {
+        let mut rows: Vec<RefRow> = Vec::new();
+        state.for_each(|s| {
+            if let (Some(rep), Some(last)) = (s.reported, &s.last) {
+                let p = &s.proxy;
+                rows.push((
+                    p.id.to_string(),
+                    p.pool.to_string(),
+                    p.provider.to_string(),
+                    p.protocol.as_str(),
+                    rep.is_up() as i64,
+                    last.latency_ms as f64 / 1000.0,
+                    last.checked_at,
+                    last.exit.as_deref().cloned(),
+                ));
+            }
+        });
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let dropped = rows.len().saturating_sub(limit);
+        rows.truncate(limit);
+        if !on {
+            return [true, false].map(|om| {
+                let mut s = String::new();
+                DROPPED.header(&mut s, om);
+                s.push_str("pharox_exporter_proxy_series_dropped 0\n");
+                s
+            });
+        }
+        let mut reg = Registry::with_prefix("pharox");
+        reg.register_collector(Box::new(Reference(rows, dropped)));
+        [true, false].map(|om| {
+            let mut s = String::new();
+            super::super::exposition::encode_into(&mut s, &reg, om);
+            s
+        })
+    }
+
+    fn ours(series: &PerProxySeries) -> [String; 2] {
+        [true, false].map(|om| {
+            let mut s = String::new();
+            series.encode(&mut s, om);
+            s
+        })
+    }
+
+    fn proxy(id: &str, pool: &str, provider: &str, protocol: ProxyProtocol) -> Arc<Proxy> {
+        let mut p = Proxy::new(protocol, "127.0.0.1", 1080);
+        p.id = id.into();
+        p.pool = pool.into();
+        p.provider = provider.into();
+        Arc::new(p)
+    }
+
+    fn result(status: ProxyStatus, latency_ms: u64, at_ms: i64, exit: Option<Exit>) -> CheckResult {
+        CheckResult {
+            proxy_id: String::new(),
+            status,
+            latency_ms,
+            elapsed_ms: latency_ms,
+            attempts: 1,
+            status_code: None,
+            reason: (!status.is_up()).then_some(Reason::Timeout),
+            phase: None,
+            error: None,
+            checked_at: DateTime::from_timestamp_millis(at_ms).unwrap_or_default(),
+            phases: Default::default(),
+            exit,
+        }
+    }
+
+    fn exit(ip: Option<&str>, level: Option<Anonymity>, country: Option<&str>) -> Option<Exit> {
+        Some(Exit {
+            ip: ip.and_then(|i| i.parse().ok()),
+            anonymity: level,
+            anonymity_header: None,
+            geo: Some(Geo {
+                country: country.map(String::from),
+                ..Geo::default()
+            }),
+            geo_mismatch: false,
+        })
+    }
+
+    /// Proxies whose labels need escaping, numbers at the edges of the
+    /// float formatting, exits with and without each field, one unchecked.
+    fn fixture() -> (Arc<StateStore>, Vec<Arc<Proxy>>) {
+        let state = Arc::new(StateStore::new());
+        let http = ProxyProtocol::Http;
+        let proxies = vec![
+            proxy("p\"quote", "pool\\back", "prov\nline", http),
+            proxy("p-a", "a", "x", ProxyProtocol::Socks5),
+            proxy("p-b", "ünï", "\"\\\n", ProxyProtocol::Socks4),
+            proxy("p-c", "a", "x", http),
+            proxy("p-d", "a", "x", http),
+            proxy("p-e", "a", "x", ProxyProtocol::Https),
+            proxy("unchecked", "a", "x", http),
+        ];
+        state.sync(&proxies);
+        let results = [
+            result(ProxyStatus::Active, 0, 1_700_000_000_000, None),
+            result(
+                ProxyStatus::Slow,
+                2500,
+                1_765_432_109_876,
+                exit(Some("10.0.0.1"), Some(Anonymity::Elite), Some("DE")),
+            ),
+            result(ProxyStatus::Inactive, 1, 1, exit(None, None, None)),
+            result(
+                ProxyStatus::Active,
+                123_456_789,
+                999,
+                exit(
+                    Some("2001:db8::1"),
+                    Some(Anonymity::Transparent),
+                    Some("zz"),
+                ),
+            ),
+            result(ProxyStatus::Active, 100, 1_700_000_000_100, None),
+            result(ProxyStatus::Active, 300, 1_700_000_000_300, None),
+        ];
+        for (p, r) in proxies.iter().zip(&results) {
+            state.record(p, r, Instant::now());
+        }
+        (state, proxies)
+    }
+
+    #[test]
+    fn output_equals_the_crates_for_the_same_rows() {
+        let (state, proxies) = fixture();
+        let settings = Arc::new(PerProxy::default());
+        let series = PerProxySeries::new(state.clone(), settings.clone());
+        // Off, then on under the cap, at the cap, capped, and off again.
+        for (on, limit) in [
+            (false, 10),
+            (true, 10),
+            (true, 6),
+            (true, 2),
+            (true, 0),
+            (false, 2),
+        ] {
+            settings.set(on, limit);
+            // Twice: the second scrape uses the cached order.
+            for _ in 0..2 {
+                assert_eq!(
+                    ours(&series),
+                    reference(&state, on, limit),
+                    "on={on} limit={limit}"
+                );
+            }
+        }
+        // Results change, membership does not: values are read fresh.
+        settings.set(true, 10);
+        state.record(
+            &proxies[3],
+            &result(ProxyStatus::Inactive, 5000, 1_800_000_000_001, None),
+            Instant::now(),
+        );
+        assert_eq!(ours(&series), reference(&state, true, 10));
+        // A proxy leaves, one arrives, one is relabelled: the cached order
+        // and labels are rebuilt.
+        let mut next = proxies.clone();
+        next.remove(4);
+        next[1] = proxy("p-a", "moved", "x", ProxyProtocol::Socks5);
+        next.push(proxy("p-0", "a", "x", ProxyProtocol::Http));
+        state.sync(&next);
+        state.record(
+            &next[6],
+            &result(ProxyStatus::Active, 42, 1_700_000_000_042, None),
+            Instant::now(),
+        );
+        let [om, text] = ours(&series);
+        assert_eq!([om.clone(), text.clone()], reference(&state, true, 10));
+        assert!(text.contains("proxy_id=\"p-0\""), "{text}");
+        assert!(text.contains("proxy_id=\"p-a\",pool=\"moved\""), "{text}");
+        assert!(!text.contains("proxy_id=\"p-d\""), "{text}");
+    }
+
+    #[test]
+    fn an_empty_store_has_the_families_and_nothing_dropped() {
+        let state = Arc::new(StateStore::new());
+        let settings = Arc::new(PerProxy::default());
+        settings.set(true, 10);
+        let series = PerProxySeries::new(state.clone(), settings);
+        let got = ours(&series);
+        assert_eq!(got, reference(&state, true, 10));
+        assert!(
+            got[1].contains("# TYPE pharox_proxy_up gauge\n"),
+            "{}",
+            got[1]
+        );
+        assert!(got[0].contains("# UNIT pharox_proxy_latency_seconds seconds\n"));
+        assert!(got[1].ends_with("pharox_exporter_proxy_series_dropped 0\n"));
+    }
+
+    #[test]
+    fn a_store_changed_behind_the_version_is_noticed() {
+        let (state, _) = fixture();
+        let mut order = Order::default();
+        let version = state.membership_version();
+        let rows = order.rebuild(&state, version);
+        assert_eq!(rows.iter().filter(|r| r.is_some()).count(), 6);
+        assert!(order.rows(&state).is_some(), "same proxies, same order");
+        // Another store with the same ids: not the same records.
+        let (other, _) = fixture();
+        assert!(order.rows(&other).is_none());
+        assert_eq!(order.label(0), "proxy_id=\"p\\\"quote\",pool=\"pool\\\\back\",provider=\"prov\\nline\",protocol=\"http\"");
+    }
+}
