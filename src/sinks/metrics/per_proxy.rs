@@ -80,16 +80,46 @@ struct Order {
     /// so its address cannot be reused by another while cached) and its
     /// position in id order.
     walk: Vec<(Arc<Proxy>, usize)>,
-    /// `proxy_id="…",pool="…",provider="…",protocol="…"` of every proxy in
+    /// Index into `walk` of each position in id order.
+    by_position: Vec<usize>,
+    /// `proxy_id="…",pool="…",provider="…",protocol="…"` of the proxies in
     /// id order, back to back; the i-th is `labels[ends[i-1]..ends[i]]`.
+    /// Only the first (as many as the cap exports) are kept: at a million
+    /// proxies under the default cap, the rest would be ~80 MB never read.
     labels: String,
     ends: Vec<usize>,
 }
 
+/// Append a proxy's labels, escaped.
+fn render_labels(out: &mut String, p: &Proxy) {
+    push_label(out, "proxy_id", p.id.as_str());
+    out.push(',');
+    push_label(out, "pool", p.pool.as_str());
+    out.push(',');
+    push_label(out, "provider", p.provider.as_str());
+    out.push(',');
+    push_label(out, "protocol", p.protocol.as_str());
+}
+
 impl Order {
-    fn label(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.labels[start..self.ends[i]]
+    /// The labels of the proxy at position `i` in id order: cached, or
+    /// rendered into `scratch` (past the cached ones, when proxies of
+    /// lower ids are still unchecked).
+    fn label<'a>(&'a self, i: usize, scratch: &'a mut String) -> &'a str {
+        if let Some(end) = self.ends.get(i) {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            return &self.labels[start..*end];
+        }
+        scratch.clear();
+        if let Some((p, _)) = self.by_position.get(i).and_then(|w| self.walk.get(*w)) {
+            render_labels(scratch, p);
+        }
+        scratch
+    }
+
+    /// Whether labels are cached for the first `limit` positions (or all).
+    fn covers(&self, limit: usize) -> bool {
+        self.ends.len() >= limit.min(self.walk.len())
     }
 
     /// The rows of this scrape in id order, or `None` when the store no
@@ -108,8 +138,9 @@ impl Order {
         (same && seen == self.walk.len()).then_some(rows)
     }
 
-    /// Rebuild from the store as it is now; returns this scrape's rows.
-    fn rebuild(&mut self, state: &StateStore, version: u64) -> Vec<Option<Row>> {
+    /// Rebuild from the store as it is now, with labels for the first
+    /// `limit` positions; returns this scrape's rows.
+    fn rebuild(&mut self, state: &StateStore, version: u64, limit: usize) -> Vec<Option<Row>> {
         let mut walk: Vec<(Arc<Proxy>, Option<Row>)> = Vec::new();
         state.for_each(|s| walk.push((s.proxy.clone(), row_of(s))));
         let mut sorted: Vec<usize> = (0..walk.len()).collect();
@@ -117,22 +148,18 @@ impl Order {
         sorted.sort_unstable_by(|a, b| walk[*a].0.id.as_str().cmp(walk[*b].0.id.as_str()));
         let mut position = vec![0; walk.len()];
         let mut rows = Vec::with_capacity(walk.len());
-        self.labels.clear();
-        self.ends.clear();
-        self.ends.reserve(walk.len());
+        self.labels = String::new();
+        self.ends = Vec::with_capacity(limit.min(walk.len()));
         for (pos, w) in sorted.iter().enumerate() {
             position[*w] = pos;
             let (p, row) = &mut walk[*w];
             rows.push(row.take());
-            push_label(&mut self.labels, "proxy_id", p.id.as_str());
-            self.labels.push(',');
-            push_label(&mut self.labels, "pool", p.pool.as_str());
-            self.labels.push(',');
-            push_label(&mut self.labels, "provider", p.provider.as_str());
-            self.labels.push(',');
-            push_label(&mut self.labels, "protocol", p.protocol.as_str());
-            self.ends.push(self.labels.len());
+            if pos < limit {
+                render_labels(&mut self.labels, p);
+                self.ends.push(self.labels.len());
+            }
         }
+        self.by_position = sorted;
         self.walk = walk
             .into_iter()
             .zip(position)
@@ -193,12 +220,12 @@ impl PerProxySeries {
         // rebuild, whatever this one saw.
         let version = self.state.membership_version();
         let cached = match order.version {
-            Some(v) if v == version => order.rows(&self.state),
+            Some(v) if v == version && order.covers(limit) => order.rows(&self.state),
             _ => None,
         };
         let rows = match cached {
             Some(rows) => rows,
-            None => order.rebuild(&self.state, version),
+            None => order.rebuild(&self.state, version, limit),
         };
         // The cap keeps the lowest ids, so the exported set is stable across scrapes.
         let checked: Vec<usize> = rows
@@ -208,10 +235,11 @@ impl PerProxySeries {
             .collect();
         let dropped = checked.len().saturating_sub(limit);
         let kept = &checked[..checked.len() - dropped];
-        let series = |out: &mut String, name: &str, i: usize| {
+        let mut scratch = String::new();
+        let mut series = |out: &mut String, name: &str, i: usize| {
             out.push_str(name);
             out.push('{');
-            out.push_str(order.label(i));
+            out.push_str(order.label(i, &mut scratch));
         };
         // 0 and 1 as the float gauges print them.
         let [zero, one] = [0.0, 1.0].map(|v| {
@@ -443,6 +471,9 @@ mod tests {
             proxy("p-d", "a", "x", http),
             proxy("p-e", "a", "x", ProxyProtocol::Https),
             proxy("unchecked", "a", "x", http),
+            // Unchecked with the second-lowest id: a cap of 2 exports the
+            // first and third.
+            proxy("p#unchecked", "a", "x", http),
         ];
         state.sync(&proxies);
         let results = [
@@ -481,6 +512,7 @@ mod tests {
         // Off, then on under the cap, at the cap, capped, and off again.
         for (on, limit) in [
             (false, 10),
+            (true, 2),
             (true, 10),
             (true, 6),
             (true, 2),
@@ -513,7 +545,7 @@ mod tests {
         next.push(proxy("p-0", "a", "x", ProxyProtocol::Http));
         state.sync(&next);
         state.record(
-            &next[6],
+            &next[next.len() - 1],
             &result(ProxyStatus::Active, 42, 1_700_000_000_042, None),
             Instant::now(),
         );
@@ -546,12 +578,22 @@ mod tests {
         let (state, _) = fixture();
         let mut order = Order::default();
         let version = state.membership_version();
-        let rows = order.rebuild(&state, version);
+        let rows = order.rebuild(&state, version, 2);
         assert_eq!(rows.iter().filter(|r| r.is_some()).count(), 6);
         assert!(order.rows(&state).is_some(), "same proxies, same order");
         // Another store with the same ids: not the same records.
         let (other, _) = fixture();
         assert!(order.rows(&other).is_none());
-        assert_eq!(order.label(0), "proxy_id=\"p\\\"quote\",pool=\"pool\\\\back\",provider=\"prov\\nline\",protocol=\"http\"");
+        let mut scratch = String::new();
+        assert_eq!(
+            order.label(0, &mut scratch),
+            "proxy_id=\"p\\\"quote\",pool=\"pool\\\\back\",provider=\"prov\\nline\",protocol=\"http\""
+        );
+        // Past the cached labels, rendered on the spot.
+        assert!(order.covers(2) && !order.covers(3));
+        assert_eq!(
+            order.label(2, &mut scratch),
+            "proxy_id=\"p-a\",pool=\"a\",provider=\"x\",protocol=\"socks5\""
+        );
     }
 }

@@ -32,9 +32,14 @@ struct Facts {
 fn read_facts() -> Facts {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let (cpu_seconds, start_ticks) = parse_stat(&stat);
-    let boot = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| field_after(&s, "btime"));
+    // Boot time is fixed while the machine runs: read once, not at every
+    // scrape (/proc/stat is the largest of these files on a big host).
+    static BOOT: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    let boot = *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| field_after(&s, "btime"))
+    });
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kb = |key: &str| field_after(&status, key).map(|v| v * 1024.0);
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
