@@ -12,8 +12,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -28,6 +26,7 @@ use crate::state::StateStore;
 use crate::sweep::SweepGauges;
 
 mod auth;
+mod body;
 mod judge;
 mod limits;
 mod probe;
@@ -290,7 +289,7 @@ pub(crate) async fn serve_http1<I, S, B>(
     }
 }
 
-fn unauthorized() -> Response<Full<Bytes>> {
+fn unauthorized() -> routes::Resp {
     let mut r = routes::respond(StatusCode::UNAUTHORIZED, routes::PLAIN, "Unauthorized\n");
     r.headers_mut()
         .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));

@@ -7,21 +7,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{
     HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
 };
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
+use super::body::{Body, Chunk};
 use super::status::status_page;
 use super::AppState;
 use crate::sinks::metrics::exposition;
 
 /// A response with its whole body in memory.
-pub(crate) type Resp = Response<Full<Bytes>>;
+pub(crate) type Resp = Response<Body>;
 
 pub(super) const PLAIN: &str = "text/plain; charset=utf-8";
 
@@ -30,7 +30,7 @@ pub(super) fn respond(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Resp {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -97,10 +97,10 @@ async fn handle(req: Parts, app: Arc<AppState>) -> Resp {
     let path = req.uri.path().to_string();
     match (&req.method, path.as_str()) {
         (&Method::GET, p) if p == telemetry => {
-            let Ok(_slot) = app.requests.render() else {
+            let Ok(slot) = app.requests.render() else {
                 return busy(&app, "max_requests");
             };
-            metrics(&req, &app).await
+            metrics(&req, &app, slot).await
         }
         (&Method::GET, "/-/healthy") => respond(StatusCode::OK, PLAIN, "Healthy.\n"),
         (&Method::GET, "/-/ready") => {
@@ -166,14 +166,47 @@ fn method_not_allowed(allow: &'static str) -> Resp {
     r
 }
 
-async fn metrics(req: &Parts, app: &Arc<AppState>) -> Resp {
+/// Chunks of a streamed scrape in flight at most (each about
+/// [`crate::sinks::metrics::CHUNK`]).
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+async fn metrics(req: &Parts, app: &Arc<AppState>, slot: Option<OwnedSemaphorePermit>) -> Resp {
     let om = wants_openmetrics(req);
     let metrics = app.metrics.clone();
+    let (tx, mut rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     // Rendering walks every proxy's state; keep it off the async workers.
-    let body = tokio::task::spawn_blocking(move || metrics.render(om))
-        .await
-        .unwrap_or_default();
-    respond(StatusCode::OK, exposition::content_type(om), body)
+    // The render slot is held until the last chunk is handed over.
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let mut open = true;
+        metrics.render_chunks(om, &mut |chunk| {
+            // A scraper that went away: nothing more to send.
+            open = open && tx.blocking_send(Chunk::Data(chunk.into())).is_ok();
+        });
+        let _ = tx.blocking_send(Chunk::End);
+    });
+    let body = match rx.recv().await {
+        Some(Chunk::Data(first)) => match rx.recv().await {
+            // All of it in one chunk (any aggregated scrape): sent whole,
+            // with its length, as before.
+            Some(Chunk::End) => Body::full(first),
+            Some(Chunk::Data(second)) => Body::Stream {
+                head: [first, second].into(),
+                rx,
+                done: false,
+            },
+            None => Body::Stream {
+                head: [first].into(),
+                rx,
+                done: false,
+            },
+        },
+        // The renderer failed before its first chunk: an empty exposition.
+        Some(Chunk::End) | None => Body::full(Bytes::new()),
+    };
+    let mut r = respond(StatusCode::OK, exposition::content_type(om), Bytes::new());
+    *r.body_mut() = body;
+    r
 }
 
 async fn reload(app: &AppState) -> Resp {

@@ -248,6 +248,9 @@ const CHECK_OUTCOMES: [ProxyStatus; 3] = [
     ProxyStatus::Inactive,
 ];
 
+/// Bytes of a chunk of a streamed scrape (see [`Metrics::render_chunks`]).
+pub(crate) const CHUNK: usize = 1 << 20;
+
 /// Label sets (pool, provider, protocol) whose counters are created at 0
 /// up front, at most. Each costs 18 series (3 outcomes, 15 reasons), and
 /// each (pool, protocol) 6 more (timeouts by phase): 500 sets stay under
@@ -662,11 +665,22 @@ impl Metrics {
     }
 
     /// Render for a scrape: OpenMetrics, or Prometheus text 0.0.4.
+    #[cfg(test)]
     pub(crate) fn render(&self, openmetrics: bool) -> String {
-        // A little over the last scrape's size: a per-proxy scrape is tens
-        // of MB, and growing by doubling would copy it several times.
-        let last = self.last_size.load(Ordering::Relaxed);
+        let mut all = String::new();
+        self.render_chunks(openmetrics, &mut |chunk| all.push_str(&chunk));
+        all
+    }
+
+    /// Render for a scrape, handing `emit` the exposition in chunks of
+    /// about [`CHUNK`] bytes as they are written (one chunk when it is
+    /// smaller), so a large scrape can be sent while it is rendered.
+    pub(crate) fn render_chunks(&self, openmetrics: bool, emit: &mut dyn FnMut(String)) {
+        // A little over the last scrape's size (up to a chunk): growing by
+        // doubling would copy it several times.
+        let last = self.last_size.load(Ordering::Relaxed).min(CHUNK);
         let mut out = String::with_capacity(last.saturating_add(last / 8));
+        let mut total = 0;
         exposition::encode_into(&mut out, &self.head, openmetrics);
         self.check_duration
             .encode(&CHECK_DURATION, &mut out, openmetrics);
@@ -677,11 +691,21 @@ impl Metrics {
         self.timeouts.encode(&CHECK_TIMEOUTS, &mut out, openmetrics);
         exposition::encode_into(&mut out, &self.registry, openmetrics);
         // Last: the per-proxy families are most of the bytes when on.
-        self.per_proxy_series.encode(&mut out, openmetrics);
+        self.per_proxy_series
+            .encode(&mut out, openmetrics, &mut |out: &mut String| {
+                if out.len() >= CHUNK {
+                    total += out.len();
+                    emit(std::mem::replace(
+                        out,
+                        String::with_capacity(CHUNK + CHUNK / 8),
+                    ));
+                }
+            });
         if openmetrics {
             out.push_str("# EOF\n");
         }
-        self.last_size.store(out.len(), Ordering::Relaxed);
-        out
+        total += out.len();
+        self.last_size.store(total, Ordering::Relaxed);
+        emit(out);
     }
 }

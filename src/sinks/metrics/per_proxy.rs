@@ -170,12 +170,64 @@ impl Order {
     }
 }
 
+/// A float as `dtoa` printed it, kept with the value's bits: formatting
+/// is most of the per-proxy cost left, and the same values come back
+/// scrape after scrape (a proxy's last check time until it is checked
+/// again; latencies in whole milliseconds).
+#[derive(Debug, Clone, Copy)]
+struct Memo {
+    bits: u64,
+    len: u8,
+    text: [u8; 23],
+}
+
+impl Memo {
+    const EMPTY: Memo = Memo {
+        bits: 0,
+        len: 0,
+        text: [0; 23],
+    };
+
+    /// Append `v` as [`push_f64`] does, from the memo when it holds `v`.
+    fn push(&mut self, out: &mut String, v: f64, openmetrics: bool) {
+        // Only finite values: the formats print the others differently.
+        if !v.is_finite() {
+            return push_f64(out, v, openmetrics);
+        }
+        if self.len == 0 || self.bits != v.to_bits() {
+            let mut b = dtoa::Buffer::new();
+            let s = b.format_finite(v);
+            let Some(dst) = self.text.get_mut(..s.len()) else {
+                return out.push_str(s);
+            };
+            dst.copy_from_slice(s.as_bytes());
+            self.len = s.len() as u8;
+            self.bits = v.to_bits();
+        }
+        // What was copied in is dtoa's ASCII output.
+        out.push_str(std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or(""));
+    }
+}
+
+/// Latencies under this many milliseconds have a memo each.
+const LATENCY_MEMOS: usize = 16_384;
+
+/// What is kept between scrapes while per-proxy series are on.
+#[derive(Debug, Default)]
+struct Cache {
+    order: Order,
+    /// By latency in ms, up to [`LATENCY_MEMOS`].
+    latency: Vec<Memo>,
+    /// By position in id order, for the positions with cached labels.
+    checked_at: Vec<Memo>,
+}
+
 /// Writes the per-proxy families of a scrape.
 #[derive(Debug)]
 pub(super) struct PerProxySeries {
     state: Arc<StateStore>,
     settings: Arc<PerProxy>,
-    order: Mutex<Order>,
+    cache: Mutex<Cache>,
 }
 
 impl PerProxySeries {
@@ -183,24 +235,30 @@ impl PerProxySeries {
         PerProxySeries {
             state,
             settings,
-            order: Mutex::default(),
+            cache: Mutex::default(),
         }
     }
 
-    /// Append the per-proxy families (when on) and the dropped gauge.
-    pub(super) fn encode(&self, out: &mut String, openmetrics: bool) {
+    /// Append the per-proxy families (when on) and the dropped gauge,
+    /// calling `flush` after every line (it may take what `out` holds).
+    pub(super) fn encode(
+        &self,
+        out: &mut String,
+        openmetrics: bool,
+        flush: &mut dyn FnMut(&mut String),
+    ) {
         let (on, limit) = self.settings.get();
-        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let dropped = if on {
-            self.encode_series(&mut order, out, openmetrics, limit)
+            self.encode_series(&mut cache, out, openmetrics, limit, flush)
         } else {
             // Switched off (or never on): the cache would only hold memory.
             // And no cap applies, so nothing is dropped (a stale count would
             // keep a "series dropped" alert firing).
-            *order = Order::default();
+            *cache = Cache::default();
             0
         };
-        drop(order);
+        drop(cache);
         DROPPED.header(out, openmetrics);
         out.push_str(DROPPED.name);
         out.push(' ');
@@ -211,11 +269,17 @@ impl PerProxySeries {
     /// The four families; returns how many proxies the cap left out.
     fn encode_series(
         &self,
-        order: &mut Order,
+        cache: &mut Cache,
         out: &mut String,
         openmetrics: bool,
         limit: usize,
+        flush: &mut dyn FnMut(&mut String),
     ) -> usize {
+        let Cache {
+            order,
+            latency,
+            checked_at,
+        } = cache;
         // Read before the walk: a change during it makes the next scrape
         // rebuild, whatever this one saw.
         let version = self.state.membership_version();
@@ -235,6 +299,10 @@ impl PerProxySeries {
             .collect();
         let dropped = checked.len().saturating_sub(limit);
         let kept = &checked[..checked.len() - dropped];
+        latency.resize(LATENCY_MEMOS, Memo::EMPTY);
+        // A memo holds its value's bits: one left from another proxy
+        // (after a rebuild) is only a miss.
+        checked_at.resize(order.ends.len(), Memo::EMPTY);
         let mut scratch = String::new();
         let mut series = |out: &mut String, name: &str, i: usize| {
             out.push_str(name);
@@ -253,20 +321,33 @@ impl PerProxySeries {
             out.push_str("} ");
             out.push_str(if r.up { &one } else { &zero });
             out.push('\n');
+            flush(out);
         }
         LATENCY.header(out, openmetrics);
         for (i, r) in kept.iter().filter_map(|i| Some((*i, rows[*i].as_ref()?))) {
             series(out, LATENCY.name, i);
             out.push_str("} ");
-            push_f64(out, r.latency_ms as f64 / 1000.0, openmetrics);
+            let v = r.latency_ms as f64 / 1000.0;
+            match usize::try_from(r.latency_ms)
+                .ok()
+                .and_then(|ms| latency.get_mut(ms))
+            {
+                Some(memo) => memo.push(out, v, openmetrics),
+                None => push_f64(out, v, openmetrics),
+            }
             out.push('\n');
+            flush(out);
         }
         LAST_CHECK.header(out, openmetrics);
         for (i, r) in kept.iter().filter_map(|i| Some((*i, rows[*i].as_ref()?))) {
             series(out, LAST_CHECK.name, i);
             out.push_str("} ");
-            push_f64(out, r.checked_at, openmetrics);
+            match checked_at.get_mut(i) {
+                Some(memo) => memo.push(out, r.checked_at, openmetrics),
+                None => push_f64(out, r.checked_at, openmetrics),
+            }
             out.push('\n');
+            flush(out);
         }
         EXIT_INFO.header(out, openmetrics);
         for (i, exit) in kept
@@ -284,6 +365,7 @@ impl PerProxySeries {
             out.push_str("\",anonymity=\"");
             push_escaped(out, exit.anonymity.map_or("", |a| a.as_str()));
             out.push_str("\"} 1\n");
+            flush(out);
         }
         dropped
     }
@@ -415,7 +497,7 @@ mod tests {
     fn ours(series: &PerProxySeries) -> [String; 2] {
         [true, false].map(|om| {
             let mut s = String::new();
-            series.encode(&mut s, om);
+            series.encode(&mut s, om, &mut |_| ());
             s
         })
     }
@@ -554,6 +636,35 @@ mod tests {
         assert!(text.contains("proxy_id=\"p-0\""), "{text}");
         assert!(text.contains("proxy_id=\"p-a\",pool=\"moved\""), "{text}");
         assert!(!text.contains("proxy_id=\"p-d\""), "{text}");
+    }
+
+    #[test]
+    fn a_memo_prints_what_push_f64_prints_whatever_came_before() {
+        let mut memo = Memo::EMPTY;
+        let values = [
+            0.0,
+            0.0,
+            -0.0,
+            1.0,
+            1_765_432_109.876,
+            1_765_432_109.876,
+            0.001,
+            f64::INFINITY,
+            0.001,
+            f64::NAN,
+            1e300,
+            -1.7976931348623157e308,
+            5e-324,
+            123_456.789,
+        ];
+        for v in values {
+            for om in [true, false] {
+                let (mut want, mut got) = (String::new(), String::new());
+                push_f64(&mut want, v, om);
+                memo.push(&mut got, v, om);
+                assert_eq!(got, want, "{v:?} openmetrics={om}");
+            }
+        }
     }
 
     #[test]

@@ -752,3 +752,46 @@ fn geoip_and_own_ip_counters_count_what_happened() {
         );
     }
 }
+
+#[test]
+fn a_large_scrape_comes_in_chunks_that_add_up_to_the_exposition() {
+    let state = Arc::new(StateStore::new());
+    let m = Metrics::new(
+        &BUCKETS,
+        state.clone(),
+        Arc::new(SweepGauges::default()),
+        Vec::new(),
+    );
+    let proxies: Vec<Arc<Proxy>> = (0..12_000)
+        .map(|i| proxy(&format!("p{i:06}"), "alpha", "prov1", ProxyProtocol::Http))
+        .collect();
+    state.sync(&proxies);
+    for p in &proxies {
+        state.record(p, &result(ProxyStatus::Active, 120, None), Instant::now());
+    }
+    m.per_proxy.set(true, 100_000);
+    for om in [true, false] {
+        let mut chunks = Vec::new();
+        m.render_chunks(om, &mut |c| chunks.push(c));
+        assert!(chunks.len() > 1, "{} bytes in one chunk", chunks[0].len());
+        for c in &chunks[..chunks.len() - 1] {
+            assert!(c.len() >= super::CHUNK && c.len() < super::CHUNK + 1024);
+            assert!(c.ends_with('\n'), "chunks end at a line");
+        }
+        let all = chunks.concat();
+        // process_* are read anew at each render.
+        let stable = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with("process_"))
+                .map(String::from)
+                .collect()
+        };
+        assert!(stable(&all) == stable(&m.render(om)), "chunks differ");
+        assert_eq!(series(&parse(&all), "pharox_proxy_up").len(), 12_000);
+        assert!(all.ends_with(if om {
+            "pharox_exporter_proxy_series_dropped 0\n# EOF\n"
+        } else {
+            "pharox_exporter_proxy_series_dropped 0\n"
+        }));
+    }
+}
