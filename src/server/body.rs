@@ -9,11 +9,40 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How long a streamed scrape may take to be handed over, from the start
+/// of its rendering to its last chunk. The renderer holds a render slot
+/// (and the per-proxy cache) while it waits for the client to take each
+/// chunk: a client of the port that stops reading must not hold them for
+/// ever, or it would starve every other scrape. 30 s is three times
+/// Prometheus' default scrape timeout.
+pub(crate) const STREAM_DEADLINE: Duration = Duration::from_secs(30);
+
+/// From a blocking thread: hand `chunk` over unless `deadline` passes
+/// first. False when it was not sent (the body is gone, or the client
+/// too slow): the renderer then stops sending, and the response ends
+/// with an error rather than a short exposition.
+pub(crate) fn send_by(
+    rt: &Handle,
+    tx: &mpsc::Sender<Chunk>,
+    chunk: Chunk,
+    deadline: Instant,
+) -> bool {
+    rt.block_on(async {
+        matches!(
+            tokio::time::timeout_at(deadline, tx.send(chunk)).await,
+            Ok(Ok(()))
+        )
+    })
+}
 
 /// What a renderer sends down a [`Body::Stream`].
 #[derive(Debug)]
@@ -106,6 +135,37 @@ impl HttpBody for Body {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[test]
+    fn a_send_gives_up_at_its_deadline_when_nobody_reads() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let h = rt.handle().clone();
+        let (tx, mut rx) = mpsc::channel(1);
+        let soon = rt.block_on(async { Instant::now() + Duration::from_millis(20) });
+        assert!(send_by(&h, &tx, Chunk::End, soon), "room for one");
+        // Full, and nobody takes it: given up, not blocked for ever.
+        assert!(!send_by(&h, &tx, Chunk::End, soon));
+        // Read by the body: sent.
+        let later = rt.block_on(async { Instant::now() + Duration::from_secs(600) });
+        let reader = rt.spawn(async move {
+            let mut n = 0;
+            while rx.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        });
+        assert!(send_by(&h, &tx, Chunk::End, later));
+        drop(tx);
+        assert_eq!(rt.block_on(reader).expect("reader"), 2);
+        // The body gone: not sent, at once.
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        assert!(!send_by(&h, &tx, Chunk::End, later));
+    }
 
     #[tokio::test]
     async fn a_stream_is_its_chunks_and_ends_only_at_end() {

@@ -15,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
-use super::body::{Body, Chunk};
+use super::body::{send_by, Body, Chunk, STREAM_DEADLINE};
 use super::status::status_page;
 use super::AppState;
 use crate::sinks::metrics::exposition;
@@ -174,16 +174,21 @@ async fn metrics(req: &Parts, app: &Arc<AppState>, slot: Option<OwnedSemaphorePe
     let om = wants_openmetrics(req);
     let metrics = app.metrics.clone();
     let (tx, mut rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let rt = tokio::runtime::Handle::current();
+    let deadline = tokio::time::Instant::now() + STREAM_DEADLINE;
     // Rendering walks every proxy's state; keep it off the async workers.
-    // The render slot is held until the last chunk is handed over.
+    // The render slot is held until the last chunk is handed over, or the
+    // deadline passes.
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let mut open = true;
         metrics.render_chunks(om, &mut |chunk| {
-            // A scraper that went away: nothing more to send.
-            open = open && tx.blocking_send(Chunk::Data(chunk.into())).is_ok();
+            // A scraper that went away or stopped reading: nothing more to send.
+            open = open && send_by(&rt, &tx, Chunk::Data(chunk.into()), deadline);
         });
-        let _ = tx.blocking_send(Chunk::End);
+        if open {
+            send_by(&rt, &tx, Chunk::End, deadline);
+        }
     });
     let body = match rx.recv().await {
         Some(Chunk::Data(first)) => match rx.recv().await {
