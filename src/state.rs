@@ -277,7 +277,7 @@ struct Tally {
 
 impl Tally {
     fn label_set(&mut self, p: &Proxy) -> usize {
-        let key = (p.pool.clone(), p.provider.clone(), p.protocol);
+        let key = (p.pool.to_string(), p.provider.to_string(), p.protocol);
         if let Some(i) = self.index.get(&key) {
             return *i;
         }
@@ -371,7 +371,7 @@ impl StateStore {
         };
         for p in proxies {
             let mut shard = lock(self.shard(&p.id));
-            match shard.get_mut(&p.id) {
+            match shard.get_mut(p.id.as_str()) {
                 Some(s) => {
                     if *s.proxy != **p {
                         let same_labels = s.proxy.pool == p.pool
@@ -391,7 +391,7 @@ impl StateStore {
                 }
                 None => {
                     let state = self.new_state(p, gen);
-                    shard.insert(p.id.clone(), state);
+                    shard.insert(p.id.to_string(), state);
                 }
             }
         }
@@ -432,7 +432,7 @@ impl StateStore {
             .filter(|p| {
                 let shard = lock(self.shard(&p.id));
                 shard
-                    .get(&p.id)
+                    .get(p.id.as_str())
                     .and_then(|s| s.next_due)
                     .map(|d| d <= now)
                     .unwrap_or(true)
@@ -451,11 +451,11 @@ impl StateStore {
         } = *self.policy.read().unwrap_or_else(|e| e.into_inner());
         let mut shard = lock(self.shard(&proxy.id));
         // Look up before inserting: `entry` would allocate the id on every result.
-        if !shard.contains_key(&proxy.id) {
+        if !shard.contains_key(proxy.id.as_str()) {
             let state = self.new_state(proxy, 0);
-            shard.insert(proxy.id.clone(), state);
+            shard.insert(proxy.id.to_string(), state);
         }
-        let Some(s) = shard.get_mut(&proxy.id) else {
+        let Some(s) = shard.get_mut(proxy.id.as_str()) else {
             unreachable!("inserted above under the same lock")
         };
         let before = s.reported;
@@ -561,7 +561,7 @@ impl StateStore {
         let mut out = ExitCountsByPool::new();
         self.for_each(|s| {
             let row = out
-                .entry((s.proxy.pool.clone(), s.proxy.protocol))
+                .entry((s.proxy.pool.to_string(), s.proxy.protocol))
                 .or_default();
             if let Some(e) = exit_of(s) {
                 row.add(e);
@@ -577,8 +577,8 @@ impl StateStore {
         let mut out = StatusCounts::new();
         self.for_each(|s| {
             let key = (
-                s.proxy.pool.clone(),
-                s.proxy.provider.clone(),
+                s.proxy.pool.to_string(),
+                s.proxy.provider.to_string(),
                 s.proxy.protocol,
             );
             out.entry(key).or_insert([0; 5])[status_index(s.reported)] += 1;
@@ -754,7 +754,7 @@ mod tests {
         });
         let mk = |i: u16, pool: &str, provider: &str, protocol: ProxyProtocol| {
             let mut p = Proxy::new(protocol, "127.0.0.1", 1000 + i);
-            p.id = format!("p{i}");
+            p.id = format!("p{i}").into();
             p.pool = pool.into();
             p.provider = provider.into();
             Arc::new(p)
@@ -800,7 +800,7 @@ mod tests {
             inventory.retain(|p| p.port % 5 != round as u16);
             inventory.push(mk(100 + round as u16, "c", "x", ProxyProtocol::Socks5));
             let moved = Arc::make_mut(&mut inventory[0]);
-            moved.pool = format!("moved{round}");
+            moved.pool = format!("moved{round}").into();
         }
         assert!(
             st.exit_counts().values().any(|c| c.mismatched > 0),
@@ -847,7 +847,7 @@ mod tests {
             assert_eq!(
                 st.counts(),
                 StatusCounts::from([(
-                    (p.pool.clone(), p.provider.clone(), p.protocol),
+                    (p.pool.to_string(), p.provider.to_string(), p.protocol),
                     [1, 0, 0, 0, 0]
                 )]),
                 "{what}: counted under the current labels only"

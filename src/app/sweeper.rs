@@ -188,7 +188,7 @@ impl Sweeper {
             );
             metrics.inventory_error("duplicate", read.duplicates as u64);
         }
-        let proxies: Arc<[Arc<Proxy>]> = read.proxies.into_iter().map(Arc::new).collect();
+        let proxies: Arc<[Arc<Proxy>]> = read.proxies.into();
         self.sinks.state.sync(&proxies);
         // Counters of the inventory's label sets start at 0, not at their first event.
         metrics.preinit(self.sinks.state.counts().keys());

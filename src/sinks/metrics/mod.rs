@@ -433,8 +433,8 @@ impl Metrics {
         let protocol = proxy.protocol.as_str().to_string();
         self.checks
             .get_or_create(&StatusLabels {
-                pool: proxy.pool.clone(),
-                provider: proxy.provider.clone(),
+                pool: proxy.pool.to_string(),
+                provider: proxy.provider.to_string(),
                 protocol: protocol.clone(),
                 status: r.status.as_str().to_string(),
             })
@@ -442,8 +442,8 @@ impl Metrics {
         if r.status.is_up() {
             self.check_duration
                 .get_or_create(&ProxyLabels {
-                    pool: proxy.pool.clone(),
-                    provider: proxy.provider.clone(),
+                    pool: proxy.pool.to_string(),
+                    provider: proxy.provider.to_string(),
                     protocol: protocol.clone(),
                 })
                 .observe_micros(r.latency_ms.saturating_mul(1000));
@@ -458,7 +458,7 @@ impl Metrics {
             if let Some(ms) = r.phases.get(phase) {
                 self.phase_duration
                     .get_or_create(&PhaseLabels {
-                        pool: proxy.pool.clone(),
+                        pool: proxy.pool.to_string(),
                         protocol: protocol.clone(),
                         phase: phase.as_str().to_string(),
                     })
@@ -472,7 +472,7 @@ impl Metrics {
             if exit.geo_mismatch {
                 self.geo_mismatches
                     .get_or_create(&PoolLabel {
-                        pool: proxy.pool.clone(),
+                        pool: proxy.pool.to_string(),
                     })
                     .inc();
             }
@@ -480,8 +480,8 @@ impl Metrics {
         if let Some(reason) = r.reason {
             self.errors
                 .get_or_create(&ReasonLabels {
-                    pool: proxy.pool.clone(),
-                    provider: proxy.provider.clone(),
+                    pool: proxy.pool.to_string(),
+                    provider: proxy.provider.to_string(),
                     protocol: protocol.clone(),
                     reason: reason.as_str().to_string(),
                 })
@@ -489,7 +489,7 @@ impl Metrics {
             if reason == Reason::Timeout {
                 self.timeouts
                     .get_or_create(&PhaseLabels {
-                        pool: proxy.pool.clone(),
+                        pool: proxy.pool.to_string(),
                         protocol,
                         phase: r.phase.map(Phase::as_str).unwrap_or("connect").to_string(),
                     })

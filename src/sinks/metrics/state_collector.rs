@@ -279,9 +279,9 @@ impl StateCollector {
             if let (Some(rep), Some(last)) = (s.reported, &s.last) {
                 let p = &s.proxy;
                 rows.push((
-                    p.id.clone(),
-                    p.pool.clone(),
-                    p.provider.clone(),
+                    p.id.to_string(),
+                    p.pool.to_string(),
+                    p.provider.to_string(),
                     p.protocol.as_str(),
                     rep.is_up() as i64,
                     last.latency_ms as f64 / 1000.0,
