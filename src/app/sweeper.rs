@@ -209,7 +209,8 @@ impl Sweeper {
 
     /// One sweep of the proxies due, every result recorded by the sinks.
     async fn sweep(&self, cfg: &Config, started: Instant, shutdown: &Shutdown) -> SweepOutcome {
-        let due: Arc<[Arc<Proxy>]> = self.sinks.state.due(&self.proxies, started).into();
+        // The inventory itself unless back-off holds some proxies back.
+        let due = self.sinks.state.due_list(&self.proxies, started);
         let s = &cfg.sweep;
         let spread = s.spread.then_some((due.len(), s.interval));
         let params = SweepParams::new(s.concurrency, s.rate_limit, spread)

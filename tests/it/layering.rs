@@ -20,7 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tls_roots", &[]),
     // L1: leaf capabilities
     ("probe", &["model", "secret", "text", "tls_roots"]),
-    ("state", &["model"]),
+    ("state", &["model", "text"]),
     ("pharox_db", &["model", "secret", "tls_roots"]),
     ("geo", &["model"]),
     // L2: pipeline stages
