@@ -21,9 +21,10 @@
 // test `tests/it/layering.rs` enforces this; README "Layout" draws it).
 //
 // L0 vocabulary and primitives
-mod model; //      Proxy, ProxyProtocol, ProxyStatus, Phase, Reason, CheckResult (imports secret)
+mod model; //      Proxy, ProxyProtocol, ProxyStatus, Phase, Reason, CheckResult (imports secret, text)
 mod secret; //     Secret (prints ***) and the credential redactors
 mod shutdown; //   the stop token and a tracker for graceful drains
+mod text; //       Text (compact shared strings), Labels, the inventory's interner
 mod tls_roots; //  webpki + system roots + an optional CA file
 
 // L1 leaf capabilities
@@ -73,3 +74,4 @@ pub use server::{bind_judge, serve_judge, WebConfigError, JUDGE_MAX_CONNECTIONS}
 pub use shutdown::Shutdown;
 pub use sinks::db_writer::{CloseReport, ResultWriter};
 pub use sweep::{run as run_sweep, SweepOutcome, SweepParams};
+pub use text::{Labels, Text};

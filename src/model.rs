@@ -6,7 +6,6 @@
 //! hand-written `Debug`, and [`Proxy::redacted_url`] is the only way to
 //! print a proxy's address.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -16,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
+use crate::text::{Labels, Text};
 
 /// Seconds since the Unix epoch, with milliseconds: how timestamps appear in
 /// metrics and the status page.
@@ -326,33 +326,39 @@ impl fmt::Display for Reason {
 }
 
 /// One proxy to check, as an inventory yields it.
+///
+/// Kept small (120 bytes, against 192 with `String` fields): an exporter
+/// holds one per proxy of its inventory, a million of them at the largest.
+/// Strings are [`Text`] (inline up to 15 bytes, shared beyond), so an
+/// address costs no allocation and a pool or provider name one for the
+/// whole inventory; labels and a password are a pointer each.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proxy {
     /// Stable identity: given by the inventory, or [`Proxy::derive_id`].
-    pub id: String,
+    pub id: Text,
     /// How to talk to it.
     pub protocol: ProxyProtocol,
     /// Host name or IP literal (IPv6 without brackets).
-    pub host: String,
+    pub host: Text,
     /// TCP port.
     pub port: u16,
     /// Optional user name (SOCKS5 RFC 1929, HTTP Basic, SOCKS4 user id).
-    pub username: Option<String>,
+    pub username: Option<Text>,
     /// Optional password. Never printed, logged or exported: a [`Secret`].
     #[serde(skip_serializing)]
     pub password: Option<Secret>,
     /// Pool label (`default` when the inventory names none).
-    pub pool: String,
+    pub pool: Text,
     /// Provider label (`unknown` when the inventory names none).
-    pub provider: String,
+    pub provider: Text,
     /// Free-form labels carried from the inventory; never exported as metric labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
     /// The country the proxy is sold as (ISO 3166-1 alpha-2, upper case),
     /// from an inventory column or pharox's `proxy.country`; compared with
     /// the exit's geolocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
+    pub country: Option<Text>,
 }
 
 /// Pool label used when the inventory gives none.
@@ -362,9 +368,9 @@ pub(crate) const DEFAULT_PROVIDER: &str = "unknown";
 
 impl Proxy {
     /// A proxy with default pool/provider and an id derived from its address.
-    pub fn new(protocol: ProxyProtocol, host: impl Into<String>, port: u16) -> Self {
+    pub fn new(protocol: ProxyProtocol, host: impl Into<Text>, port: u16) -> Self {
         let host = host.into();
-        let id = Self::derive_id(protocol, None, &host, port);
+        let id = Self::derive_id(protocol, None, &host, port).into();
         Proxy {
             id,
             protocol,
@@ -372,9 +378,9 @@ impl Proxy {
             port,
             username: None,
             password: None,
-            pool: DEFAULT_POOL.to_string(),
-            provider: DEFAULT_PROVIDER.to_string(),
-            labels: BTreeMap::new(),
+            pool: DEFAULT_POOL.into(),
+            provider: DEFAULT_PROVIDER.into(),
+            labels: Labels::new(),
             country: None,
         }
     }
@@ -715,6 +721,17 @@ mod tests {
         assert!(!dbg.contains("s3cr3t-pw"), "{dbg}");
         assert!(!json.contains("s3cr3t-pw"), "{json}");
         assert_eq!(p.redacted_url(), "http://bob:***@127.0.0.1:3128");
+    }
+
+    /// A million of them are held at once: every byte counts a megabyte.
+    #[test]
+    fn a_proxy_stays_small() {
+        assert!(
+            std::mem::size_of::<Proxy>() <= 120,
+            "{}",
+            std::mem::size_of::<Proxy>()
+        );
+        assert_eq!(std::mem::size_of::<Option<Secret>>(), 8);
     }
 
     #[test]

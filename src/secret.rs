@@ -23,7 +23,7 @@
 //! user can find the line ([`Userinfo`] picks between the two).
 
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use base64::Engine;
 
@@ -34,13 +34,17 @@ use base64::Engine;
 /// map is refused without its value. (serde_json, asked for a string, names
 /// a number it finds instead in its own message: callers that read
 /// untrusted JSON check the type first, as the inventory does.)
+///
+/// One pointer wide, so that `Option<Secret>` costs a proxy without a
+/// password 8 bytes, and shared by its clones, so that an inventory whose
+/// proxies all carry the provider's one password holds it once.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct Secret(Box<str>);
+pub struct Secret(Arc<Box<str>>);
 
 impl Secret {
     /// Wrap a value as soon as it is parsed.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into().into_boxed_str())
+        Secret(Arc::new(value.into().into_boxed_str()))
     }
 
     /// The value, for the wire. Never format it into text.
@@ -51,6 +55,12 @@ impl Secret {
     /// True for the empty string.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// True when both are the same value in memory (shared, not copied).
+    #[cfg(test)]
+    pub(crate) fn shares_with(&self, other: &Secret) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 

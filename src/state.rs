@@ -6,17 +6,21 @@
 //! holds one shard for a few hundred nanoseconds and no lock is ever held
 //! across a check or an `.await`, so a scrape never waits on a sweep.
 
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use hashbrown::HashTable;
+
 use crate::model::{
     Anonymity, CheckResult, Exit, Phase, Proxy, ProxyProtocol, ProxyStatus, Reason,
 };
+use crate::text::Text;
 
 const SHARDS: usize = 32;
 
@@ -234,10 +238,16 @@ pub(crate) struct ProxyState {
     /// The last check.
     pub last: Option<LastCheck>,
     /// Not checked again before this instant (back-off); `None` = every sweep.
-    next_due: Option<Instant>,
-    generation: u64,
+    /// As [`StateStore::offset`] + 1 (so never 0): 8 bytes where an
+    /// `Option<Instant>` takes 16, to the nanosecond all the same.
+    next_due: Option<NonZeroU64>,
+    /// The last [`StateStore::sync`] that found the proxy in the inventory.
+    /// Only compared for equality with the current one, and every state
+    /// is updated or dropped by each sync, so wrapping is harmless; 16
+    /// bits make the state 96 bytes instead of 104.
+    generation: u16,
     /// Index of this proxy's (pool, provider, protocol) in [`Tally`].
-    label_set: usize,
+    label_set: u32,
 }
 
 /// A change of reported status caused by one result.
@@ -269,7 +279,9 @@ pub(crate) fn status_index(s: Option<ProxyStatus>) -> usize {
 /// (400 ms at a million proxies).
 #[derive(Default)]
 struct Tally {
-    index: HashMap<(String, String, ProxyProtocol), usize>,
+    /// Keyed by the proxies' own [`Text`]s: looking up a label set
+    /// allocates nothing.
+    index: HashMap<(Text, Text, ProxyProtocol), u32>,
     labels: Vec<(String, String, ProxyProtocol)>,
     rows: Vec<[u64; 5]>,
     /// Exit counts per label set, beside `rows`.
@@ -277,36 +289,39 @@ struct Tally {
 }
 
 impl Tally {
-    fn label_set(&mut self, p: &Proxy) -> usize {
+    fn label_set(&mut self, p: &Proxy) -> u32 {
         let key = (p.pool.clone(), p.provider.clone(), p.protocol);
         if let Some(i) = self.index.get(&key) {
             return *i;
         }
-        self.labels.push(key.clone());
+        // Label sets are a handful per pool: u32 is far beyond any inventory.
+        let i = self.rows.len() as u32;
+        self.labels
+            .push((p.pool.to_string(), p.provider.to_string(), p.protocol));
         self.rows.push([0; 5]);
         self.exits.push(ExitCounts::default());
-        self.index.insert(key, self.rows.len() - 1);
-        self.rows.len() - 1
+        self.index.insert(key, i);
+        i
     }
 
-    fn add(&mut self, set: usize, status: Option<ProxyStatus>) {
-        self.rows[set][status_index(status)] += 1;
+    fn add(&mut self, set: u32, status: Option<ProxyStatus>) {
+        self.rows[set as usize][status_index(status)] += 1;
     }
 
-    fn remove(&mut self, set: usize, status: Option<ProxyStatus>) {
-        let n = &mut self.rows[set][status_index(status)];
+    fn remove(&mut self, set: u32, status: Option<ProxyStatus>) {
+        let n = &mut self.rows[set as usize][status_index(status)];
         *n = n.saturating_sub(1);
     }
 
-    fn add_exit(&mut self, set: usize, e: Option<&ExitSeen>) {
+    fn add_exit(&mut self, set: u32, e: Option<&ExitSeen>) {
         if let Some(e) = e {
-            self.exits[set].add(e);
+            self.exits[set as usize].add(e);
         }
     }
 
-    fn remove_exit(&mut self, set: usize, e: Option<&ExitSeen>) {
+    fn remove_exit(&mut self, set: u32, e: Option<&ExitSeen>) {
         if let Some(e) = e {
-            self.exits[set].remove(e);
+            self.exits[set as usize].remove(e);
         }
     }
 }
@@ -316,28 +331,97 @@ fn exit_of(s: &ProxyState) -> Option<&ExitSeen> {
     s.last.as_ref().and_then(|l| l.exit.as_deref())
 }
 
+/// One shard of the store: the states in a `Vec`, and a table of their
+/// positions found by the hash of the proxy's id. The id is held once, in
+/// the proxy itself, where a `HashMap<String, ProxyState>` held it twice
+/// (key and proxy) and sized its buckets for the whole state: at a million
+/// proxies the table is 5 bytes a slot instead of ~140.
+#[derive(Default)]
+struct Shard {
+    states: Vec<ProxyState>,
+    /// Positions in `states`.
+    index: HashTable<u32>,
+}
+
+impl Shard {
+    /// The position of the state of proxy `id` (whose hash is `hash`).
+    fn find(&self, hash: u64, id: &str) -> Option<usize> {
+        let states = &self.states;
+        self.index
+            .find(hash, |&i| *states[i as usize].proxy.id == *id)
+            .map(|&i| i as usize)
+    }
+
+    /// Add a state for a proxy not in the shard yet; returns its position.
+    fn insert(&mut self, hash: u64, state: ProxyState, hasher: &RandomState) -> usize {
+        let i = self.states.len();
+        self.states.push(state);
+        let states = &self.states;
+        // Positions are below 2^32: a shard holds a 32nd of the inventory.
+        self.index
+            .insert_unique(hash, i as u32, |&j| id_hash(hasher, &states[j as usize]));
+        i
+    }
+
+    /// Keep the states `keep` says to; positions are rebuilt if any left.
+    fn retain(&mut self, hasher: &RandomState, keep: impl FnMut(&ProxyState) -> bool) {
+        let before = self.states.len();
+        self.states.retain(keep);
+        if self.states.len() == before {
+            return;
+        }
+        // Give back what a shrunken inventory no longer needs, so memory
+        // follows the inventory down as well as up.
+        if self.states.capacity() > 2 * self.states.len() {
+            self.states.shrink_to_fit();
+        }
+        self.index.clear();
+        self.index.shrink_to(self.states.len(), |&j| {
+            id_hash(hasher, &self.states[j as usize])
+        });
+        for (i, s) in self.states.iter().enumerate() {
+            let hash = hasher.hash_one(&*s.proxy.id);
+            let states = &self.states;
+            self.index
+                .insert_unique(hash, i as u32, |&j| id_hash(hasher, &states[j as usize]));
+        }
+    }
+}
+
+/// The hash a state is found by: its proxy's id's.
+fn id_hash(hasher: &RandomState, s: &ProxyState) -> u64 {
+    hasher.hash_one(&*s.proxy.id)
+}
+
 pub(crate) struct StateStore {
-    shards: Vec<Mutex<HashMap<String, ProxyState>>>,
+    shards: Vec<Mutex<Shard>>,
+    /// Hashes ids, for the shard (bits 32 and up) and the shard's table:
+    /// one hash per lookup.
+    hasher: RandomState,
     tally: Mutex<Tally>,
     /// Read on every result, written on a config reload: a read lock is an
     /// atomic operation, where a mutex taken by every worker would make
     /// them wait on each other.
     policy: RwLock<Policy>,
-    generation: Mutex<u64>,
-    /// Bumped whenever the set of proxies or any proxy's record changes
-    /// (added, removed, replaced by `sync`): what the per-proxy series
-    /// cache their sorted order and rendered labels against.
+    generation: Mutex<u16>,
+    /// Bumped whenever a proxy is added or removed or its labels change:
+    /// what the per-proxy series cache their sorted order and rendered
+    /// labels against.
     membership: AtomicU64,
+    /// What due times are counted from.
+    epoch: Instant,
 }
 
 impl Default for StateStore {
     fn default() -> Self {
         StateStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
             tally: Mutex::new(Tally::default()),
             policy: RwLock::new(Policy::default()),
             generation: Mutex::new(0),
             membership: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 }
@@ -354,15 +438,19 @@ impl StateStore {
         Self::default()
     }
 
-    fn shard(&self, id: &str) -> &Mutex<HashMap<String, ProxyState>> {
-        let mut h = DefaultHasher::new();
-        id.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+    /// The hash of `id` and its shard. The shard is chosen by high bits:
+    /// the table inside uses the low ones, which would otherwise be the
+    /// same for every id of a shard.
+    fn shard(&self, id: &str) -> (u64, &Mutex<Shard>) {
+        let hash = self.hasher.hash_one(id);
+        (hash, &self.shards[((hash >> 32) as usize) % SHARDS])
     }
 
-    /// Changes whenever a proxy is added, removed or replaced by a new
-    /// record (new labels or address): equal values mean the same proxies,
-    /// each with the same `Arc<Proxy>`.
+    /// Changes whenever a proxy is added or removed, or its labels (pool,
+    /// provider, protocol) change: equal values mean the same ids with the
+    /// same labels, visited by [`StateStore::for_each`] in the same order.
+    /// A record replaced by an equal-labelled copy (every inventory read)
+    /// does not change it.
     pub(crate) fn membership_version(&self) -> u64 {
         self.membership.load(Ordering::Acquire)
     }
@@ -383,40 +471,48 @@ impl StateStore {
     pub(crate) fn sync(&self, proxies: &[Arc<Proxy>]) {
         let gen = {
             let mut g = lock(&self.generation);
-            *g += 1;
+            // Never 0, the generation of a state `record` created: such a
+            // state stays only if the inventory has its proxy.
+            *g = g.wrapping_add(1).max(1);
             *g
         };
         for p in proxies {
-            let mut shard = lock(self.shard(&p.id));
-            match shard.get_mut(&p.id) {
-                Some(s) => {
-                    if *s.proxy != **p {
-                        let same_labels = s.proxy.pool == p.pool
-                            && s.proxy.provider == p.provider
-                            && s.proxy.protocol == p.protocol;
-                        if !same_labels {
-                            let mut t = lock(&self.tally);
-                            t.remove(s.label_set, s.reported);
-                            t.remove_exit(s.label_set, exit_of(s));
-                            s.label_set = t.label_set(p);
-                            t.add(s.label_set, s.reported);
-                            t.add_exit(s.label_set, exit_of(s));
-                        }
-                        s.proxy = p.clone();
+            let (hash, shard) = self.shard(&p.id);
+            let mut shard = lock(shard);
+            match shard.find(hash, &p.id) {
+                Some(i) => {
+                    let s = &mut shard.states[i];
+                    let same_labels = s.proxy.pool == p.pool
+                        && s.proxy.provider == p.provider
+                        && s.proxy.protocol == p.protocol;
+                    if !same_labels {
+                        let mut t = lock(&self.tally);
+                        t.remove(s.label_set, s.reported);
+                        t.remove_exit(s.label_set, exit_of(s));
+                        s.label_set = t.label_set(p);
+                        t.add(s.label_set, s.reported);
+                        t.add_exit(s.label_set, exit_of(s));
                         self.membership_changed();
+                    }
+                    // The list's copy, even when its values are the same:
+                    // holding the previous read's would keep both reads'
+                    // proxies in memory. Not a membership change: the id
+                    // and labels are the same (what per-proxy series show).
+                    if !Arc::ptr_eq(&s.proxy, p) {
+                        s.proxy = p.clone();
                     }
                     s.generation = gen;
                 }
                 None => {
                     let state = self.new_state(p, gen);
-                    shard.insert(p.id.clone(), state);
+                    shard.insert(hash, state, &self.hasher);
                     self.membership_changed();
                 }
             }
         }
         let mut removed = false;
         for shard in &self.shards {
-            lock(shard).retain(|_, s| {
+            lock(shard).retain(&self.hasher, |s| {
                 let keep = s.generation == gen;
                 if !keep {
                     let mut t = lock(&self.tally);
@@ -433,7 +529,7 @@ impl StateStore {
     }
 
     /// A proxy's first state (unchecked), counted in the tally.
-    fn new_state(&self, p: &Arc<Proxy>, generation: u64) -> ProxyState {
+    fn new_state(&self, p: &Arc<Proxy>, generation: u16) -> ProxyState {
         let mut t = lock(&self.tally);
         let label_set = t.label_set(p);
         t.add(label_set, None);
@@ -450,19 +546,43 @@ impl StateStore {
     }
 
     /// Proxies due for a check at `now`, in the order given.
+    #[cfg(test)]
     pub(crate) fn due(&self, proxies: &[Arc<Proxy>], now: Instant) -> Vec<Arc<Proxy>> {
         proxies
             .iter()
-            .filter(|p| {
-                let shard = lock(self.shard(&p.id));
-                shard
-                    .get(&p.id)
-                    .and_then(|s| s.next_due)
-                    .map(|d| d <= now)
-                    .unwrap_or(true)
-            })
+            .filter(|p| self.is_due(p, now))
             .cloned()
             .collect()
+    }
+
+    /// [`StateStore::due`] as the list a sweep takes: `proxies` itself
+    /// (shared, not copied) when every proxy is due, as every one is
+    /// without back-off.
+    pub(crate) fn due_list(&self, proxies: &Arc<[Arc<Proxy>]>, now: Instant) -> Arc<[Arc<Proxy>]> {
+        match proxies.iter().position(|p| !self.is_due(p, now)) {
+            None => proxies.clone(),
+            Some(first) => proxies[..first]
+                .iter()
+                .chain(proxies[first + 1..].iter().filter(|p| self.is_due(p, now)))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// True unless back-off holds the proxy until after `now`.
+    fn is_due(&self, p: &Proxy, now: Instant) -> bool {
+        let (hash, shard) = self.shard(&p.id);
+        let shard = lock(shard);
+        shard
+            .find(hash, &p.id)
+            .and_then(|i| shard.states[i].next_due)
+            .is_none_or(|d| d.get() <= self.offset(now) + 1)
+    }
+
+    /// Nanoseconds from the store's creation to `t` (0 for any earlier
+    /// instant): how due times are kept.
+    fn offset(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
     /// Apply one result: hysteresis on the reported status, back-off on the
@@ -473,16 +593,18 @@ impl StateStore {
             backoff,
             interval,
         } = *self.policy.read().unwrap_or_else(|e| e.into_inner());
-        let mut shard = lock(self.shard(&proxy.id));
-        // Look up before inserting: `entry` would allocate the id on every result.
-        if !shard.contains_key(&proxy.id) {
-            let state = self.new_state(proxy, 0);
-            shard.insert(proxy.id.clone(), state);
-            self.membership_changed();
-        }
-        let Some(s) = shard.get_mut(&proxy.id) else {
-            unreachable!("inserted above under the same lock")
+        let (hash, shard) = self.shard(&proxy.id);
+        let mut shard = lock(shard);
+        let i = match shard.find(hash, &proxy.id) {
+            Some(i) => i,
+            None => {
+                let state = self.new_state(proxy, 0);
+                let i = shard.insert(hash, state, &self.hasher);
+                self.membership_changed();
+                i
+            }
         };
+        let s = &mut shard.states[i];
         let before = s.reported;
         if r.status.is_up() {
             s.oks = s.oks.saturating_add(1);
@@ -522,7 +644,7 @@ impl StateStore {
                 .saturating_mul(factor)
                 .min(backoff.max_interval.max(interval));
             // Due slightly early, so the sweep that starts on time still picks it up.
-            Some(now + gap.saturating_sub(interval / 10))
+            NonZeroU64::new(self.offset(now + gap.saturating_sub(interval / 10)) + 1)
         } else {
             None
         };
@@ -550,7 +672,7 @@ impl StateStore {
     /// Number of proxies held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|s| lock(s).states.len()).sum()
     }
 
     /// Proxies per (pool, provider, protocol) and reported status.
@@ -586,7 +708,7 @@ impl StateStore {
         let mut out = ExitCountsByPool::new();
         self.for_each(|s| {
             let row = out
-                .entry((s.proxy.pool.clone(), s.proxy.protocol))
+                .entry((s.proxy.pool.to_string(), s.proxy.protocol))
                 .or_default();
             if let Some(e) = exit_of(s) {
                 row.add(e);
@@ -602,8 +724,8 @@ impl StateStore {
         let mut out = StatusCounts::new();
         self.for_each(|s| {
             let key = (
-                s.proxy.pool.clone(),
-                s.proxy.provider.clone(),
+                s.proxy.pool.to_string(),
+                s.proxy.provider.to_string(),
                 s.proxy.protocol,
             );
             out.entry(key).or_insert([0; 5])[status_index(s.reported)] += 1;
@@ -614,7 +736,7 @@ impl StateStore {
     /// Visit every proxy's state (one shard locked at a time, briefly).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&ProxyState)) {
         for shard in &self.shards {
-            for s in lock(shard).values() {
+            for s in &lock(shard).states {
                 f(s);
             }
         }
@@ -622,7 +744,9 @@ impl StateStore {
 
     /// The state of one proxy.
     pub(crate) fn get(&self, id: &str) -> Option<ProxyState> {
-        lock(self.shard(id)).get(id).cloned()
+        let (hash, shard) = self.shard(id);
+        let shard = lock(shard);
+        shard.find(hash, id).map(|i| shard.states[i].clone())
     }
 }
 
@@ -779,7 +903,7 @@ mod tests {
         });
         let mk = |i: u16, pool: &str, provider: &str, protocol: ProxyProtocol| {
             let mut p = Proxy::new(protocol, "127.0.0.1", 1000 + i);
-            p.id = format!("p{i}");
+            p.id = format!("p{i}").into();
             p.pool = pool.into();
             p.provider = provider.into();
             Arc::new(p)
@@ -825,7 +949,7 @@ mod tests {
             inventory.retain(|p| p.port % 5 != round as u16);
             inventory.push(mk(100 + round as u16, "c", "x", ProxyProtocol::Socks5));
             let moved = Arc::make_mut(&mut inventory[0]);
-            moved.pool = format!("moved{round}");
+            moved.pool = format!("moved{round}").into();
         }
         assert!(
             st.exit_counts().values().any(|c| c.mismatched > 0),
@@ -872,7 +996,7 @@ mod tests {
             assert_eq!(
                 st.counts(),
                 StatusCounts::from([(
-                    (p.pool.clone(), p.provider.clone(), p.protocol),
+                    (p.pool.to_string(), p.provider.to_string(), p.protocol),
                     [1, 0, 0, 0, 0]
                 )]),
                 "{what}: counted under the current labels only"
@@ -990,6 +1114,156 @@ mod tests {
         // A slow result is up: back to every sweep.
         st.record(&p, &result(ProxyStatus::Slow), t0);
         assert_eq!(st.due(&list, t0).len(), 1);
+    }
+
+    /// States live in a `Vec` found through a table of positions: after
+    /// proxies leave (positions move) and others arrive, every lookup still
+    /// finds its own proxy's state, and a departed proxy is not found.
+    #[test]
+    fn states_are_found_by_id_after_removals_and_additions() {
+        let st = StateStore::new();
+        let mk = |i: u32| {
+            let mut p = Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1);
+            p.id = format!("p{i}").into();
+            Arc::new(p)
+        };
+        let all: Vec<Arc<Proxy>> = (0..3000).map(mk).collect();
+        st.sync(&all);
+        let now = Instant::now();
+        for (i, p) in all.iter().enumerate() {
+            let mut r = result(ProxyStatus::Active);
+            r.latency_ms = i as u64;
+            st.record(p, &r, now);
+        }
+        let kept: Vec<Arc<Proxy>> = all
+            .iter()
+            .filter(|p| p.id.len() % 2 == 0 || p.id.ends_with('7'))
+            .cloned()
+            .chain((3000..3500).map(mk))
+            .collect();
+        st.sync(&kept);
+        assert_eq!(st.len(), kept.len());
+        for (i, p) in all.iter().enumerate() {
+            let s = st.get(&p.id);
+            if kept.iter().any(|k| k.id == p.id) {
+                let s = s.expect("kept");
+                assert_eq!(s.proxy.id, p.id);
+                assert_eq!(s.last.map(|l| l.latency_ms), Some(i as u64), "{}", p.id);
+            } else {
+                assert!(s.is_none(), "{} left", p.id);
+            }
+        }
+        for p in &kept[kept.len() - 500..] {
+            let s = st.get(&p.id).expect("added");
+            assert_eq!((s.proxy.id.as_str(), s.reported), (p.id.as_str(), None));
+        }
+        let mut seen = 0;
+        st.for_each(|_| seen += 1);
+        assert_eq!(seen, kept.len());
+        assert_eq!(st.counts(), st.recount());
+    }
+
+    /// Due times are kept as nanoseconds from the store's creation: a
+    /// proxy held back is due exactly at its time, not a nanosecond before.
+    #[test]
+    fn due_times_are_kept_to_the_nanosecond() {
+        let st = StateStore::new();
+        st.set_policy(Policy {
+            backoff: RecheckBackoff {
+                enabled: true,
+                max_interval: Duration::from_secs(600),
+            },
+            ..Policy::default()
+        });
+        let p = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1));
+        let list = vec![p.clone()];
+        let t0 = Instant::now() + Duration::from_nanos(123_456_789);
+        st.record(&p, &result(ProxyStatus::Inactive), t0);
+        st.record(&p, &result(ProxyStatus::Inactive), t0);
+        // Two failures: 120 s, due a tenth of the 60 s interval early.
+        let due_at = t0 + Duration::from_secs(114);
+        assert_eq!(st.due(&list, due_at - Duration::from_nanos(1)).len(), 0);
+        assert_eq!(st.due(&list, due_at).len(), 1);
+        assert_eq!(st.due(&list, due_at + Duration::from_nanos(1)).len(), 1);
+    }
+
+    /// The sync generation is 16 bits: past its wrap, a proxy still in
+    /// the inventory stays and one that left goes, and a state that
+    /// `record` made for a proxy outside the inventory (generation 0) goes
+    /// at the next sync, whatever the count.
+    #[test]
+    fn syncs_past_the_generation_wrap_keep_exactly_the_inventory() {
+        let st = StateStore::new();
+        let a = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1));
+        let b = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 2));
+        let stray = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 3));
+        for n in 0..(u16::MAX as usize + 10) {
+            st.sync(&[a.clone(), b.clone()]);
+            if n % 4096 == 0 || n > u16::MAX as usize - 3 {
+                st.record(&stray, &result(ProxyStatus::Active), Instant::now());
+                st.sync(&[a.clone(), b.clone()]);
+                assert!(st.get(&stray.id).is_none(), "after {n} syncs");
+            }
+        }
+        st.sync(std::slice::from_ref(&a));
+        assert!(st.get(&a.id).is_some() && st.get(&b.id).is_none());
+        assert_eq!(st.len(), 1);
+    }
+
+    /// A million states are held at once.
+    #[test]
+    fn a_state_stays_small() {
+        assert!(std::mem::size_of::<ProxyState>() <= 88);
+    }
+
+    /// Without back-off the sweep gets the inventory list itself, not a
+    /// copy; with proxies held back, the others in their order.
+    #[test]
+    fn the_due_list_is_the_inventory_unless_some_are_held_back() {
+        let st = StateStore::new();
+        st.set_policy(Policy {
+            backoff: RecheckBackoff {
+                enabled: true,
+                max_interval: Duration::from_secs(600),
+            },
+            ..Policy::default()
+        });
+        let list: Arc<[Arc<Proxy>]> = (1..=5)
+            .map(|port| Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", port)))
+            .collect();
+        st.sync(&list);
+        let t0 = Instant::now();
+        assert!(Arc::ptr_eq(&st.due_list(&list, t0), &list), "shared");
+        for p in [&list[0], &list[3]] {
+            st.record(p, &result(ProxyStatus::Inactive), t0);
+            st.record(p, &result(ProxyStatus::Inactive), t0);
+        }
+        let due = st.due_list(&list, t0);
+        let ports: Vec<u16> = due.iter().map(|p| p.port).collect();
+        assert_eq!(ports, [2, 3, 5]);
+        assert_eq!(st.due(&list, t0).len(), 3);
+        let later = t0 + Duration::from_secs(3600);
+        assert!(
+            Arc::ptr_eq(&st.due_list(&list, later), &list),
+            "all due again"
+        );
+    }
+
+    /// A re-read with the same values: the store holds the new read's
+    /// proxy, so the old read's can be freed (not both kept).
+    #[test]
+    fn sync_holds_the_latest_reads_copy() {
+        let st = StateStore::new();
+        let first = Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", 1));
+        st.sync(std::slice::from_ref(&first));
+        st.record(&first, &result(ProxyStatus::Active), Instant::now());
+        let again = Arc::new((*first).clone());
+        st.sync(std::slice::from_ref(&again));
+        let s = st.get(&first.id).expect("kept");
+        assert!(Arc::ptr_eq(&s.proxy, &again));
+        assert_eq!(s.reported, Some(ProxyStatus::Active), "state kept");
+        drop(s);
+        assert_eq!(Arc::strong_count(&first), 1, "the old copy is only ours");
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl AsProxy for FakeProxy {
 
     fn proxy_with_auth(&self, protocol: Option<ProxyProtocol>, user: &str, pass: &str) -> Proxy {
         let mut p = self.proxy(protocol);
-        p.username = Some(user.to_string());
+        p.username = Some(user.into());
         p.password = Some(pass.into());
         p
     }

@@ -188,7 +188,7 @@ impl Sweeper {
             );
             metrics.inventory_error("duplicate", read.duplicates as u64);
         }
-        let proxies: Arc<[Arc<Proxy>]> = read.proxies.into_iter().map(Arc::new).collect();
+        let proxies: Arc<[Arc<Proxy>]> = read.proxies.into();
         self.sinks.state.sync(&proxies);
         // Counters of the inventory's label sets start at 0, not at their first event.
         metrics.preinit(self.sinks.state.counts().keys());
@@ -209,7 +209,8 @@ impl Sweeper {
 
     /// One sweep of the proxies due, every result recorded by the sinks.
     async fn sweep(&self, cfg: &Config, started: Instant, shutdown: &Shutdown) -> SweepOutcome {
-        let due: Arc<[Arc<Proxy>]> = self.sinks.state.due(&self.proxies, started).into();
+        // The inventory itself unless back-off holds some proxies back.
+        let due = self.sinks.state.due_list(&self.proxies, started);
         let s = &cfg.sweep;
         let spread = s.spread.then_some((due.len(), s.interval));
         let params = SweepParams::new(s.concurrency, s.rate_limit, spread)

@@ -235,7 +235,7 @@ fn up_result(exit_ip: Option<&str>) -> CheckResult {
 
 fn proxy(country: Option<&str>) -> Proxy {
     let mut p = Proxy::new(ProxyProtocol::Socks5, "127.0.0.1", 1080);
-    p.country = country.map(String::from);
+    p.country = country.map(Into::into);
     p
 }
 

@@ -6,10 +6,14 @@
 //! never appear in those errors: every echo of a user's line goes through
 //! [`crate::secret::redact_credentials`].
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use hashbrown::HashTable;
 use serde::Deserialize;
 
 mod depth;
@@ -27,6 +31,7 @@ pub use source::{InventoryRead, ReadMode, Source, SourceError, SourceSpec};
 
 use crate::model::{parse_country, Proxy, ProxyProtocol, DEFAULT_POOL, DEFAULT_PROVIDER};
 use crate::secret::{cut, redact_credentials, redact_entry, Secret, Userinfo, QUOTE_IT};
+use crate::text::{Interner, Text};
 
 /// File formats of an inventory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -161,10 +166,12 @@ impl fmt::Display for Duplicate {
 pub(crate) const DUPLICATES_LISTED: usize = 10;
 
 /// What a read produced: the good proxies and the skipped entries.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Loaded {
-    /// Valid proxies, duplicates (same id) removed, first one kept.
-    pub proxies: Vec<Proxy>,
+    /// Valid proxies, duplicates (same id) removed, first one kept. Each
+    /// in its `Arc` from the start, as the sweep and the state hold them:
+    /// wrapping them after the read had both copies alive at once.
+    pub proxies: Vec<Arc<Proxy>>,
     /// Malformed entries, skipped.
     pub errors: Vec<RowError>,
     /// Entries dropped because their id was already seen.
@@ -174,34 +181,101 @@ pub(crate) struct Loaded {
     /// Valid entries left to other replicas by sharding.
     pub other_shards: usize,
     shard: Shard,
-    /// Line of each id kept, to name the first of a duplicate pair.
-    seen: std::collections::HashMap<String, usize>,
+    /// Each kept proxy's position in `proxies` and line, found by the hash
+    /// of its id (the id itself is read from the proxy, not copied): to
+    /// drop duplicates and name the first of a pair.
+    seen: HashTable<(u32, u32)>,
+    hasher: RandomState,
+    /// Shares the values proxies repeat (pool, provider, user, labels).
+    shared: Shared,
+}
+
+impl fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loaded")
+            .field("proxies", &self.proxies)
+            .field("errors", &self.errors)
+            .field("duplicates", &self.duplicates)
+            .field("first_duplicates", &self.first_duplicates)
+            .field("other_shards", &self.other_shards)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One allocation for a value that many proxies of a read hold: the
+/// strings and labels through an [`Interner`], passwords here (a provider
+/// often gives every proxy the same one).
+#[derive(Default)]
+pub(crate) struct Shared {
+    texts: Interner,
+    passwords: HashSet<Secret>,
+}
+
+impl Shared {
+    /// `p` with its repeated values replaced by the shared ones. The id
+    /// and host are left: they differ from proxy to proxy.
+    pub(crate) fn share(&mut self, mut p: Proxy) -> Proxy {
+        p.pool = self.texts.text(p.pool);
+        p.provider = self.texts.text(p.provider);
+        p.username = p.username.map(|u| self.texts.text(u));
+        p.country = p.country.map(|c| self.texts.text(c));
+        p.labels = self.texts.labels(p.labels);
+        p.password = p.password.map(|pw| match self.passwords.get(&pw) {
+            Some(known) => known.clone(),
+            None => {
+                self.passwords.insert(pw.clone());
+                pw
+            }
+        });
+        p
+    }
 }
 
 impl Loaded {
+    /// Make room for about `n` proxies (a line count: sharding keeps a
+    /// share of them), so the list is not copied as it grows.
+    fn reserve(&mut self, n: usize) {
+        let n = n / self.shard.count.max(1) as usize + 1;
+        self.proxies.reserve(n);
+        self.seen.reserve(n, |_| 0);
+    }
+
     /// Keep a parsed entry, or record why it was skipped.
     fn push(&mut self, path: &Path, line: usize, entry: Result<Proxy, (String, String)>) {
         match entry {
             // Dropping other shards' entries while parsing keeps a replica's
             // peak memory proportional to its share, not to the whole file.
             Ok(p) if !self.shard.owns(&p.id) => self.other_shards += 1,
-            Ok(p) => match self.seen.get(&p.id) {
-                Some(&first_line) => {
-                    self.duplicates += 1;
-                    if self.first_duplicates.len() < DUPLICATES_LISTED {
-                        self.first_duplicates.push(Duplicate {
-                            file: path.to_path_buf(),
-                            line,
-                            first_line,
-                            id: p.id,
+            Ok(p) => {
+                let hash = self.hasher.hash_one(&*p.id);
+                let proxies = &self.proxies;
+                match self
+                    .seen
+                    .find(hash, |&(i, _)| proxies[i as usize].id == p.id)
+                {
+                    Some(&(_, first_line)) => {
+                        self.duplicates += 1;
+                        if self.first_duplicates.len() < DUPLICATES_LISTED {
+                            self.first_duplicates.push(Duplicate {
+                                file: path.to_path_buf(),
+                                line,
+                                first_line: first_line as usize,
+                                id: p.id.to_string(),
+                            });
+                        }
+                    }
+                    None => {
+                        // Lines and positions fit in u32: a file of 4 billion
+                        // lines is not read into memory.
+                        let i = self.proxies.len() as u32;
+                        let hasher = &self.hasher;
+                        self.seen.insert_unique(hash, (i, line as u32), |&(j, _)| {
+                            hasher.hash_one(&*proxies[j as usize].id)
                         });
+                        self.proxies.push(Arc::new(self.shared.share(p)));
                     }
                 }
-                None => {
-                    self.seen.insert(p.id.clone(), line);
-                    self.proxies.push(p);
-                }
-            },
+            }
             Err((field, message)) => self.errors.push(RowError {
                 file: path.to_path_buf(),
                 line,
@@ -354,17 +428,24 @@ pub(crate) fn parse(
         return Ok(out);
     }
     match format {
-        Format::Lines | Format::Auto => parse_lines(path, text, &mut out),
-        Format::Csv => parse_csv(path, text, &mut out)?,
+        Format::Lines | Format::Auto => {
+            out.reserve(text.bytes().filter(|b| *b == b'\n').count());
+            parse_lines(path, text, &mut out)
+        }
+        Format::Csv => {
+            out.reserve(text.bytes().filter(|b| *b == b'\n').count());
+            parse_csv(path, text, &mut out)?
+        }
         Format::Json | Format::Yaml => parse_list(path, text, format, &mut out)?,
     }
-    out.seen = Default::default();
+    out.seen = HashTable::new();
+    out.shared = Shared::default();
     Ok(out)
 }
 
 /// Drop entries whose id was already seen (the first one wins); returns how many.
 fn dedup(proxies: &mut Vec<Proxy>) -> usize {
-    let mut seen = std::collections::HashSet::with_capacity(proxies.len());
+    let mut seen = HashSet::with_capacity(proxies.len());
     let before = proxies.len();
     proxies.retain(|p| seen.insert(p.id.clone()));
     before - proxies.len()
@@ -566,9 +647,11 @@ fn build(
         return Err("invalid host: a host with `:` must be an IPv6 address".into());
     }
     let mut p = Proxy::new(protocol, host, port);
-    p.username = user.filter(|u| !u.is_empty());
+    p.username = user.filter(|u| !u.is_empty()).map(Text::from);
     p.password = pass;
-    p.id = Proxy::derive_id(protocol, p.username.as_deref(), &p.host, port);
+    if p.username.is_some() {
+        p.id = Proxy::derive_id(protocol, p.username.as_deref(), &p.host, port).into();
+    }
     Ok(p)
 }
 
@@ -656,38 +739,42 @@ impl Entry {
         };
         if self.url.is_some() {
             if let Some(u) = self.username.filter(|u| !u.is_empty()) {
-                p.username = Some(u);
+                p.username = Some(u.into());
             }
             if let Some(pw) = self.password.filter(|p| !p.is_empty()) {
                 p.password = Some(pw);
             }
-            p.id = Proxy::derive_id(p.protocol, p.username.as_deref(), &p.host, p.port);
+            p.id = Proxy::derive_id(p.protocol, p.username.as_deref(), &p.host, p.port).into();
         }
-        if let Some(id) = self
-            .id
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-        {
-            p.id = id;
+        if let Some(id) = self.id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            p.id = id.into();
         }
         p.pool = self
             .pool
-            .map(|s| s.trim().to_string())
+            .as_deref()
+            .map(str::trim)
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| DEFAULT_POOL.into());
+            .unwrap_or(DEFAULT_POOL)
+            .into();
         p.provider = self
             .provider
-            .map(|s| s.trim().to_string())
+            .as_deref()
+            .map(str::trim)
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| DEFAULT_PROVIDER.into());
-        p.labels = self.labels;
+            .unwrap_or(DEFAULT_PROVIDER)
+            .into();
+        p.labels = self.labels.into();
         p.country = match self
             .country
             .as_deref()
             .map(str::trim)
             .filter(|c| !c.is_empty())
         {
-            Some(c) => Some(parse_country(c).map_err(|m| ("country".to_string(), m))?),
+            Some(c) => Some(
+                parse_country(c)
+                    .map_err(|m| ("country".to_string(), m))?
+                    .into(),
+            ),
             None => None,
         };
         Ok(p)
@@ -1124,6 +1211,87 @@ mod tests {
             (3, 2)
         );
         assert!(l.seen.is_empty(), "the id index is not kept after a read");
+    }
+
+    /// The id index holds positions, not ids: with many ids (the table
+    /// grows, positions move buckets) each duplicate still names the line
+    /// of its own first entry, and the kept entries are the first ones.
+    #[test]
+    fn duplicates_among_many_ids_name_their_own_first_line() {
+        let mut text = String::from("id,protocol,host,port\n");
+        // Lines 2..=2001: ids 0..2000; then lines 2002..: ids 1999, 1997, ... again.
+        for i in 0..2000 {
+            text.push_str(&format!(
+                "id{i},http,10.0.{}.{},{}\n",
+                i / 250,
+                i % 250,
+                1000 + i
+            ));
+        }
+        for i in (0..2000).rev().step_by(2) {
+            text.push_str(&format!("id{i},socks5,10.9.9.9,1\n"));
+        }
+        let l = load("many.csv", &text);
+        assert_eq!((l.proxies.len(), l.duplicates), (2000, 1000));
+        for (k, p) in l.proxies.iter().enumerate() {
+            assert_eq!(p.id, format!("id{k}"));
+            assert_eq!(p.protocol, ProxyProtocol::Http, "the first entry is kept");
+        }
+        for (k, d) in l.first_duplicates.iter().enumerate() {
+            let i = 1999 - 2 * k;
+            assert_eq!(d.id, format!("id{i}"));
+            assert_eq!((d.line, d.first_line), (2002 + k, i + 2));
+        }
+    }
+
+    /// Values many proxies repeat are one allocation for all of them: a
+    /// long pool, provider, user name, labels, a password.
+    #[test]
+    fn repeated_values_are_shared_between_proxies() {
+        let text = "\
+- {url: 'http://customer-eu-residential:pw-0123456789@10.0.0.1:8000', pool: residential-europe-west, provider: some-large-provider, labels: {tier: gold}}
+- {url: 'http://customer-eu-residential:pw-0123456789@10.0.0.2:8000', pool: residential-europe-west, provider: some-large-provider, labels: {tier: gold}}
+- {url: 'http://customer-us-residential:other-password@10.0.0.3:8000', pool: residential-europe-west, provider: some-large-provider}
+";
+        let l = load("shared.yaml", text);
+        assert!(l.errors.is_empty(), "{:?}", l.errors);
+        let [a, b, c] = &l.proxies[..] else {
+            panic!("three proxies: {:?}", l.proxies)
+        };
+        for (what, x, y) in [
+            ("pool", &a.pool, &b.pool),
+            ("pool", &a.pool, &c.pool),
+            ("provider", &a.provider, &c.provider),
+        ] {
+            assert!(x.shares_with(y), "{what}");
+        }
+        let (ua, ub, uc) = (
+            a.username.as_ref(),
+            b.username.as_ref(),
+            c.username.as_ref(),
+        );
+        assert!(ua.zip(ub).is_some_and(|(x, y)| x.shares_with(y)), "user");
+        assert!(
+            !ua.zip(uc).is_some_and(|(x, y)| x.shares_with(y)),
+            "another user"
+        );
+        let (pa, pb, pc) = (
+            a.password.as_ref(),
+            b.password.as_ref(),
+            c.password.as_ref(),
+        );
+        assert!(
+            pa.zip(pb).is_some_and(|(x, y)| x.shares_with(y)),
+            "password"
+        );
+        assert!(
+            !pa.zip(pc).is_some_and(|(x, y)| x.shares_with(y)),
+            "another password"
+        );
+        assert_eq!(pc.map(Secret::expose), Some("other-password"));
+        assert!(a.labels.shares_with(&b.labels), "labels");
+        assert_eq!(a.labels["tier"], "gold");
+        assert!(c.labels.is_empty());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::model::{parse_country, Proxy, ProxyProtocol, DEFAULT_PROVIDER};
 use crate::pharox_db::{leases, BurstState, Config, Connector, Error, Session, Stats};
 use crate::secret::Secret;
+use crate::text::Text;
 
 /// Reads proxies and leases from pharox's database. One connection, opened
 /// lazily and reopened after a failure; calls are serialised on it, which is
@@ -198,18 +199,19 @@ fn proxy_from_row(row: &tokio_postgres::Row) -> Result<(Proxy, bool), String> {
     let exclusive: bool = row.try_get(11).map_err(|e| format!("proxy {id}: {e}"))?;
     Ok((
         Proxy {
-            id,
+            id: id.into(),
             protocol,
-            host,
+            host: host.into(),
             port,
-            username,
+            username: username.map(Text::from),
             password,
-            pool,
+            pool: pool.into(),
             provider: source
                 .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| DEFAULT_PROVIDER.to_string()),
-            labels,
-            country,
+                .unwrap_or_else(|| DEFAULT_PROVIDER.to_string())
+                .into(),
+            labels: labels.into(),
+            country: country.map(Text::from),
         },
         exclusive,
     ))

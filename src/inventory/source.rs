@@ -99,8 +99,9 @@ async fn off_runtime<T: Send + 'static>(
 /// What one read produced.
 #[derive(Debug, Default)]
 pub struct InventoryRead {
-    /// This shard's valid proxies, duplicates removed (first one kept).
-    pub proxies: Vec<Proxy>,
+    /// This shard's valid proxies, duplicates removed (first one kept),
+    /// each in the `Arc` a sweep and the exporter's state share.
+    pub proxies: Vec<Arc<Proxy>>,
     /// Malformed file entries, skipped, each naming its file, line and field.
     pub errors: Vec<RowError>,
     /// Malformed database rows, skipped (each logged as it was skipped).
@@ -268,7 +269,11 @@ async fn read_db(db: &PgSource, shard: Shard, mode: ReadMode) -> Result<Inventor
     let before = proxies.len();
     proxies.retain(|p| shard.owns(&p.id));
     read.other_shards = before - proxies.len();
-    read.proxies = proxies;
+    let mut shared = super::Shared::default();
+    read.proxies = proxies
+        .into_iter()
+        .map(|p| Arc::new(shared.share(p)))
+        .collect();
     Ok(read)
 }
 

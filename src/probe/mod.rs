@@ -85,7 +85,7 @@ pub async fn check_with(proxy: &Proxy, opts: &CheckOptions, own: &OwnIps) -> Che
                 let latency_ms = u64::try_from(total.as_millis()).unwrap_or(u64::MAX);
                 let slow_ms = u64::try_from(opts.slow_threshold.as_millis()).unwrap_or(u64::MAX);
                 return CheckResult {
-                    proxy_id: proxy.id.clone(),
+                    proxy_id: proxy.id.to_string(),
                     status: if latency_ms <= slow_ms {
                         ProxyStatus::Active
                     } else {
@@ -125,7 +125,7 @@ pub async fn check_with(proxy: &Proxy, opts: &CheckOptions, own: &OwnIps) -> Che
         ),
     };
     CheckResult {
-        proxy_id: proxy.id.clone(),
+        proxy_id: proxy.id.to_string(),
         status: ProxyStatus::Inactive,
         latency_ms: u64::try_from(opts.timeout.as_millis()).unwrap_or(u64::MAX),
         elapsed_ms: elapsed_ms(),

@@ -16,6 +16,7 @@ use url::Url;
 use super::tls::{self, TlsConfigError};
 use crate::model::{Anonymity, GeoPolicy, Proxy, ProxyProtocol};
 use crate::secret::Secret;
+use crate::text::Text;
 
 /// pharox's default target (`HealthCheckOptions.target_url`).
 pub const PHAROX_DEFAULT_TARGET: &str = "https://httpbin.org/ip";
@@ -133,7 +134,9 @@ impl CheckOptions {
 #[derive(Clone)]
 pub struct OptionsByPool {
     by_protocol: HashMap<ProxyProtocol, Arc<CheckOptions>>,
-    by_pool: HashMap<(String, ProxyProtocol), Arc<CheckOptions>>,
+    /// Keyed by [`Text`], the type of [`Proxy::pool`]: a lookup clones the
+    /// proxy's pool without allocating.
+    by_pool: HashMap<(Text, ProxyProtocol), Arc<CheckOptions>>,
 }
 
 impl OptionsByPool {
@@ -166,7 +169,7 @@ impl OptionsByPool {
 
     /// Use `options` for proxies of `protocol` in `pool`.
     pub fn set_pool(&mut self, pool: String, protocol: ProxyProtocol, options: Arc<CheckOptions>) {
-        self.by_pool.insert((pool, protocol), options);
+        self.by_pool.insert((pool.into(), protocol), options);
     }
 
     /// Every resolved option set (each protocol, each pool).

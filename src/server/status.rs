@@ -561,10 +561,10 @@ fn walk(state: &StateStore, filter: &Filter) -> Walk {
             let (rep, last) = (s.reported?, s.last?);
             let exit = last.exit.as_deref();
             Some(WorstView {
-                id: p.id.clone(),
+                id: p.id.to_string(),
                 url: p.redacted_url(),
-                pool: p.pool.clone(),
-                provider: p.provider.clone(),
+                pool: p.pool.to_string(),
+                provider: p.provider.to_string(),
                 status: rep.as_str(),
                 reason: last.reason.map(|r| r.as_str()),
                 phase: last.phase.map(Phase::as_str),
@@ -574,7 +574,7 @@ fn walk(state: &StateStore, filter: &Filter) -> Walk {
                 checked_at: last.checked_at,
                 exit_ip: exit.and_then(|e| e.ip).map(|ip| ip.to_string()),
                 exit_country: exit.and_then(|e| e.country).map(|c| c.as_str().to_string()),
-                declared_country: p.country.clone(),
+                declared_country: p.country.as_deref().map(str::to_string),
                 anonymity: exit.and_then(|e| e.anonymity).map(Anonymity::as_str),
                 geo_mismatch: exit.is_some_and(|e| e.geo_mismatch),
             })

@@ -65,7 +65,7 @@ mod tests {
 
     fn result(proxy: &Proxy, status: ProxyStatus, reason: Option<Reason>) -> CheckResult {
         CheckResult {
-            proxy_id: proxy.id.clone(),
+            proxy_id: proxy.id.to_string(),
             status,
             latency_ms: 10,
             elapsed_ms: 10,

@@ -131,7 +131,7 @@ async fn sweep(cfg: &Config) -> Vec<(Arc<Proxy>, CheckResult)> {
         .await
         .unwrap();
     assert!(read.errors.is_empty(), "{:?}", read.errors);
-    let proxies: Vec<Arc<Proxy>> = read.proxies.into_iter().map(Arc::new).collect();
+    let proxies: Vec<Arc<Proxy>> = read.proxies;
     let declared: Vec<Option<&str>> = proxies.iter().map(|p| p.country.as_deref()).collect();
     assert_eq!(declared, vec![Some("DE"); 3]);
     let geo = open_geo(cfg).unwrap();
@@ -166,7 +166,7 @@ async fn exits_through_real_proxies_are_located_and_mismatches_follow_the_pool_p
         .map(|(p, r)| {
             let exit = r.exit.clone().unwrap_or_default();
             (
-                p.pool.clone(),
+                p.pool.to_string(),
                 r.status,
                 r.reason,
                 exit.ip.map(|i| i.to_string()),

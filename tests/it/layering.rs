@@ -11,18 +11,20 @@ use std::path::{Path, PathBuf};
 /// Each top-level module and the modules it may import. `app` is the
 /// composition root: it may import anything, and nothing may import it.
 const ALLOWED: &[(&str, &[&str])] = &[
-    // L0: vocabulary and primitives (`secret` first: the model's password is a Secret)
+    // L0: vocabulary and primitives (`secret` and `text` first: the model's
+    // password is a Secret, its strings are Texts)
     ("secret", &[]),
-    ("model", &["secret"]),
+    ("text", &[]),
+    ("model", &["secret", "text"]),
     ("shutdown", &[]),
     ("tls_roots", &[]),
     // L1: leaf capabilities
-    ("probe", &["model", "secret", "tls_roots"]),
-    ("state", &["model"]),
+    ("probe", &["model", "secret", "text", "tls_roots"]),
+    ("state", &["model", "text"]),
     ("pharox_db", &["model", "secret", "tls_roots"]),
     ("geo", &["model"]),
     // L2: pipeline stages
-    ("inventory", &["model", "secret", "pharox_db"]),
+    ("inventory", &["model", "secret", "text", "pharox_db"]),
     ("sweep", &["model", "probe", "shutdown", "geo"]),
     // L3: settings, and consumers of results
     (

@@ -34,7 +34,7 @@ pub(crate) async fn run(
     }
     if cfg.inventory.path.is_some() || cfg.db.is_some() {
         let read = crate::inventory::read(&cfg).await?;
-        proxies.extend(read.proxies.into_iter().map(Arc::new));
+        proxies.extend(read.proxies);
     }
     if proxies.is_empty() {
         bail!(

@@ -163,7 +163,7 @@ pub(crate) fn table(rows: &[(&Proxy, &CheckResult)]) -> String {
             _ => "-".into(),
         };
         let mut row = vec![
-            p.id.clone(),
+            p.id.to_string(),
             p.redacted_url(),
             r.status.as_str().to_uppercase(),
             r.latency_ms.to_string(),

@@ -36,7 +36,7 @@ pub(crate) async fn run(common: &CommonArgs) -> Result<ExitCode> {
         Some(pg) => Some(ResultWriter::spawn(pg.clone())?),
         None => None,
     };
-    let list: Arc<[Arc<Proxy>]> = read.proxies.into_iter().map(Arc::new).collect();
+    let list: Arc<[Arc<Proxy>]> = read.proxies.into();
     let total = list.len();
     let bar = progress_bar(total as u64);
     let out = Arc::new(Output::default());

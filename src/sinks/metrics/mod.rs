@@ -521,8 +521,8 @@ impl Metrics {
         let protocol = proxy.protocol.as_str().to_string();
         self.checks
             .counter(&StatusLabels {
-                pool: proxy.pool.clone(),
-                provider: proxy.provider.clone(),
+                pool: proxy.pool.to_string(),
+                provider: proxy.provider.to_string(),
                 protocol: protocol.clone(),
                 status: r.status.as_str().to_string(),
             })
@@ -530,8 +530,8 @@ impl Metrics {
         if r.status.is_up() {
             self.check_duration
                 .histogram(&ProxyLabels {
-                    pool: proxy.pool.clone(),
-                    provider: proxy.provider.clone(),
+                    pool: proxy.pool.to_string(),
+                    provider: proxy.provider.to_string(),
                     protocol: protocol.clone(),
                 })
                 .observe_micros(r.latency_ms.saturating_mul(1000));
@@ -546,7 +546,7 @@ impl Metrics {
             if let Some(ms) = r.phases.get(phase) {
                 self.phase_duration
                     .histogram(&PhaseLabels {
-                        pool: proxy.pool.clone(),
+                        pool: proxy.pool.to_string(),
                         protocol: protocol.clone(),
                         phase: phase.as_str().to_string(),
                     })
@@ -560,7 +560,7 @@ impl Metrics {
             if exit.geo_mismatch {
                 self.geo_mismatches
                     .get_or_create(&PoolLabel {
-                        pool: proxy.pool.clone(),
+                        pool: proxy.pool.to_string(),
                     })
                     .inc();
             }
@@ -568,8 +568,8 @@ impl Metrics {
         if let Some(reason) = r.reason {
             self.errors
                 .counter(&ReasonLabels {
-                    pool: proxy.pool.clone(),
-                    provider: proxy.provider.clone(),
+                    pool: proxy.pool.to_string(),
+                    provider: proxy.provider.to_string(),
                     protocol: protocol.clone(),
                     reason: reason.as_str().to_string(),
                 })
@@ -577,7 +577,7 @@ impl Metrics {
             if reason == Reason::Timeout {
                 self.timeouts
                     .counter(&PhaseLabels {
-                        pool: proxy.pool.clone(),
+                        pool: proxy.pool.to_string(),
                         protocol,
                         phase: r.phase.map(Phase::as_str).unwrap_or("connect").to_string(),
                     })

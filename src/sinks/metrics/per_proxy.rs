@@ -90,6 +90,16 @@ struct Order {
     ends: Vec<usize>,
 }
 
+/// Whether two records have the same series labels (what
+/// [`render_labels`] prints).
+fn same_series(a: &Arc<Proxy>, b: &Arc<Proxy>) -> bool {
+    Arc::ptr_eq(a, b)
+        || (a.id == b.id
+            && a.pool == b.pool
+            && a.provider == b.provider
+            && a.protocol == b.protocol)
+}
+
 /// Append a proxy's labels, escaped.
 fn render_labels(out: &mut String, p: &Proxy) {
     push_label(out, "proxy_id", p.id.as_str());
@@ -124,13 +134,23 @@ impl Order {
 
     /// The rows of this scrape in id order, or `None` when the store no
     /// longer holds exactly the proxies this order was built for.
-    fn rows(&self, state: &StateStore) -> Option<Vec<Option<Row>>> {
+    ///
+    /// A record replaced by a copy with the same series labels (every
+    /// inventory read replaces them all) still matches: the cached one is
+    /// swapped for it, so the previous read's proxies are not kept alive.
+    fn rows(&mut self, state: &StateStore) -> Option<Vec<Option<Row>>> {
         let mut rows = vec![None; self.walk.len()];
         let mut seen = 0;
         let mut same = true;
+        let walk = &mut self.walk;
         state.for_each(|s| {
-            match self.walk.get(seen) {
-                Some((p, pos)) if same && Arc::ptr_eq(p, &s.proxy) => rows[*pos] = row_of(s),
+            match walk.get_mut(seen) {
+                Some((p, pos)) if same && same_series(p, &s.proxy) => {
+                    if !Arc::ptr_eq(p, &s.proxy) {
+                        *p = s.proxy.clone();
+                    }
+                    rows[*pos] = row_of(s);
+                }
                 _ => same = false,
             }
             seen += 1;
@@ -686,13 +706,33 @@ mod tests {
 
     #[test]
     fn a_store_changed_behind_the_version_is_noticed() {
-        let (state, _) = fixture();
+        let (state, proxies) = fixture();
         let mut order = Order::default();
         let version = state.membership_version();
         let rows = order.rebuild(&state, version, 2);
         assert_eq!(rows.iter().filter(|r| r.is_some()).count(), 6);
         assert!(order.rows(&state).is_some(), "same proxies, same order");
-        // Another store with the same ids: not the same records.
+        // A re-read: equal copies of every record. The same series, so no
+        // rebuild; the cache takes the new copies and lets the old go.
+        let copies: Vec<Arc<Proxy>> = proxies.iter().map(|p| Arc::new((**p).clone())).collect();
+        state.sync(&copies);
+        assert_eq!(state.membership_version(), version);
+        assert!(order.rows(&state).is_some(), "equal copies");
+        assert!(
+            proxies.iter().all(|p| Arc::strong_count(p) == 1),
+            "the previous read's records are no longer held"
+        );
+        // A record relabelled (after the version was read): noticed by the
+        // walk itself.
+        let mut relabelled = copies.clone();
+        let mut moved = (*relabelled[3]).clone();
+        moved.pool = "elsewhere".into();
+        relabelled[3] = Arc::new(moved);
+        state.sync(&relabelled);
+        assert!(order.rows(&state).is_none(), "relabelled");
+        let rows = order.rebuild(&state, state.membership_version(), 2);
+        assert_eq!(rows.iter().filter(|r| r.is_some()).count(), 6);
+        // Another store with the same ids under other labels: not the same series.
         let (other, _) = fixture();
         assert!(order.rows(&other).is_none());
         let mut scratch = String::new();

@@ -24,9 +24,9 @@ fn checked_at() -> DateTime<Utc> {
 
 fn proxy(id: &str, pool: &str, provider: &str, protocol: ProxyProtocol) -> Arc<Proxy> {
     let mut p = Proxy::new(protocol, "127.0.0.1", 1080);
-    p.id = id.to_string();
-    p.pool = pool.to_string();
-    p.provider = provider.to_string();
+    p.id = id.into();
+    p.pool = pool.into();
+    p.provider = provider.into();
     Arc::new(p)
 }
 

@@ -196,8 +196,8 @@ async fn pharox_reads_what_we_write_as_its_own_orchestrator_would() {
     let ours = pharox(&["read", &pg.sqlalchemy_url("ours")], &ids);
     let theirs = pharox(&["read", &theirs], &ids);
     for (i, p) in proxies.iter().enumerate() {
-        let o = &ours["proxies"][&p.id];
-        let t = &theirs["proxies"][&p.id];
+        let o = &ours["proxies"][p.id.as_str()];
+        let t = &theirs["proxies"][p.id.as_str()];
         // The proxy row and get_last_health_result: identical except the
         // error message, which we store and pharox's adapter does not.
         assert_eq!(o["status"], t["status"], "proxy {i}");
@@ -236,7 +236,7 @@ async fn pharox_reads_what_we_write_as_its_own_orchestrator_would() {
     }
     let errs: Vec<&str> = proxies
         .iter()
-        .filter_map(|p| ours["proxies"][&p.id]["records"][1]["error"].as_str())
+        .filter_map(|p| ours["proxies"][p.id.as_str()]["records"][1]["error"].as_str())
         .collect();
     assert_eq!(errs, vec!["timeout via http://***@10.0.0.1:3001"]);
     // Untouched: the other pool and the banned proxy.

@@ -124,7 +124,7 @@ async fn exclusively_leased_proxies_are_found_and_skipped() {
     let mut cfg = config(&pg.url("db"));
     cfg.skip_leased = true;
     let loaded = PharoxDbSource::new(cfg).unwrap().load().await.unwrap();
-    let got: Vec<String> = loaded.into_iter().map(|p| p.id).collect();
+    let got: Vec<String> = loaded.into_iter().map(|p| p.id.into()).collect();
     let want: Vec<String> = [1, 2, 3, 4, 6, 7, 8]
         .iter()
         .map(|n| uuid_for(2, *n))

@@ -388,7 +388,7 @@ pub(crate) fn config(url: &str) -> pharox_exporter::DbConfig {
 /// A minimal proxy value carrying a pharox id (what PharoxDbSource::load yields).
 pub(crate) fn proxy(id: &str, protocol: pharox_exporter::ProxyProtocol) -> pharox_exporter::Proxy {
     let mut p = pharox_exporter::Proxy::new(protocol, "127.0.0.1", 9);
-    p.id = id.to_string();
+    p.id = id.into();
     p
 }
 

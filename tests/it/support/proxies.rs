@@ -109,9 +109,9 @@ impl ProxyServer {
     pub(crate) fn proxy(&self, protocol: ProxyProtocol, creds: Option<(&str, &str)>) -> Proxy {
         let mut p = Proxy::new(protocol, "127.0.0.1", self.port());
         if let Some((u, pw)) = creds {
-            p.username = Some(u.to_string());
+            p.username = Some(u.into());
             p.password = Some(pw.into());
-            p.id = Proxy::derive_id(protocol, Some(u), "127.0.0.1", self.port());
+            p.id = Proxy::derive_id(protocol, Some(u), "127.0.0.1", self.port()).into();
         }
         p
     }
