@@ -426,6 +426,44 @@ mod tests {
         assert!(set.contains("ab") && set.contains("a-long-value-on-the-heap"));
     }
 
+    /// Every conversion keeps the value, and every comparison can say no
+    /// (inline and heap values alike).
+    #[test]
+    fn conversions_keep_the_value_and_comparisons_can_differ() {
+        for s in ["pool-a", "a-provider-name-longer-than-15"] {
+            let owned = s.to_string();
+            let t = Text::from(s);
+            assert_eq!(Text::from(&owned).as_str(), s);
+            assert_eq!(Text::from(owned.clone().into_boxed_str()).as_str(), s);
+            assert_eq!(Text::from(&t).as_str(), s);
+            assert_eq!(String::from(t.clone()), s);
+            assert_eq!(String::from(&t), s);
+            let r: &str = t.as_ref();
+            assert_eq!(r, s);
+            let b: &str = t.borrow();
+            assert_eq!(b, s);
+            assert_eq!(&*t, s);
+            for o in [
+                Text::from("other"),
+                Text::from("another-value-longer-than-15"),
+            ] {
+                let (os, oo) = (o.as_str(), o.to_string());
+                assert!(t != o, "Text != Text");
+                assert!(t != os, "Text != &str");
+                assert!(t != *os, "Text != str");
+                assert!(t != oo, "Text != String");
+                assert!(os != t, "&str != Text");
+                assert!(*os != t, "str != Text");
+                assert!(oo != t, "String != Text");
+                assert_ne!(t.cmp(&o), Ordering::Equal);
+            }
+        }
+        // The order is str's, inline against heap both ways.
+        let (short, long) = (Text::from("b"), Text::from("a-long-value-on-the-heap"));
+        assert_eq!(short.cmp(&long), Ordering::Greater);
+        assert_eq!(long.partial_cmp(&short), Some(Ordering::Less));
+    }
+
     #[test]
     fn the_interner_shares_long_values() {
         let mut i = Interner::default();
