@@ -1210,6 +1210,48 @@ mod tests {
         assert_eq!(st.len(), 1);
     }
 
+    /// Proxies spread over the shards (one lock would serialise every
+    /// result), and a shard's memory follows the inventory down: given
+    /// back when it holds more than twice what is left, kept (no
+    /// reallocation) on a small drop.
+    #[test]
+    fn shards_spread_the_proxies_and_shrink_only_on_a_large_drop() {
+        let list: Vec<Arc<Proxy>> = (0..2000u16)
+            .map(|port| Arc::new(Proxy::new(ProxyProtocol::Http, "127.0.0.1", port + 1)))
+            .collect();
+        let shape = |st: &StateStore| -> Vec<(usize, usize)> {
+            st.shards
+                .iter()
+                .map(|s| {
+                    let s = lock(s);
+                    (s.states.len(), s.states.capacity())
+                })
+                .collect()
+        };
+        for keep in [20, 1900] {
+            let st = StateStore::new();
+            st.sync(&list);
+            let before = shape(&st);
+            let used = before.iter().filter(|(len, _)| *len > 0).count();
+            assert!(used >= SHARDS / 2, "{used} of {SHARDS} shards hold proxies");
+            st.sync(&list[..keep]);
+            let after = shape(&st);
+            for ((len0, cap0), (len, cap)) in before.iter().zip(&after) {
+                if len == len0 {
+                    assert_eq!(cap, cap0, "nothing left this shard: untouched");
+                } else if *cap0 > 2 * len {
+                    assert!(*cap <= 2 * len, "{len0}/{cap0} -> {len}/{cap}: given back");
+                } else {
+                    assert_eq!(cap, cap0, "{len0}/{cap0} -> {len}: small drop, kept");
+                }
+            }
+            let mut seen = 0;
+            st.for_each(|_| seen += 1);
+            assert_eq!(seen, keep);
+            assert!(list[..keep].iter().all(|p| st.get(&p.id).is_some()));
+        }
+    }
+
     /// A million states are held at once.
     #[test]
     fn a_state_stays_small() {
