@@ -1252,6 +1252,19 @@ mod tests {
         }
     }
 
+    /// An instant centuries away saturates one below the top, so the
+    /// `+ 1` of `is_due` cannot overflow.
+    #[test]
+    fn an_offset_centuries_away_saturates_below_the_top() {
+        let st = StateStore::new();
+        let far = st
+            .epoch
+            .checked_add(Duration::from_secs(600 * 365 * 86_400))
+            .expect("representable");
+        assert_eq!(st.offset(far), u64::MAX - 1);
+        assert_eq!(st.offset(st.epoch), 0);
+    }
+
     /// A million states are held at once.
     #[test]
     fn a_state_stays_small() {
