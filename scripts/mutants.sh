@@ -8,7 +8,7 @@
 # mutant that makes the tests hang (timeout) counts as caught and one that
 # does not compile (unviable) is not counted.
 #
-#   scripts/mutants.sh                     # the six core files (about 30-60 min)
+#   scripts/mutants.sh                     # the core files (about 40-70 min)
 #   scripts/mutants.sh src/state.rs        # some files only
 #   MUTANTS_JOBS=2 scripts/mutants.sh      # parallel builds (default 1)
 #
@@ -31,6 +31,7 @@ files=(
     src/probe/mod.rs
     src/probe/http_proxy.rs
     src/inventory/shard.rs
+    src/text.rs
 )
 if [[ $# -gt 0 ]]; then
     files=("$@")

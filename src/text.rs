@@ -465,6 +465,16 @@ mod tests {
     }
 
     #[test]
+    fn labels_know_when_they_are_empty_and_collect_from_pairs() {
+        let l: Labels = [("k".to_string(), "v".to_string())].into_iter().collect();
+        assert!(!l.is_empty());
+        assert_eq!(l.get("k").map(String::as_str), Some("v"));
+        assert!(Labels::new().is_empty());
+        let none: Labels = std::iter::empty().collect();
+        assert!(none.is_empty());
+    }
+
+    #[test]
     fn the_interner_shares_long_values() {
         let mut i = Interner::default();
         let a = i.text(Text::from("residential-provider-eu"));
