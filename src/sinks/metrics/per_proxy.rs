@@ -11,7 +11,8 @@
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use super::text::{push_escaped, push_f64, push_i64, push_label, Family, Kind};
+use super::families::render_pairs;
+use super::text::{push_escaped, push_f64, push_i64, Family, Kind};
 use super::PerProxy;
 use crate::model::Proxy;
 use crate::state::{ExitSeen, ProxyState, StateStore};
@@ -102,13 +103,15 @@ fn same_series(a: &Arc<Proxy>, b: &Arc<Proxy>) -> bool {
 
 /// Append a proxy's labels, escaped.
 fn render_labels(out: &mut String, p: &Proxy) {
-    push_label(out, "proxy_id", p.id.as_str());
-    out.push(',');
-    push_label(out, "pool", p.pool.as_str());
-    out.push(',');
-    push_label(out, "provider", p.provider.as_str());
-    out.push(',');
-    push_label(out, "protocol", p.protocol.as_str());
+    render_pairs(
+        out,
+        &[
+            ("proxy_id", p.id.as_str()),
+            ("pool", p.pool.as_str()),
+            ("provider", p.provider.as_str()),
+            ("protocol", p.protocol.as_str()),
+        ],
+    );
 }
 
 impl Order {
